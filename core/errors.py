@@ -1,0 +1,51 @@
+"""Typed errors. Fronts print `UserError` as one line and exit non-zero; anything else is a bug."""
+
+from __future__ import annotations
+
+
+class BlockvaultError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(BlockvaultError):
+    """A mistake the user can fix (bad name, bad size, wrong state): shown as one line."""
+
+    exit_code = 2
+
+
+class NotFound(UserError):
+    """No object by that id or name."""
+
+
+class Conflict(UserError):
+    """The object exists already, or its state forbids the action."""
+
+
+class InUse(Conflict):
+    """A disk is used by a running job or held open for writing by another process."""
+
+
+class Cancelled(BlockvaultError):
+    """A job was cancelled by the user (Ctrl-C or `job cancel`)."""
+
+    exit_code = 130
+
+
+class IntegrityError(BlockvaultError):
+    """Stored data does not match its content id or digest: never written to a disk."""
+
+    exit_code = 3
+
+
+class StoreError(BlockvaultError):
+    """A vault or object store failed; `transient` ones are retried by the retry wrapper."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ObjectMissing(StoreError):
+    """The key is not in the store."""

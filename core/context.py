@@ -1,0 +1,71 @@
+"""The shared context every operation receives: catalog, locations, settings, actor."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlmodel import Session, SQLModel, select
+
+from core.catalog import Catalog
+from core.config import Settings
+from core.errors import NotFound
+from core.ids import looks_like_id
+from core.locations import Locations
+from core.models import Event
+
+T = TypeVar("T", bound=SQLModel)
+
+
+def current_actor() -> str:
+    """user@host, as shown in the audit log and the console header."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass
+class Context:
+    """Everything an operation needs; built once by the façade."""
+
+    catalog: Catalog
+    locations: Locations
+    settings: Settings
+    actor: str
+
+
+def resolve(session: Session, model: type[T], ref: str, kind: str) -> T:
+    """Find an object by id or by name; NotFound names what was asked for."""
+    row = session.get(model, ref) if looks_like_id(ref) else None
+    if row is None:
+        row = session.exec(select(model).where(model.name == ref)).first()  # type: ignore[attr-defined]
+    if row is None:
+        raise NotFound(f"no {kind} named {ref!r}")
+    return row
+
+
+def record(
+    session: Session,
+    ctx: Context,
+    action: str,
+    kind: str,
+    object_id: str,
+    name: str = "",
+    detail: str = "",
+) -> None:
+    """Add an audit event in the caller's transaction."""
+    session.add(
+        Event(
+            actor=ctx.actor,
+            action=action,
+            object_kind=kind,
+            object_id=object_id,
+            object_name=name,
+            detail=detail,
+        )
+    )

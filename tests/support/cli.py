@@ -1,0 +1,54 @@
+"""Run the real CLI in-process and capture what a user would see."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tui.cli import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class CLI:
+    """`cli("disk", "list", "--json")` runs `blockvault --home HOME disk list --json`."""
+
+    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.home = home
+        self.capsys = capsys
+
+    def __call__(self, *argv: str) -> Result:
+        self.capsys.readouterr()
+        try:
+            code = main(["--home", str(self.home), *argv])
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def ok(self, *argv: str) -> Any:
+        """Run, assert success, return parsed JSON (adds --json)."""
+        result = self(*argv, "--json")
+        assert result.code == 0, f"{argv} failed: {result.err}"
+        return result.json()
+
+    def fails(self, *argv: str) -> str:
+        """Run, assert a one-line error and non-zero exit; return stderr."""
+        result = self(*argv)
+        assert result.code != 0, f"{argv} unexpectedly succeeded: {result.out}"
+        assert "Traceback" not in result.err
+        lines = [line for line in result.err.strip().splitlines() if line]
+        assert len(lines) == 1, result.err
+        return lines[0]

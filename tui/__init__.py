@@ -1,0 +1,1 @@
+"""The user's terminal fronts: the Textual console (`tui.app`) and the command line (`tui.cli`)."""

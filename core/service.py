@@ -11,16 +11,16 @@ from typing import Any
 
 from sqlmodel import select
 
-from core import inventory, lifecycle
+from core import backups, inventory, lifecycle, snapshot_ops, vaults
 from core.catalog import Catalog
 from core.config import Settings
 from core.context import Context, current_actor, record, resolve
 from core.errors import Conflict
-from core.jobs import job_is_stale
+from core.jobs import JobHandle, job_is_stale
 from core.locations import Locations
 from core.models import Backup, Disk, Event, Job, Server, iso, utcnow
 from core.states import JOB_ACTIVE
-from core.views import disk_view, job_view, server_view
+from core.views import disk_view, job_view, server_view, vault_view
 
 INTERRUPTED_DISK_STATUS = {
     "backing-up": "available",
@@ -221,3 +221,173 @@ class Blockvault:
                 }
                 for e in session.exec(query).all()
             ]
+
+    # --- vaults -----------------------------------------------------------------------------
+
+    def add_vault(self, name: str, **options: Any) -> dict[str, Any]:
+        """Register (and initialise if empty) a local or S3 vault; see `vaults.add_vault`."""
+        vault = vaults.add_vault(self.ctx, name, **options)
+        return self.get_vault(vault.id, deep=False)
+
+    def list_vaults(self) -> list[dict[str, Any]]:
+        vaults.default_vault(self.ctx)  # the embedded default always shows
+        with self.ctx.catalog.session() as session:
+            counts = vaults.backup_counts(session)
+            rows = session.exec(select(vaults.Vault).order_by(vaults.Vault.name)).all()
+            return [self._vault_dict(v, counts.get(v.id, (0, 0, 0))) for v in rows]
+
+    @staticmethod
+    def _vault_dict(vault: Any, count: tuple[int, int, int], **extra: Any) -> dict[str, Any]:
+        backups_n, logical, stored = count
+        return vault_view(
+            vault,
+            backups=backups_n,
+            logical_bytes=logical,
+            stored_bytes=stored,
+            dedup_ratio=round(logical / stored, 2) if stored else None,
+            **extra,
+        )
+
+    def get_vault(
+        self, ref: str | None, *, deep: bool = True, passphrase: str | None = None
+    ) -> dict[str, Any]:
+        """A vault with catalog counts; `deep` also reads the store's real usage."""
+        vault = vaults.get_vault(self.ctx, ref)
+        with self.ctx.catalog.session() as session:
+            count = vaults.backup_counts(session).get(vault.id, (0, 0, 0))
+        if not deep:
+            return self._vault_dict(vault, count)
+        stats = vaults.open_repository(self.ctx, vault, passphrase=passphrase).stats()
+        return self._vault_dict(
+            vault,
+            (count[0], stats.logical_bytes, stats.stored_bytes),
+            chunks=stats.chunks,
+            manifests=stats.manifests,
+        )
+
+    def remove_vault(self, ref: str, *, force: bool = False) -> dict[str, Any]:
+        vault = vaults.remove_vault(self.ctx, ref, force=force)
+        return self._vault_dict(vault, (0, 0, 0))
+
+    def import_vault(
+        self, ref: str | None, *, passphrase: str | None = None
+    ) -> list[dict[str, Any]]:
+        return backups.import_vault(self.ctx, ref, passphrase=passphrase)
+
+    def start_gc(
+        self, ref: str | None, *, dry_run: bool = False, grace_seconds: float | None = None
+    ) -> JobHandle:
+        return backups.start_gc(self.ctx, ref, dry_run=dry_run, grace_seconds=grace_seconds)
+
+    # --- backups ----------------------------------------------------------------------------
+
+    def start_backup(
+        self,
+        disk: str,
+        *,
+        vault: str | None = None,
+        name: str | None = None,
+        passphrase: str | None = None,
+    ) -> JobHandle:
+        return backups.start_backup(
+            self.ctx, disk, vault_ref=vault, name=name, passphrase=passphrase
+        )
+
+    def list_backups(
+        self, *, disk: str | None = None, include_deleted_disks: bool = False
+    ) -> list[dict[str, Any]]:
+        return backups.list_backups(
+            self.ctx, disk_ref=disk, include_deleted_disks=include_deleted_disks
+        )
+
+    def get_backup(self, ref: str) -> dict[str, Any]:
+        return backups.get_backup(self.ctx, ref)
+
+    def plan_restore(
+        self,
+        ref: str,
+        *,
+        to_original: bool,
+        new_name: str | None = None,
+        new_size: int | None = None,
+        force: bool = False,
+    ) -> lifecycle.Plan:
+        return backups.plan_restore(
+            self.ctx,
+            ref,
+            to_original=to_original,
+            new_name=new_name,
+            new_size=new_size,
+            force=force,
+        )
+
+    def start_restore(
+        self,
+        ref: str,
+        *,
+        to_original: bool,
+        new_name: str | None = None,
+        new_size: int | None = None,
+        force: bool = False,
+    ) -> JobHandle:
+        return backups.start_restore(
+            self.ctx,
+            ref,
+            to_original=to_original,
+            new_name=new_name,
+            new_size=new_size,
+            force=force,
+        )
+
+    def start_verify(self, ref: str) -> JobHandle:
+        return backups.start_verify(self.ctx, ref)
+
+    def plan_delete_backup(self, ref: str) -> lifecycle.Plan:
+        return backups.plan_delete_backup(self.ctx, ref)
+
+    def delete_backup(self, ref: str) -> lifecycle.Plan:
+        return backups.delete_backup(self.ctx, ref)
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def plan_snapshot(self, disk: str) -> lifecycle.Plan:
+        return snapshot_ops.plan_create(self.ctx, disk)
+
+    def start_snapshot(self, disk: str, *, name: str | None = None) -> JobHandle:
+        return snapshot_ops.start_create(self.ctx, disk, name=name)
+
+    def list_snapshots(self, *, disk: str | None = None) -> list[dict[str, Any]]:
+        return snapshot_ops.list_snapshots(self.ctx, disk_ref=disk)
+
+    def get_snapshot(self, ref: str) -> dict[str, Any]:
+        return snapshot_ops.get_snapshot(self.ctx, ref)
+
+    def plan_delete_snapshot(self, ref: str) -> lifecycle.Plan:
+        return snapshot_ops.plan_delete(self.ctx, ref)
+
+    def delete_snapshot(self, ref: str) -> lifecycle.Plan:
+        return snapshot_ops.delete_snapshot(self.ctx, ref)
+
+    def plan_rollback(self, ref: str, *, force: bool = False) -> lifecycle.Plan:
+        return snapshot_ops.plan_rollback(self.ctx, ref, force=force)
+
+    def start_rollback(self, ref: str, *, force: bool = False) -> JobHandle:
+        return snapshot_ops.start_rollback(self.ctx, ref, force=force)
+
+    def plan_snapshot_to_disk(self, ref: str, new_name: str) -> lifecycle.Plan:
+        return snapshot_ops.plan_to_disk(self.ctx, ref, new_name)
+
+    def start_snapshot_to_disk(self, ref: str, new_name: str) -> JobHandle:
+        return snapshot_ops.start_to_disk(self.ctx, ref, new_name)
+
+    def plan_undo(self, disk: str) -> lifecycle.Plan:
+        return snapshot_ops.plan_undo(self.ctx, disk)
+
+    def start_undo(self, disk: str, *, force: bool = False) -> JobHandle:
+        return snapshot_ops.start_undo(self.ctx, disk, force=force)
+
+    def plan_os_changed(self, server: str) -> lifecycle.Plan:
+        return snapshot_ops.plan_os_changed(self.ctx, server)
+
+    def os_changed(self, server: str) -> lifecycle.Plan:
+        return snapshot_ops.os_changed(self.ctx, server)

@@ -10,11 +10,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import BlockvaultError, Cancelled, UserError
-from core.lifecycle import Plan
+from core.errors import BlockvaultError, Cancelled
 from core.service import Blockvault
-from core.units import parse_size
 from tui import output
+from tui.cli_common import (
+    confirm_parent,
+    json_parent,
+    run_planned,
+    show_list,
+    show_object,
+    size_arg,
+)
 
 Handler = Callable[[Blockvault, argparse.Namespace], Any]
 
@@ -60,72 +66,6 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def size_arg(text: str) -> int:
-    try:
-        return parse_size(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _json_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--json", action="store_true", help="print JSON for scripts")
-    return parent
-
-
-def _confirm_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    parent.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
-    return parent
-
-
-def _show_list(columns: tuple[str, ...], empty: str) -> Callable[[Any, argparse.Namespace], None]:
-    def render(rows: Any, args: argparse.Namespace) -> None:
-        if args.json:
-            output.print_json(rows)
-        else:
-            shown = [
-                {**r, "disks": ", ".join(d["name"] for d in r["disks"])} if "disks" in r else r
-                for r in rows
-            ]
-            output.print_table(shown, columns, empty=empty)
-
-    return render
-
-
-def _show_object(data: Any, args: argparse.Namespace) -> None:
-    if args.json:
-        output.print_json(data)
-    else:
-        output.print_object(data)
-
-
-def run_planned(
-    args: argparse.Namespace, plan: Plan, execute: Callable[[], Any], *, show_result: bool = True
-) -> Any:
-    """Dry run prints the plan; otherwise confirm, execute and print the result."""
-    if args.dry_run:
-        if args.json:
-            output.print_json(plan.to_dict())
-        else:
-            output.print_plan(plan)
-        if not plan.allowed:
-            raise UserError(plan.refusal or "refused")
-        return None
-    output.confirm(plan, yes=args.yes)
-    result = execute()
-    if isinstance(result, Plan):
-        if args.json:
-            output.print_json({**result.to_dict(), "status": "done"})
-        else:
-            output.out.print(f"done: {result.action} {result.target}", markup=False)
-        return None
-    if show_result:
-        _show_object(result, args)
-    return result
-
-
 # --- handlers ----------------------------------------------------------------------------
 
 
@@ -140,7 +80,7 @@ def disk_delete(bv: Blockvault, args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    js, cf = _json_parent(), _confirm_parent()
+    js, cf = json_parent(), confirm_parent()
     parser = ArgumentParser(
         prog="blockvault",
         description="Disk snapshots and backups for admin hosts. Without a command, opens the console.",
@@ -169,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         server,
         "create",
-        lambda bv, a: _show_object(bv.create_server(a.name), a),
+        lambda bv, a: show_object(bv.create_server(a.name), a),
         parents=[js],
         help="add a server",
     )
@@ -177,14 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     verb(
         server,
         "list",
-        lambda bv, a: _show_list(SERVER_COLUMNS, "no servers")(bv.list_servers(), a),
+        lambda bv, a: show_list(SERVER_COLUMNS, "no servers")(bv.list_servers(), a),
         parents=[js],
         help="list servers",
     )
     p = verb(
         server,
         "show",
-        lambda bv, a: _show_object(bv.get_server(a.server), a),
+        lambda bv, a: show_object(bv.get_server(a.server), a),
         parents=[js],
         help="show a server",
     )
@@ -210,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         disk,
         "create",
-        lambda bv, a: _show_object(bv.create_disk(a.name, a.size, server=a.server, role=a.role), a),
+        lambda bv, a: show_object(bv.create_disk(a.name, a.size, server=a.server, role=a.role), a),
         parents=[js],
         help="create a sparse disk image in the pool",
     )
@@ -221,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         disk,
         "register",
-        lambda bv, a: _show_object(
+        lambda bv, a: show_object(
             bv.register_disk(a.name, a.path, server=a.server, role=a.role), a
         ),
         parents=[js],
@@ -234,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         disk,
         "list",
-        lambda bv, a: _show_list(DISK_COLUMNS, "no disks")(bv.list_disks(server=a.server), a),
+        lambda bv, a: show_list(DISK_COLUMNS, "no disks")(bv.list_disks(server=a.server), a),
         parents=[js],
         help="list disks",
     )
@@ -242,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         disk,
         "show",
-        lambda bv, a: _show_object(bv.get_disk(a.disk), a),
+        lambda bv, a: show_object(bv.get_disk(a.disk), a),
         parents=[js],
         help="show a disk",
     )
@@ -258,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         disk,
         "attach",
-        lambda bv, a: _show_object(bv.attach_disk(a.disk, a.server, role=a.role), a),
+        lambda bv, a: show_object(bv.attach_disk(a.disk, a.server, role=a.role), a),
         parents=[js],
         help="attach a disk to a server",
     )
@@ -268,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         disk,
         "detach",
-        lambda bv, a: _show_object(bv.detach_disk(a.disk), a),
+        lambda bv, a: show_object(bv.detach_disk(a.disk), a),
         parents=[js],
         help="detach a disk from its server",
     )
@@ -281,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         job,
         "list",
-        lambda bv, a: _show_list(JOB_COLUMNS, "no jobs")(bv.list_jobs(active=a.active), a),
+        lambda bv, a: show_list(JOB_COLUMNS, "no jobs")(bv.list_jobs(active=a.active), a),
         parents=[js],
         help="list jobs",
     )
@@ -289,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         job,
         "show",
-        lambda bv, a: _show_object(bv.get_job(a.job), a),
+        lambda bv, a: show_object(bv.get_job(a.job), a),
         parents=[js],
         help="show a job",
     )
@@ -297,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         job,
         "cancel",
-        lambda bv, a: _show_object(bv.cancel_job(a.job), a),
+        lambda bv, a: show_object(bv.cancel_job(a.job), a),
         parents=[js, cf],
         help="cancel a running job",
     )
@@ -306,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     # events
     p = nouns.add_parser("events", parents=[js], help="audit log: who did what, when")
     p.set_defaults(
-        handler=lambda bv, a: _show_list(EVENT_COLUMNS, "no events")(
+        handler=lambda bv, a: show_list(EVENT_COLUMNS, "no events")(
             bv.events(limit=a.limit, object_ref=a.object), a
         )
     )
@@ -316,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tui import cli_transfers
 
     cli_transfers.add_nouns(nouns, verb, js, cf)
+    cli_transfers.add_disk_and_server_verbs(disk, server, verb, js, cf)
     return parser
 
 

@@ -1,0 +1,205 @@
+"""Backups end to end through the real CLI on a local vault: what an admin would check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import CLI
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[blockvault]\nchunk_size = 262144\ngc_grace_seconds = 0\n")
+    return CLI(home, capsys)
+
+
+def digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def fill(path: str, size: int, *, seed: int = 1, holes: bool = True) -> None:
+    """Random data with holes at odd offsets, like a real, partly used disk."""
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "r+b") as handle:
+        offset = 0
+        while offset < size:
+            length = min(rng.randrange(10_000, 700_000), size - offset)
+            if not holes or rng.random() < 0.6:
+                handle.seek(offset)
+                handle.write(rng.randbytes(length))
+            offset += length + (rng.randrange(1, 300_000) if holes else 0)
+
+
+def run_json_lines(cli: CLI, *argv: str) -> tuple[list[dict], dict]:
+    result = cli(*argv, "--json")
+    assert result.code == 0, result.err
+    lines = [json.loads(line) for line in result.out.splitlines() if line.strip()]
+    return lines[:-1], lines[-1]
+
+
+def test_full_then_incremental_backup_and_restore_to_new_disk(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "data1", "--size", "8M")
+    fill(disk["path"], 8 * MiB - 12345)
+    events, first = run_json_lines(cli, "backup", "create", "data1")
+    assert first["type"] == "result" and first["status"] == "available"
+    assert first["disk_name"] == "data1" and first["bytes_new"] > 0
+    assert "backed up" in first["summary"] and "reused" in first["summary"]
+    assert all(e["type"] == "progress" for e in events) and events[-1]["final"]
+    # change about 1% and back up again: only changed chunks are stored
+    with open(disk["path"], "r+b") as handle:
+        handle.seek(3 * MiB + 7)
+        handle.write(os.urandom(80_000))
+    _, second = run_json_lines(cli, "backup", "create", "data1")
+    assert second["parent_id"] == first["id"]
+    assert second["bytes_new"] <= 2 * 262144 < first["bytes_new"]
+    _, restored = run_json_lines(cli, "backup", "restore", second["id"], "--to-new", "data1-copy")
+    copy = cli.ok("disk", "show", "data1-copy")
+    assert copy["status"] == "available" and copy["server"] is None
+    with open(copy["path"], "rb") as a, open(disk["path"], "rb") as b:
+        assert a.read() == b.read()
+    assert os.stat(copy["path"]).st_blocks * 512 < 8 * MiB  # sparse stays sparse
+    listed = cli.ok("backup", "list", "--disk", "data1")
+    assert [b["id"] for b in listed] == [second["id"], first["id"]]
+
+
+def test_restore_to_original_writes_only_changes_and_undo_returns(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "4M")
+    fill(disk["path"], 4 * MiB, seed=2)
+    good = digest(disk["path"])
+    _, backup = run_json_lines(cli, "backup", "create", "d1")
+    with open(disk["path"], "r+b") as handle:
+        handle.seek(MiB)
+        handle.write(b"oops" * 1000)
+    bad = digest(disk["path"])
+    assert "--yes" in cli.fails("backup", "restore", backup["id"], "--to-original")
+    plan = cli.ok("backup", "restore", backup["id"], "--to-original", "--dry-run")
+    assert plan["confirm_text"] == "d1" and plan["allowed"]
+    _, result = run_json_lines(cli, "backup", "restore", backup["id"], "--to-original", "--yes")
+    assert digest(disk["path"]) == good
+    assert result["bytes_written"] <= 262144  # only the changed chunk
+    safety = [s for s in cli.ok("snapshot", "list", "--disk", "d1") if s["kind"] == "safety"]
+    assert len(safety) == 1
+    run_json_lines(cli, "disk", "undo", "d1", "--yes")
+    assert digest(disk["path"]) == bad
+
+
+def test_deleting_a_disk_keeps_its_backups_restorable(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "gone", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=3)
+    original = Path(disk["path"]).read_bytes()
+    _, backup = run_json_lines(cli, "backup", "create", "gone")
+    cli.ok("disk", "delete", "gone", "--yes")
+    assert cli.ok("backup", "list") == []
+    retained = cli.ok("backup", "list", "--all")
+    assert [b["id"] for b in retained] == [backup["id"]] and retained[0]["disk_deleted"]
+    assert retained[0]["disk_name"] == "gone" and retained[0]["disk_size"] == 2 * MiB
+    assert "was deleted" in cli.fails("backup", "restore", backup["id"], "--to-original", "--yes")
+    run_json_lines(cli, "backup", "restore", backup["id"], "--to-new", "reborn")
+    assert Path(cli.ok("disk", "show", "reborn")["path"]).read_bytes() == original
+
+
+def test_restore_refuses_smaller_new_disk_and_bad_targets(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=4)
+    _, backup = run_json_lines(cli, "backup", "create", "d1")
+    assert "smaller than the backup" in cli.fails("backup", "restore", backup["id"], "--to-new", "small", "--size", "1M")
+    assert "already exists" in cli.fails("backup", "restore", backup["id"], "--to-new", "d1")
+    assert "no backup named" in cli.fails("backup", "restore", "nope", "--to-new", "x")
+
+
+def test_verify_names_the_damaged_chunk(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=5, holes=False)
+    _, backup = run_json_lines(cli, "backup", "create", "d1")
+    _, report = run_json_lines(cli, "backup", "verify", backup["id"])
+    assert report["ok"]
+    chunks = sorted((cli.home / "vault" / "chunks").rglob("*"))
+    victim = next(p for p in chunks if p.is_file())
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = cli("backup", "verify", backup["id"])
+    assert result.code != 0
+    assert "chunk" in result.err and "offset" in result.err
+    failed = cli("backup", "restore", backup["id"], "--to-new", "bad-copy")
+    assert failed.code != 0 and "Traceback" not in failed.err
+
+
+def test_backup_delete_then_gc_frees_only_unreferenced_chunks(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=6, holes=False)
+    _, first = run_json_lines(cli, "backup", "create", "d1")
+    fill(disk["path"], 2 * MiB, seed=7, holes=False)
+    _, second = run_json_lines(cli, "backup", "create", "d1")
+    shown = cli.ok("backup", "show", first["id"])
+    assert shown["unique_bytes"] > 0
+    plan = cli.ok("backup", "delete", first["id"], "--dry-run")
+    assert plan["bytes_freed"] == shown["unique_bytes"]
+    cli.ok("backup", "delete", first["id"], "--yes")
+    _, gc = run_json_lines(cli, "vault", "gc")
+    assert gc["deleted_chunks"] > 0
+    run_json_lines(cli, "backup", "restore", second["id"], "--to-new", "after-gc")
+    assert digest(cli.ok("disk", "show", "after-gc")["path"]) == digest(disk["path"])
+
+
+def test_catalog_rebuilt_from_the_vault(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=8)
+    _, backup = run_json_lines(cli, "backup", "create", "d1")
+    for name in os.listdir(cli.home):
+        if name.startswith("catalog.sqlite"):
+            os.remove(cli.home / name)
+    assert cli.ok("backup", "list", "--all") == []
+    cli.ok("vault", "add", "local", "--path", str(cli.home / "vault"))
+    imported = cli.ok("vault", "import", "local")
+    assert [b["id"] for b in imported] == [backup["id"]]
+    assert imported[0]["disk_name"] == "d1" and imported[0]["size"] == backup["size"]
+    run_json_lines(cli, "backup", "restore", backup["id"], "--to-new", "rebuilt")
+    assert digest(cli.ok("disk", "show", "rebuilt")["path"]) == digest(disk["path"])
+
+
+@pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="mkfs.ext4 (e2fsprogs) not installed")
+def test_ext4_image_round_trip_is_fsck_clean(cli: CLI, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("web1\n")
+    (tree / "blob.bin").write_bytes(os.urandom(700_000))
+    for i in range(50):
+        (tree / f"file{i}.txt").write_text(f"line {i}\n" * (i * 40 + 1))
+    image = tmp_path / "fs.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(image), "24M"], check=True)
+    cli.ok("disk", "register", "fs", "--path", str(image))
+    _, backup = run_json_lines(cli, "backup", "create", "fs")
+    run_json_lines(cli, "backup", "restore", backup["id"], "--to-new", "fs-copy")
+    copy = cli.ok("disk", "show", "fs-copy")["path"]
+    assert digest(copy) == digest(image)
+    fsck = subprocess.run(["e2fsck", "-fn", copy], capture_output=True, text=True, check=False)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_vault_remove_refused_while_backups_reference_it(cli: CLI, tmp_path: Path) -> None:
+    cli.ok("vault", "add", "second", "--path", str(tmp_path / "v2"))
+    disk = cli.ok("disk", "create", "d1", "--size", "1M")
+    fill(disk["path"], MiB, seed=9)
+    run_json_lines(cli, "backup", "create", "d1", "--vault", "second")
+    assert "holds 1 backup" in cli.fails("vault", "remove", "second", "--yes")
+    vaults = {v["name"]: v for v in cli.ok("vault", "list")}
+    assert vaults["second"]["backups"] == 1 and "local" in vaults
+    shown = cli.ok("vault", "show", "second")
+    assert shown["stored_bytes"] > 0 and shown["logical_bytes"] >= shown["stored_bytes"] / 2
+    cli.ok("vault", "remove", "second", "--yes", "--force")
+    assert "second" not in {v["name"] for v in cli.ok("vault", "list")}
+    assert "--path" in cli.fails("vault", "add", "x")

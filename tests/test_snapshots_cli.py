@@ -1,0 +1,113 @@
+"""Snapshots through the real CLI: rollback, to-disk, limits, the OS rule and deletion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import CLI
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[blockvault]\nmax_snapshots_per_disk = 3\n")
+    return CLI(home, capsys)
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def job(cli: CLI, *argv: str) -> dict:
+    result = cli(*argv, "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out.strip().splitlines()[-1])
+
+
+def write(path: str, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+
+
+def test_rollback_any_number_of_times_and_to_disk(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "4M")
+    write(disk["path"], 0, os.urandom(3 * MiB))
+    before = digest(disk["path"])
+    snap = job(cli, "snapshot", "create", "d1", "--name", "before")
+    assert snap["status"] == "available" and snap["disk_name"] == "d1" and snap["path"] == disk["path"]
+    for round_ in range(2):
+        write(disk["path"], MiB + round_, b"changed" * 500)
+        assert digest(disk["path"]) != before
+        job(cli, "snapshot", "rollback", "before", "--yes")
+        assert digest(disk["path"]) == before
+    job(cli, "snapshot", "to-disk", "before", "d1-copy")
+    copy = cli.ok("disk", "show", "d1-copy")
+    assert digest(copy["path"]) == before and copy["server"] is None
+    cli.ok("snapshot", "delete", "before", "--yes")
+    assert digest(copy["path"]) == before  # disks made from a snapshot are unaffected
+
+
+def test_deleting_a_disk_deletes_its_snapshots_and_their_bytes(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "4M")
+    write(disk["path"], 0, os.urandom(4 * MiB))
+    job(cli, "snapshot", "create", "d1")
+    folder = Path(disk["path"]).parent
+    stored = sum(p.stat().st_blocks * 512 for p in (folder / "snapshots").rglob("*") if p.is_file())
+    assert stored > 0
+    plan = cli.ok("disk", "delete", "d1", "--dry-run")
+    assert len([i for i in plan["items"] if i["kind"] == "snapshot" and i["op"] == "delete"]) == 1
+    cli.ok("disk", "delete", "d1", "--yes")
+    assert not folder.exists()
+    assert cli.ok("snapshot", "list") == []
+
+
+def test_snapshot_limit_is_a_clear_error(cli: CLI) -> None:
+    cli.ok("disk", "create", "d1", "--size", "1M")
+    for _ in range(3):
+        job(cli, "snapshot", "create", "d1")
+    err = cli.fails("snapshot", "create", "d1")
+    assert "limit 3" in err
+
+
+def test_os_changed_deletes_system_snapshots_keeps_data_snapshots(cli: CLI) -> None:
+    cli.ok("server", "create", "web1")
+    cli.ok("disk", "create", "root", "--size", "1M", "--server", "web1", "--role", "system")
+    cli.ok("disk", "create", "data", "--size", "1M", "--server", "web1", "--role", "data")
+    job(cli, "snapshot", "create", "root", "--name", "root-s1")
+    job(cli, "snapshot", "create", "data", "--name", "data-s1")
+    plan = cli.ok("server", "os-changed", "web1", "--dry-run")
+    assert [i["name"] for i in plan["items"] if i["op"] == "delete"] == ["root-s1"]
+    cli.ok("server", "os-changed", "web1", "--yes")
+    assert [s["name"] for s in cli.ok("snapshot", "list")] == ["data-s1"]
+
+
+def test_rollback_refused_while_another_process_writes_the_disk(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "1M")
+    job(cli, "snapshot", "create", "d1", "--name", "s1")
+    with open(disk["path"], "r+b"):
+        # our own process is excluded; a child holding it open for writing is not
+        import subprocess
+        import sys
+
+        holder = subprocess.Popen(
+            [sys.executable, "-c", f"import time; f = open({disk['path']!r}, 'r+b'); print('ok', flush=True); time.sleep(30)"],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert holder.stdout.readline().strip() == b"ok"
+            assert cli.ok("disk", "show", "d1")["status"] == "in-use"
+            err = cli.fails("snapshot", "rollback", "s1", "--yes")
+            assert "held open for writing" in err
+        finally:
+            holder.kill()
+            holder.wait()
+    job(cli, "snapshot", "rollback", "s1", "--yes")

@@ -1,0 +1,144 @@
+"""Retries as a wrapper around any store (restic's layering), not code inside each backend.
+
+Only `StoreError(transient=True)` is retried, with capped exponential backoff and full jitter,
+a bounded number of times; everything else passes straight through. Retrying is safe because
+every blockvault write is idempotent (I6): same key, same bytes.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from core.errors import StoreError
+from core.stores.base import ObjectInfo, ObjectStore
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """One failed attempt about to be retried: for logs and progress ("retrying in 0.8 s")."""
+
+    operation: str
+    key: str
+    attempt: int
+    attempts: int
+    delay: float
+    error: StoreError
+
+
+class RetryingStore(ObjectStore):
+    """Wrap `inner`, retrying transient failures up to `attempts` times per operation."""
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        *,
+        attempts: int = 5,
+        base_delay: float = 0.2,
+        max_delay: float = 5.0,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.inner = inner
+        self.location = inner.location
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.on_retry = on_retry
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        #: how many retries this wrapper has made (all threads): for tests and statistics
+        self.retries = 0
+
+    def _backoff(self, operation: str, key: str, attempt: int, error: StoreError) -> None:
+        delay = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        with self._lock:
+            self.retries += 1
+        if self.on_retry is not None:
+            self.on_retry(RetryEvent(operation, key, attempt, self.attempts, delay, error))
+        self._sleep(delay)
+
+    def _give_up(self, error: StoreError) -> StoreError:
+        return StoreError(f"{error} (gave up after {self.attempts} attempts)", transient=True)
+
+    def _run(self, operation: str, key: str, fn: Callable[[], T]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except StoreError as exc:
+                if not exc.transient:
+                    raise
+                if attempt == self.attempts:
+                    raise self._give_up(exc) from exc
+                self._backoff(operation, key, attempt, exc)
+        raise AssertionError("unreachable")
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> bool:
+        """Retry a put. For create_only, an attempt that failed transiently may still have
+        written (lost acknowledgement): if a later attempt finds the key taken, compare bytes,
+        and count it as created when they are ours. An identical object written earlier by
+        someone else is then also reported as created, which is harmless by I6.
+        """
+        if not create_only:
+            return self._run("put", key, lambda: self.inner.put(key, data))
+        maybe_written = False
+        for attempt in range(1, self.attempts + 1):
+            try:
+                created = self.inner.put(key, data, create_only=True)
+            except StoreError as exc:
+                if not exc.transient:
+                    raise
+                if attempt == self.attempts:
+                    raise self._give_up(exc) from exc
+                maybe_written = True
+                self._backoff("put", key, attempt, exc)
+                continue
+            if created or not maybe_written:
+                return created
+            return self._run("get", key, lambda: self.inner.get(key)) == data
+        raise AssertionError("unreachable")
+
+    def get(self, key: str) -> bytes:
+        return self._run("get", key, lambda: self.inner.get(key))
+
+    def exists(self, key: str) -> bool:
+        return self._run("exists", key, lambda: self.inner.exists(key))
+
+    def delete(self, key: str) -> None:
+        self._run("delete", key, lambda: self.inner.delete(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Restart a listing that failed midway, skipping keys already yielded.
+
+        The attempt budget is per stretch without progress, so a long listing with scattered
+        errors completes while a listing that never advances still gives up.
+        """
+        seen: set[str] = set()
+        failures = 0
+        while True:
+            try:
+                for info in self.inner.list(prefix):
+                    if info.key in seen:
+                        continue
+                    seen.add(info.key)
+                    failures = 0
+                    yield info
+                return
+            except StoreError as exc:
+                if not exc.transient:
+                    raise
+                failures += 1
+                if failures >= self.attempts:
+                    raise self._give_up(exc) from exc
+                self._backoff("list", prefix, failures, exc)
+
+    def close(self) -> None:
+        self.inner.close()

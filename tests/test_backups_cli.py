@@ -115,7 +115,9 @@ def test_restore_refuses_smaller_new_disk_and_bad_targets(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=4)
     _, backup = run_json_lines(cli, "backup", "create", "d1")
-    assert "smaller than the backup" in cli.fails("backup", "restore", backup["id"], "--to-new", "small", "--size", "1M")
+    assert "smaller than the backup" in cli.fails(
+        "backup", "restore", backup["id"], "--to-new", "small", "--size", "1M"
+    )
     assert "already exists" in cli.fails("backup", "restore", backup["id"], "--to-new", "d1")
     assert "no backup named" in cli.fails("backup", "restore", "nope", "--to-new", "x")
 

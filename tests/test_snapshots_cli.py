@@ -43,7 +43,9 @@ def test_rollback_any_number_of_times_and_to_disk(cli: CLI) -> None:
     write(disk["path"], 0, os.urandom(3 * MiB))
     before = digest(disk["path"])
     snap = job(cli, "snapshot", "create", "d1", "--name", "before")
-    assert snap["status"] == "available" and snap["disk_name"] == "d1" and snap["path"] == disk["path"]
+    assert (
+        snap["status"] == "available" and snap["disk_name"] == "d1" and snap["path"] == disk["path"]
+    )
     for round_ in range(2):
         write(disk["path"], MiB + round_, b"changed" * 500)
         assert digest(disk["path"]) != before
@@ -99,7 +101,11 @@ def test_rollback_refused_while_another_process_writes_the_disk(cli: CLI) -> Non
         import sys
 
         holder = subprocess.Popen(
-            [sys.executable, "-c", f"import time; f = open({disk['path']!r}, 'r+b'); print('ok', flush=True); time.sleep(30)"],
+            [
+                sys.executable,
+                "-c",
+                f"import time; f = open({disk['path']!r}, 'r+b'); print('ok', flush=True); time.sleep(30)",
+            ],
             stdout=subprocess.PIPE,
         )
         try:

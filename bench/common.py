@@ -1,0 +1,96 @@
+"""Shared bench helpers: run a command as a child process and measure wall time and peak RSS."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss: int  # bytes
+    stdout: str = ""
+
+
+@dataclass
+class Series:
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def peak_rss(self) -> int:
+        return max(r.peak_rss for r in self.runs)
+
+
+def run(argv: list[str], *, env: dict | None = None, stdin_path: str | None = None, cwd: str | None = None) -> Run:
+    """Run a child, returning its wall time and its own peak RSS (from wait4's rusage)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            started = time.perf_counter()
+            child = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, env=env, cwd=cwd)
+            _, status, usage = os.wait4(child.pid, 0)
+            elapsed = time.perf_counter() - started
+            child.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            if stdin_path:
+                stdin.close()
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed ({child.returncode}): {err.read().decode()[-2000:]}")
+        return Run(elapsed, usage.ru_maxrss * 1024, out.read().decode())
+
+
+def drop_caches() -> None:
+    """Cold-ish caches between runs when root; harmless otherwise."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        pass
+
+
+def write_random(path: Path, size: int, *, block: int = 8 << 20) -> None:
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            n = min(block, remaining)
+            handle.write(os.urandom(n))
+            remaining -= n
+
+
+def change_fraction(path: Path, fraction: float, *, chunk: int = 4 << 20, seed: int = 7) -> int:
+    """Overwrite `fraction` of the file in 64 KiB pieces spread over distinct chunks."""
+    import random
+
+    size = path.stat().st_size
+    rng = random.Random(seed)
+    pieces = max(1, int(size * fraction) // (64 << 10))
+    chunks = size // chunk
+    targets = rng.sample(range(chunks), min(pieces, chunks))
+    with open(path, "r+b") as handle:
+        for index in targets:
+            handle.seek(index * chunk + rng.randrange(0, chunk - (64 << 10)))
+            handle.write(os.urandom(64 << 10))
+    return len(targets)
+
+
+def mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from core import backups, inventory, lifecycle, snapshot_ops, vaults
+from core import backups, inventory, lifecycle, policies, snapshot_ops, vaults
 from core.catalog import Catalog
 from core.config import Settings
 from core.context import Context, current_actor, record, resolve
@@ -391,3 +391,40 @@ class Blockvault:
 
     def os_changed(self, server: str) -> lifecycle.Plan:
         return snapshot_ops.os_changed(self.ctx, server)
+
+    # --- policies ---------------------------------------------------------------------------
+
+    def create_policy(
+        self,
+        name: str,
+        *,
+        schedule: str,
+        vault: str | None = None,
+        keep_last: int | None = 7,
+        keep_days: int | None = None,
+        disks: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        return policies.create_policy(
+            self.ctx,
+            name,
+            schedule=schedule,
+            vault=vault,
+            keep_last=keep_last,
+            keep_days=keep_days,
+            disks=list(disks),
+        )
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return policies.list_policies(self.ctx)
+
+    def get_policy(self, ref: str) -> dict[str, Any]:
+        return policies.get_policy(self.ctx, ref)
+
+    def delete_policy(self, ref: str) -> dict[str, Any]:
+        return policies.delete_policy(self.ctx, ref)
+
+    def run_policies(
+        self, *, policy: str | None = None, force: bool = False
+    ) -> list[dict[str, Any]]:
+        """Run due policies now (what cron calls); `force` runs them whatever the schedule."""
+        return policies.run_due(self.ctx, policy_ref=policy, force=force)

@@ -124,10 +124,12 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
     plan = bv.plan_restore(
         a.backup, to_original=to_original, new_name=a.to_new, new_size=a.size, force=a.force
     )
+
     def start():
         return bv.start_restore(
             a.backup, to_original=to_original, new_name=a.to_new, new_size=a.size, force=a.force
         )
+
     if not plan.destructive:
         a.yes = True  # creating a new disk overwrites nothing: no question to ask
     _planned_job(a, plan, start, "restore")
@@ -310,6 +312,8 @@ def add_nouns(nouns: argparse._SubParsersAction, verb, js, cf) -> None:  # type:
     )
     p.add_argument("backup")
 
+    add_policy_noun(noun, verb, js, cf)
+
     # snapshot
     snap = noun("snapshot", "fast local snapshots stored with the disk")
     p = verb(
@@ -363,6 +367,94 @@ def add_nouns(nouns: argparse._SubParsersAction, verb, js, cf) -> None:  # type:
     )
     p.add_argument("snapshot")
     p.add_argument("new_name")
+
+
+POLICY_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "schedule",
+    "keep_last",
+    "keep_days",
+    "disks",
+    "next_run_at",
+)
+
+
+def add_policy_noun(noun, verb, js, cf) -> None:  # type: ignore[no-untyped-def]
+    policy = noun("policy", "automatic backups: schedule, vault and retention")
+    p = verb(
+        policy,
+        "create",
+        lambda bv, a: show_object(
+            bv.create_policy(
+                a.name,
+                schedule=a.schedule,
+                vault=a.vault,
+                keep_last=a.keep_last,
+                keep_days=a.keep_days,
+                disks=a.disk,
+            ),
+            a,
+        ),
+        parents=[js],
+        help="create a backup policy",
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--schedule", default="0 2 * * *", help="cron expression (default: daily at 02:00 UTC)"
+    )
+    p.add_argument("--vault")
+    p.add_argument("--keep-last", type=int, default=7)
+    p.add_argument("--keep-days", type=int)
+    p.add_argument("--disk", action="append", default=[], help="a disk to cover (repeatable)")
+    verb(
+        policy,
+        "list",
+        lambda bv, a: show_list(POLICY_COLUMNS, "no policies")(bv.list_policies(), a),
+        parents=[js],
+        help="list policies",
+    )
+    p = verb(
+        policy,
+        "show",
+        lambda bv, a: show_object(bv.get_policy(a.policy), a),
+        parents=[js],
+        help="show a policy",
+    )
+    p.add_argument("policy")
+    p = verb(
+        policy,
+        "delete",
+        lambda bv, a: run_planned(
+            a, _policy_plan(bv, a.policy), lambda: bv.delete_policy(a.policy)
+        ),
+        parents=[js, cf],
+        help="delete a policy (its backups are kept)",
+    )
+    p.add_argument("policy")
+    p = verb(
+        policy,
+        "run",
+        lambda bv, a: show_list(("policy", "disk", "backup", "status", "error"), "nothing due")(
+            bv.run_policies(policy=a.policy, force=a.now), a
+        ),
+        parents=[js],
+        help="run due policies (for cron), then apply retention",
+    )
+    p.add_argument("policy", nargs="?")
+    p.add_argument("--now", action="store_true", help="run even if not due")
+
+
+def _policy_plan(bv: Blockvault, ref: str):  # type: ignore[no-untyped-def]
+    from core.lifecycle import Plan, PlanItem
+
+    policy = bv.get_policy(ref)
+    return Plan(
+        "delete policy",
+        policy["name"],
+        (PlanItem("delete", "policy", policy["id"], policy["name"], note="its backups are kept"),),
+    )
 
 
 def add_disk_and_server_verbs(disk, server, verb, js, cf) -> None:  # type: ignore[no-untyped-def]

@@ -73,7 +73,11 @@ def _store_error(what: str, key: str, exc: OSError) -> StoreError:
 
 
 class LocalStore(ObjectStore):
-    """ObjectStore over a directory tree; safe for many threads and processes at once."""
+    """ObjectStore over a directory tree; safe for many threads and processes at once.
+
+    Unlike S3, a key cannot also be a "directory" of other keys ("a" and "a/b"): the second
+    put fails with StoreError. blockvault's key layout never does that.
+    """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).expanduser().absolute()

@@ -122,6 +122,7 @@ class S3Server:
         *,
         endpoint_url: str | None = None,
         retry: bool = True,
+        attempts: int = 5,
         **options: Any,
     ) -> S3Store | RetryingStore:
         """An S3Store on this server (or on `endpoint_url`, e.g. a fault proxy in front of it)."""
@@ -133,7 +134,9 @@ class S3Server:
             addressing_style="path",
             **options,
         )
-        return RetryingStore(store, base_delay=0.01, max_delay=0.1) if retry else store
+        if not retry:
+            return store
+        return RetryingStore(store, attempts=attempts, base_delay=0.01, max_delay=0.1)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -213,6 +216,7 @@ def start_server(weed: str, workdir: Path, *, timeout: float = 60.0) -> S3Server
         f"-s3.port.grpc={s3 + GRPC_OFFSET}",
         f"-s3.localSocket={workdir / 's3.sock'}",
         f"-s3.config={identity}",
+        "-s3.autoCreateBucket=false",  # like AWS: a PUT into a missing bucket fails
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-admin.port={admin}",

@@ -441,6 +441,24 @@ def test_fallback_when_conditional_put_is_not_implemented(
     assert store.retries == 0
 
 
+def test_when_supported_checksums_through_the_proxy(s3_server: S3Server, proxy: FaultProxy) -> None:
+    """boto3's default flexible checksums (aws-chunked bodies, CRC headers) also work."""
+    store = s3_server.store(
+        s3_server.shared_bucket,
+        s3_server.fresh_prefix(),
+        endpoint_url=proxy.endpoint_url,
+        request_checksum="when_supported",
+    )
+    data = os.urandom(5 * MiB)
+    assert store.put("big", data, create_only=True) is True
+    assert store.put("big", b"other", create_only=True) is False
+    proxy.corrupt_response()
+    assert store.get("big") == data
+    proxy.drop_response(method="PUT")
+    assert store.put("small", b"s", create_only=True) is True
+    assert proxy.injected == {"corrupt_response": 1, "drop_response": 1}
+
+
 def test_wrong_secret_is_not_retried_and_not_leaked(
     s3_server: S3Server, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -594,6 +612,16 @@ def test_open_store(tmp_path: Path, s3_server: S3Server) -> None:
             open_store(bad)
     with pytest.raises(UserError, match="profile"):
         open_store({**spec, "profile": "no-such-profile"})
+
+
+def test_bad_s3_settings_are_user_errors_without_secrets() -> None:
+    with pytest.raises(UserError) as caught:
+        S3Store("bucket", endpoint_url="not a url://AKID:topsecret@host")
+    assert "topsecret" not in str(caught.value)
+    with pytest.raises(UserError, match="region"):
+        S3Store("bucket", region="bad region!")
+    with pytest.raises(UserError, match="request checksum"):
+        S3Store("bucket", request_checksum="always")
 
 
 def test_ensure_bucket(s3_server: S3Server) -> None:

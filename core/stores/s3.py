@@ -19,6 +19,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions as bce
@@ -75,6 +76,14 @@ _NO_CONDITIONAL_CODES = {"NotImplemented", "InvalidArgument", "InvalidRequest", 
 
 #: everything a boto3 call can raise for reasons outside our code
 _FAILURES = (bce.ClientError, bce.BotoCoreError, OSError, urllib3.exceptions.HTTPError)
+
+
+def _redact(url: str | None) -> str:
+    """An endpoint URL without any user:password part, for messages."""
+    if not url:
+        return "the S3 endpoint"
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _error_info(exc: bce.ClientError) -> tuple[str, int, str]:
@@ -143,7 +152,10 @@ class S3Store(ObjectStore):
         except bce.ProfileNotFound:
             raise UserError(f"AWS profile {profile!r} not found") from None
         except bce.BotoCoreError as exc:
-            raise UserError(f"cannot set up S3 client for {self.location}: {exc}") from None
+            reason = str(exc).replace(endpoint_url or "\0", _redact(endpoint_url))
+            raise UserError(f"cannot set up S3 client for {self.location}: {reason}") from None
+        except ValueError:  # botocore's "Invalid endpoint: <url>" would echo any user:password
+            raise UserError("invalid S3 endpoint URL (expected http(s)://host[:port])") from None
         self._conditional_put: bool | None = None  # None: not yet known
         self._lock = threading.Lock()
 
@@ -181,7 +193,7 @@ class S3Store(ObjectStore):
         if isinstance(exc, bce.CredentialRetrievalError | bce.TokenRetrievalError):
             return StoreError(f"cannot obtain AWS credentials for {self.location}", transient=True)
         if isinstance(exc, bce.SSLError) and "CERTIFICATE_VERIFY" in str(exc):
-            return StoreError(f"TLS certificate of {self.endpoint_url or 'S3'} not trusted")
+            return StoreError(f"TLS certificate of {_redact(self.endpoint_url)} not trusted")
         if isinstance(
             exc,
             bce.ConnectionError
@@ -193,7 +205,8 @@ class S3Store(ObjectStore):
             | urllib3.exceptions.HTTPError,
         ):
             return StoreError(
-                f"{action} {where} failed: {type(exc).__name__} (network)", transient=True
+                f"{action} {where} failed: {type(exc).__name__} (connection or transfer)",
+                transient=True,
             )
         return StoreError(f"{action} {where} failed: {type(exc).__name__}")
 

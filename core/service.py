@@ -386,6 +386,12 @@ class Blockvault:
     def start_undo(self, disk: str, *, force: bool = False) -> JobHandle:
         return snapshot_ops.start_undo(self.ctx, disk, force=force)
 
+    def plan_reinstall(self, server: str, image: str, *, force: bool = False) -> lifecycle.Plan:
+        return snapshot_ops.plan_reinstall(self.ctx, server, image, force=force)
+
+    def start_reinstall(self, server: str, image: str, *, force: bool = False) -> JobHandle:
+        return snapshot_ops.start_reinstall(self.ctx, server, image, force=force)
+
     def plan_os_changed(self, server: str) -> lifecycle.Plan:
         return snapshot_ops.plan_os_changed(self.ctx, server)
 

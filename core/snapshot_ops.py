@@ -404,3 +404,120 @@ def os_changed(ctx: Context, server_ref: str) -> lifecycle.Plan:
         record(session, ctx, "server.os-changed", "server", server.id, server.name)
         session.commit()
     return plan
+
+
+def plan_reinstall(
+    ctx: Context, server_ref: str, image: str, *, force: bool = False
+) -> lifecycle.Plan:
+    """Reinstall from an image file or a backup id/name onto the server's system disk."""
+    with ctx.catalog.session() as session:
+        server = resolve(session, Server, server_ref, "server")
+        disks, snaps = _server_facts(session, server)
+        system = next((d for d in disks if d.role == "system"), None)
+        image_name, image_size = _image_facts(session, image)
+        return lifecycle.plan_os_reinstall(
+            server,
+            disks=disks,
+            snapshots_by_disk=snaps,
+            image_name=image_name,
+            image_size=image_size,
+            running_job_kinds=running_job_kinds(session, system.id) if system else (),
+            writers=writers_of(system) if system else (),
+            force=force,
+        )
+
+
+def _image_facts(session: Session, image: str) -> tuple[str, int]:
+    from core.models import Backup
+
+    path = Path(image)
+    if path.is_file():
+        return str(path), path.stat().st_size
+    backup = session.exec(
+        select(Backup).where((Backup.id == image) | (Backup.name == image))
+    ).first()
+    if backup is None:
+        raise UserError(f"no image file or backup named {image!r}")
+    return f"backup {backup.name}", backup.size
+
+
+def start_reinstall(ctx: Context, server_ref: str, image: str, *, force: bool = False) -> JobHandle:
+    """Write the image onto the system disk as a job; only after success delete its snapshots."""
+    plan = plan_reinstall(ctx, server_ref, image, force=force)
+    if not plan.allowed:
+        raise Conflict(plan.refusal)
+    system_id = plan.of("overwrite", "disk")[0].id
+    doomed = [item.id for item in plan.of("delete", "snapshot")]
+    with ctx.catalog.session() as session:
+        server = resolve(session, Server, server_ref, "server")
+        system = session.get(Disk, system_id)
+    _claim_disk(ctx, system.id, "restoring")
+
+    def run(job: JobContext) -> dict[str, Any]:
+        ok = False
+        try:
+            _write_image(ctx, image, system, job)
+            ok = True
+        finally:
+            _set_disk_status(
+                ctx, system.id, "available" if ok else "error-restoring", incomplete=not ok
+            )
+        for snapshot_id in doomed:  # only now: the snapshots were the way back until success
+            _delete(ctx, snapshot_id, detail=f"OS reinstalled on {server.name}")
+        with ctx.catalog.session() as session:
+            row = session.get(Server, server.id)
+            row.os_image = image
+            session.add(row)
+            record(session, ctx, "server.reinstall", "server", server.id, server.name, image)
+            session.commit()
+        return {
+            "id": server.id,
+            "name": server.name,
+            "status": "available",
+            "size": system.size,
+            "created_at": None,
+            "disk_id": system.id,
+            "disk_name": system.name,
+            "snapshots_deleted": doomed,
+        }
+
+    return create_job(
+        ctx,
+        "reinstall",
+        target_kind="server",
+        target_id=server.id,
+        target_name=server.name,
+        disk_id=system.id,
+        fn=run,
+    )
+
+
+def _write_image(ctx: Context, image: str, system: Disk, job: JobContext) -> None:
+    from core import pipeline
+    from core.imaging import copy_image
+    from core.models import Backup, Vault
+    from core.vaults import open_repository
+
+    if Path(image).is_file():
+        reporter = job.reporter("writing image", system.size)
+        copy_image(Path(image), Path(system.path), reporter=reporter, cancel=job.cancel)
+        reporter.emit(final=True)
+        return
+    with ctx.catalog.session() as session:
+        backup = session.exec(
+            select(Backup).where((Backup.id == image) | (Backup.name == image))
+        ).first()
+        vault = session.get(Vault, backup.vault_id)
+    repo = open_repository(ctx, vault)
+    manifest = repo.read_manifest(backup.id)
+    reporter = job.reporter("writing image", manifest.size)
+    pipeline.restore_device(
+        manifest,
+        repo,
+        Path(system.path),
+        compare_existing=False,
+        reporter=reporter,
+        cancel=job.cancel,
+        workers=ctx.settings.workers,
+    )
+    reporter.emit(final=True)

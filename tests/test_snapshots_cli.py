@@ -117,3 +117,35 @@ def test_rollback_refused_while_another_process_writes_the_disk(cli: CLI) -> Non
             holder.kill()
             holder.wait()
     job(cli, "snapshot", "rollback", "s1", "--yes")
+
+
+def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_path: Path) -> None:
+    cli.ok("server", "create", "web1")
+    root = cli.ok("disk", "create", "root", "--size", "2M", "--server", "web1", "--role", "system")
+    cli.ok("disk", "create", "data", "--size", "1M", "--server", "web1")
+    write(root["path"], 0, os.urandom(2 * MiB))
+    job(cli, "snapshot", "create", "root", "--name", "root-s1")
+    job(cli, "snapshot", "create", "data", "--name", "data-s1")
+    # a failing reinstall (backup whose chunk is damaged) deletes nothing
+    backup = job(cli, "backup", "create", "root")
+    victim = next(p for p in sorted((cli.home / "vault" / "chunks").rglob("*")) if p.is_file())
+    victim.write_bytes(b"garbage")
+    failed = cli("server", "reinstall", "web1", "--image", backup["id"], "--yes")
+    assert failed.code != 0 and "Traceback" not in failed.err
+    assert sorted(s["name"] for s in cli.ok("snapshot", "list")) == ["data-s1", "root-s1"]
+    assert cli.ok("disk", "show", "root")["status"] == "error-restoring"
+    # roll back from the kept snapshot is the way back
+    job(cli, "snapshot", "rollback", "root-s1", "--yes")
+    # a successful reinstall from an image file
+    image = tmp_path / "debian.img"
+    image.write_bytes(b"OSIMAGE" * 100_000)
+    plan = cli.ok("server", "reinstall", "web1", "--image", str(image), "--dry-run")
+    assert [i["name"] for i in plan["items"] if i["op"] == "delete"] == ["root-s1"]
+    job(cli, "server", "reinstall", "web1", "--image", str(image), "--yes")
+    names = [s["name"] for s in cli.ok("snapshot", "list") if s["kind"] == "user"]
+    assert names == ["data-s1"]
+    content = Path(root["path"]).read_bytes()
+    assert (
+        content.startswith(image.read_bytes())
+        and content[image.stat().st_size :].count(0) == len(content) - image.stat().st_size
+    )

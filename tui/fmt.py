@@ -1,0 +1,67 @@
+"""Humane text for the console: sizes, relative ages, absolute stamps, rates and ETAs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import humanize
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def size(value: int | None) -> str:
+    """'16.0 MiB'; '-' when unknown."""
+    if value is None:
+        return "-"
+    return humanize.naturalsize(value, binary=True, format="%.1f")
+
+
+def parse_stamp(stamp: str | None) -> datetime | None:
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def age(stamp: str | None, now: datetime) -> str:
+    """'3 minutes ago'; 'never' when there is no stamp."""
+    moment = parse_stamp(stamp)
+    if moment is None:
+        return "never"
+    return humanize.naturaltime(now - moment)
+
+
+def absolute(stamp: str | None) -> str:
+    """'2026-11-24 10:15:00 UTC', for the details panel."""
+    moment = parse_stamp(stamp)
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def rate(bytes_per_second: float | None) -> str:
+    if not bytes_per_second:
+        return "-"
+    return f"{size(int(bytes_per_second))}/s"
+
+
+def eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA -"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"ETA {seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"ETA {minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"ETA {hours}h{minutes:02d}m"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return humanize.naturaldelta(max(seconds, 1))

@@ -1,0 +1,248 @@
+"""The main screen: panes, details, jobs strip. It renders and starts workers, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.events import DescendantFocus
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input
+
+from core.service import Blockvault
+from tui import actions, panes
+from tui.details import DetailsPanel
+from tui.flows import ActionFlows
+from tui.jobs_strip import JobsStrip
+from tui.messages import Inventory, JobFinished, JobProgress
+from tui.panes import PaneTable
+
+
+class MainScreen(ActionFlows, Screen):
+    BINDINGS = [*actions.bindings(), Binding("escape", "clear_filter", "Clear filter", show=False)]
+
+    def __init__(self, bv: Blockvault, *, read_only: bool = False) -> None:
+        super().__init__(id="main")
+        self.bv = bv
+        self.read_only = read_only
+        self.handles: dict[str, Any] = {}
+        self.inventory: Inventory | None = None
+        self.snapshots: list[dict[str, Any]] = []
+        self.backups: list[dict[str, Any]] = []
+        self.show_all = False
+        self.filter_text = ""
+
+    # --- layout -------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="≡")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter by name (esc clears)", id="filter")
+                yield PaneTable("Disks", id="disks")
+                yield DetailsPanel(id="details")
+            with Vertical(id="right"):
+                yield PaneTable("Snapshots", id="snapshots")
+                yield PaneTable("Backups", id="backups")
+        yield JobsStrip(id="jobs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table("disks").add_columns(*panes.DISK_COLUMNS)
+        self.table("snapshots").add_columns(*panes.SNAPSHOT_COLUMNS)
+        self.table("backups").add_columns(*panes.BACKUP_COLUMNS)
+        self.query_one("#filter").display = False
+        self.query_one("#details", DetailsPanel).border_title = "Details"
+        self.table("disks").focus()
+        self.load_inventory()
+
+    def table(self, name: str) -> PaneTable:
+        return self.query_one(f"#{name}", PaneTable)
+
+    def now(self):  # type: ignore[no-untyped-def]
+        return self.app.clock()
+
+    # --- selection ----------------------------------------------------------------------
+
+    def selected_row(self) -> dict[str, Any] | None:
+        """The selected row of the disks pane: a server header or a disk."""
+        return self.table("disks").selected()
+
+    def selected_disk(self) -> dict[str, Any] | None:
+        row = self.selected_row()
+        return row if row and row.get("kind") == "disk" else None
+
+    def focused_pane(self) -> str:
+        focused = self.focused
+        return focused.id if isinstance(focused, PaneTable) and focused.id else "disks"
+
+    def focused_object(self) -> dict[str, Any] | None:
+        return self.table(self.focused_pane()).selected()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action in actions.MUTATING)
+
+    # --- loading (workers post, handlers render) ----------------------------------------
+
+    @work(thread=True, exclusive=True, group="inventory")
+    def load_inventory(self) -> None:
+        bv = self.bv
+        status = bv.status()
+        vaults = bv.list_vaults()
+        status["vaults"] = [(v["name"], v["status"], v["backups"]) for v in vaults]
+        self.post_message(
+            Inventory(
+                disks=bv.list_disks(),
+                snapshots=[],
+                backups=[],
+                jobs=bv.list_jobs(active=True),
+                status={**status, "servers_list": [s["name"] for s in bv.list_servers()]},
+            )
+        )
+
+    @work(thread=True, exclusive=True, group="selection")
+    def load_selection(self, disk_id: str | None, show_all: bool) -> None:
+        bv = self.bv
+        snapshots = bv.list_snapshots(disk=disk_id) if disk_id else []
+        if show_all:
+            backups = bv.list_backups(include_deleted_disks=True)
+        else:
+            backups = bv.list_backups(disk=disk_id) if disk_id else []
+        self.post_message(Inventory(disks=[], snapshots=snapshots, backups=backups, jobs=[]))
+
+    @on(Inventory)
+    def _inventory(self, message: Inventory) -> None:
+        if message.status:
+            self.inventory = message
+            self._render_header(message.status)
+            self._render_disks()
+            self._reload_selection()
+        else:
+            self.snapshots, self.backups = message.snapshots, message.backups
+            self._render_selection()
+
+    def _render_header(self, status: dict[str, Any]) -> None:
+        vaults = ", ".join(f"{n} {s} ({c} backups)" for n, s, c in status["vaults"])
+        mode = " · READ-ONLY" if self.read_only else ""
+        self.app.sub_title = f"{status['actor']} · {status['disks']} disks · vault {vaults}{mode}"
+
+    def _matches(self, *names: str | None) -> bool:
+        needle = self.filter_text.lower()
+        return not needle or any(needle in (n or "").lower() for n in names)
+
+    def _render_disks(self) -> None:
+        if self.inventory is None:
+            return
+        inv = self.inventory
+        disks = [d for d in inv.disks if self._matches(d["name"], d["server"])]
+        servers = [s for s in inv.status["servers_list"] if self._matches(s)]
+        rows = panes.disk_rows(disks, servers, self.now())
+        table = self.table("disks")
+        table.replace_rows(rows, len(inv.disks))
+        if table.selected() is None or (
+            table.cursor_row == 0 and len(rows) > 1 and rows[0][1]["kind"] == "server"
+        ):
+            table.move_cursor(row=1 if len(rows) > 1 else 0)
+        self._show_details()
+
+    def _reload_selection(self) -> None:
+        disk = self.selected_disk()
+        self.load_selection(disk["id"] if disk else None, self.show_all)
+
+    def _render_selection(self) -> None:
+        now = self.now()
+        snaps = [s for s in self.snapshots if self._matches(s["name"], s["disk_name"])]
+        backups = [b for b in self.backups if self._matches(b["name"], b["disk_name"])]
+        self.table("snapshots").replace_rows(panes.snapshot_rows(snaps, now), len(self.snapshots))
+        self.table("backups").replace_rows(panes.backup_rows(backups, now), len(self.backups))
+        self.table("backups").border_title = "Backups (all)" if self.show_all else "Backups"
+        self._show_details()
+
+    def _show_details(self) -> None:
+        home = self.inventory.status.get("home") if self.inventory else None
+        self.query_one(DetailsPanel).show(self.focused_object(), now=self.now(), home=home)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "disks":
+            self._reload_selection()
+        self._show_details()
+
+    @on(DescendantFocus)
+    def _focus_moved(self) -> None:
+        self._show_details()
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    @on(JobProgress)
+    def _progress(self, message: JobProgress) -> None:
+        row = self.query_one(JobsStrip).row(message.event.job_id)
+        if row is not None and row.status == "running":
+            row.progress(message.event)
+
+    @on(JobFinished)
+    def _finished(self, message: JobFinished) -> None:
+        self.handles.pop(message.job_id, None)
+        row = self.query_one(JobsStrip).row(message.job_id)
+        text = message.error or message.summary
+        if row is not None:
+            row.finish(message.status, text)
+        what = f"{message.kind} {message.target}"
+        if message.status == "failed":
+            self.notify(f"{what} failed: {message.error}", severity="error", timeout=10)
+        elif message.status == "cancelled":
+            self.notify(f"{what} cancelled", severity="warning")
+        else:
+            self.notify(f"{what} done{': ' + message.summary if message.summary else ''}")
+        self.load_inventory()
+
+    # --- view actions -------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self.load_inventory()
+
+    def action_toggle_all(self) -> None:
+        self.show_all = not self.show_all
+        self._reload_selection()
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self._render_disks()
+        self._render_selection()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.table("disks").focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.display:
+            field.value = ""
+            field.display = False
+            self.table("disks").focus()
+
+    def action_help(self) -> None:
+        from tui.help import HelpScreen
+
+        hidden = set(actions.MUTATING) if self.read_only else set()
+        self.app.push_screen(HelpScreen(hidden))
+
+    def action_palette(self) -> None:
+        self.app.action_command_palette()
+
+    def action_toggle_theme(self) -> None:
+        self.app.toggle_theme()
+
+    def action_quit(self) -> None:
+        for handle in list(self.handles.values()):
+            handle.cancel()
+        self.app.exit()

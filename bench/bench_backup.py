@@ -15,10 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import ROOT, Run, Series, change_fraction, drop_caches, mib, run, write_random
-
 import boto3
 from botocore.config import Config
+from common import ROOT, Run, Series, change_fraction, drop_caches, mib, run, write_random
 
 from tests.support.seaweed import S3Server, find_weed, running_server
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from core import lifecycle, pipeline
 from core.context import Context, record, resolve
-from core.errors import Conflict, UserError
+from core.errors import Conflict, IntegrityError, UserError
 from core.gc import collect_garbage
 from core.inventory import (
     check_new_name,
@@ -161,6 +161,7 @@ def _run_backup(
         manifest_id=backup_id,
         disk_meta=meta,
         parent_id=parent.id if parent else None,
+        name=name,
         reporter=reporter,
         cancel=job.cancel,
         workers=ctx.settings.workers,
@@ -403,8 +404,12 @@ def start_verify(ctx: Context, backup_ref: str, *, passphrase: str | None = None
     def run(job: JobContext) -> dict[str, Any]:
         manifest = repo.read_manifest(backup.id)
         reporter = job.reporter("verifying", manifest.size)
-        report = pipeline.verify_backup(manifest, repo, reporter=reporter, cancel=job.cancel)
+        report = pipeline.verify_backup(
+            manifest, repo, reporter=reporter, cancel=job.cancel, workers=ctx.settings.workers
+        )
         reporter.emit(final=True)
+        if not report.ok:
+            raise IntegrityError(report.describe())
         return {"id": backup.id, "name": backup.name, **report.to_dict()}
 
     return create_job(

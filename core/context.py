@@ -42,7 +42,7 @@ class Context:
 def resolve(session: Session, model: type[T], ref: str, kind: str) -> T:
     """Find an object by id or by name; NotFound names what was asked for."""
     row = session.get(model, ref) if looks_like_id(ref) else None
-    if row is None:
+    if row is None and hasattr(model, "name"):
         row = session.exec(select(model).where(model.name == ref)).first()  # type: ignore[attr-defined]
     if row is None:
         raise NotFound(f"no {kind} named {ref!r}")

@@ -101,6 +101,7 @@ def delete_server(ctx: Context, ref: str, *, detach_disks: bool) -> lifecycle.Pl
                 disk.name,
                 f"server {server.name} deleted",
             )
+        session.flush()  # detach first: disks point at the server
         session.delete(server)
         record(session, ctx, "server.delete", "server", server.id, server.name)
         session.commit()
@@ -285,6 +286,7 @@ def delete_disk(ctx: Context, ref: str) -> lifecycle.Plan:
                 snapshot.name,
                 "disk deleted",
             )
+        session.flush()  # snapshots first: their rows point at the disk
         session.delete(disk)
         record(session, ctx, "disk.delete", "disk", disk.id, disk.name)
         session.commit()

@@ -114,6 +114,7 @@ def delete_policy(ctx: Context, ref: str) -> dict[str, Any]:
             select(PolicyTarget).where(PolicyTarget.policy_id == policy.id)
         ).all():
             session.delete(target)
+        session.flush()  # targets first: they point at the policy
         session.delete(policy)
         record(session, ctx, "policy.delete", "policy", policy.id, policy.name)
         session.commit()

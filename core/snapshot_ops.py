@@ -33,7 +33,10 @@ from core.views import snapshot_view
 
 def engine_for(ctx: Context, disk: Disk) -> SnapshotEngine:
     return SnapshotEngine(
-        Path(disk.path), disk_folder(ctx, disk.id) / "snapshots", strategy=disk.snapshot_strategy
+        Path(disk.path),
+        disk_folder(ctx, disk.id) / "snapshots",
+        strategy=disk.snapshot_strategy,
+        chunk_size=ctx.settings.chunk_size,
     )
 
 

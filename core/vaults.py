@@ -151,6 +151,7 @@ def remove_vault(ctx: Context, ref: str, *, force: bool) -> Vault:
             )
         for backup in backups:
             session.delete(backup)
+        session.flush()  # backups first: they point at the vault
         session.delete(vault)
         record(
             session,

@@ -476,3 +476,18 @@ def add_disk_and_server_verbs(disk, server, verb, js, cf) -> None:  # type: igno
         help="the OS was reinstalled outside blockvault: delete the system disk's snapshots",
     )
     p.add_argument("server")
+    p = verb(
+        server,
+        "reinstall",
+        lambda bv, a: _planned_job(
+            a,
+            bv.plan_reinstall(a.server, a.image, force=a.force),
+            lambda: bv.start_reinstall(a.server, a.image, force=a.force),
+            "reinstall",
+        ),
+        parents=[js, cf],
+        help="write an OS image (file or backup) onto the system disk; its snapshots go after success",
+    )
+    p.add_argument("server")
+    p.add_argument("--image", required=True, help="an image file, or a backup id or name")
+    p.add_argument("--force", action="store_true", help="even if another process writes the disk")

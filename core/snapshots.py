@@ -1,0 +1,201 @@
+"""Snapshot bytes, stored with the disk: reflink clones where the filesystem can, else chunks.
+
+`reflink`: a FICLONE clone of the whole image in the disk's snapshot folder (XFS with
+reflink=1, btrfs): create, rollback and to-disk share extents, so they take constant time
+whatever the size. `chunks`: a local incremental chunk store in the same folder, built on the
+backup pipeline: a snapshot writes only chunks not already stored, a rollback writes only
+chunks that differ. The strategy is detected per pool folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import pipeline
+from core.errors import Cancelled, UserError
+from core.gc import collect_garbage
+from core.progress import ProgressReporter
+from core.stores.local import LocalStore
+from core.vault import Vault
+
+FICLONE = 0x40049409
+SNAPSHOT_COMPRESSION = 1  # local snapshots favour speed; backups use the vault's level
+
+
+def reflink(source: Path, target: Path) -> None:
+    """Make `target` share all of `source`'s extents (raises OSError where unsupported)."""
+    with open(source, "rb") as src, open(target, "r+b" if target.exists() else "xb") as dst:
+        fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        size = os.fstat(src.fileno()).st_size
+        if os.fstat(dst.fileno()).st_size > size and target.is_file():
+            os.ftruncate(dst.fileno(), size)
+        os.fsync(dst.fileno())
+
+
+def detect_strategy(folder: Path) -> str:
+    """'reflink' if FICLONE works inside `folder`, else 'chunks'."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe_a, probe_b = folder / ".reflink-probe-a", folder / ".reflink-probe-b"
+    try:
+        probe_a.write_bytes(b"\x01" * 4096)
+        reflink(probe_a, probe_b)
+        return "reflink"
+    except OSError:
+        return "chunks"
+    finally:
+        for probe in (probe_a, probe_b):
+            with contextlib.suppress(FileNotFoundError):
+                probe.unlink()
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot costs where it lives."""
+
+    strategy: str
+    bytes_stored: int
+
+
+class SnapshotEngine:
+    """The bytes of one disk's snapshots, in `folder` (pool/<disk-id>/snapshots)."""
+
+    def __init__(
+        self, disk_path: Path, folder: Path, *, strategy: str, chunk_size: int = 4 << 20
+    ) -> None:
+        self.disk_path = disk_path
+        self.folder = folder
+        self.strategy = strategy
+        self.chunk_size = chunk_size
+
+    # --- chunk store ------------------------------------------------------------------
+
+    def _store(self) -> Vault:
+        store = LocalStore(self.folder / "store")
+        if Vault.exists(store):
+            return Vault.open(store)
+        return Vault.init(store, chunk_size=self.chunk_size, compression=SNAPSHOT_COMPRESSION)
+
+    def _image(self, snapshot_id: str) -> Path:
+        return self.folder / f"{snapshot_id}.img"
+
+    def _strategy_of(self, snapshot_id: str) -> str:
+        return "reflink" if self._image(snapshot_id).exists() else "chunks"
+
+    # --- operations -------------------------------------------------------------------
+
+    def create(
+        self,
+        snapshot_id: str,
+        *,
+        disk_meta: dict[str, Any],
+        reporter: ProgressReporter | None = None,
+        cancel: threading.Event | None = None,
+        workers: int = 4,
+    ) -> SnapshotInfo:
+        """Take a snapshot of the disk now."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.strategy == "reflink":
+            image = self._image(snapshot_id)
+            try:
+                reflink(self.disk_path, image)
+            except OSError as exc:
+                with contextlib.suppress(FileNotFoundError):
+                    image.unlink()
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
+                    raise UserError(f"cannot clone {self.disk_path}: {exc.strerror}") from None
+            else:
+                if reporter is not None:
+                    reporter.add(done=reporter.bytes_total)
+                return SnapshotInfo("reflink", os.stat(image).st_blocks * 512)
+        manifest = pipeline.backup_device(
+            self.disk_path,
+            self._store(),
+            manifest_id=snapshot_id,
+            disk_meta=disk_meta,
+            kind="snapshot",
+            reporter=reporter,
+            cancel=cancel,
+            workers=workers,
+        )
+        return SnapshotInfo("chunks", manifest.stats.bytes_stored)
+
+    def rollback(
+        self,
+        snapshot_id: str,
+        *,
+        reporter: ProgressReporter | None = None,
+        cancel: threading.Event | None = None,
+        workers: int = 4,
+    ) -> None:
+        """Put the disk back as it was (only chunks that differ are written)."""
+        self._write(snapshot_id, self.disk_path, True, reporter, cancel, workers)
+
+    def to_new_disk(
+        self,
+        snapshot_id: str,
+        target: Path,
+        *,
+        reporter: ProgressReporter | None = None,
+        cancel: threading.Event | None = None,
+        workers: int = 4,
+    ) -> None:
+        """Fill a new disk with the snapshot's content; the snapshot stays independent."""
+        self._write(snapshot_id, target, False, reporter, cancel, workers)
+
+    def _write(
+        self,
+        snapshot_id: str,
+        target: Path,
+        compare: bool,
+        reporter: ProgressReporter | None,
+        cancel: threading.Event | None,
+        workers: int,
+    ) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        if self._strategy_of(snapshot_id) == "reflink":
+            try:
+                reflink(self._image(snapshot_id), target)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
+                    raise UserError(f"cannot clone onto {target}: {exc.strerror}") from None
+                self._copy(self._image(snapshot_id), target)
+            if reporter is not None:
+                reporter.add(done=reporter.bytes_total)
+            return
+        vault = self._store()
+        pipeline.restore_device(
+            vault.read_manifest(snapshot_id),
+            vault,
+            target,
+            compare_existing=compare,
+            reporter=reporter,
+            cancel=cancel,
+            workers=workers,
+        )
+
+    @staticmethod
+    def _copy(source: Path, target: Path) -> None:
+        """A reflink image onto a target on another filesystem: a plain kernel copy."""
+        from core.imaging import copy_image
+
+        copy_image(source, target)
+
+    def delete(self, snapshot_id: str) -> None:
+        """Free the snapshot's bytes: its clone, or the chunks no other snapshot uses."""
+        image = self._image(snapshot_id)
+        if image.exists():
+            image.unlink()
+            return
+        if not (self.folder / "store").exists():
+            return
+        vault = self._store()
+        vault.store.delete(f"manifests/{snapshot_id}")
+        collect_garbage(vault, grace_seconds=0)

@@ -76,19 +76,25 @@ def write_random(path: Path, size: int, *, block: int = 8 << 20) -> None:
             remaining -= n
 
 
-def change_fraction(path: Path, fraction: float, *, chunk: int = 4 << 20, seed: int = 7) -> int:
-    """Overwrite `fraction` of the file in 64 KiB pieces spread over distinct chunks."""
+def change_fraction(
+    path: Path, fraction: float, *, chunk: int = 4 << 20, seed: int = 7, piece: int = 1 << 20
+) -> int:
+    """Overwrite `fraction` of the file in `piece`-sized writes, each in a distinct chunk.
+
+    1 MiB pieces model a filesystem writing extents; 64 KiB pieces scattered over distinct
+    4 MiB chunks (the worst case for any block-level tool) touch 16x more chunks.
+    """
     import random
 
     size = path.stat().st_size
     rng = random.Random(seed)
-    pieces = max(1, int(size * fraction) // (64 << 10))
+    pieces = max(1, int(size * fraction) // piece)
     chunks = size // chunk
     targets = rng.sample(range(chunks), min(pieces, chunks))
     with open(path, "r+b") as handle:
         for index in targets:
-            handle.seek(index * chunk + rng.randrange(0, chunk - (64 << 10)))
-            handle.write(os.urandom(64 << 10))
+            handle.seek(index * chunk + rng.randrange(0, chunk - piece + 1))
+            handle.write(os.urandom(piece))
     return len(targets)
 
 

@@ -331,23 +331,34 @@ def start_restore(
     def run(job: JobContext) -> dict[str, Any]:
         ok = False
         try:
+            manifest = repo.read_manifest(backup.id)
+            source = None
             if overwrite:
                 from core.snapshot_ops import take_safety_snapshot
+                from core.snapshots import RestoreSource
 
-                take_safety_snapshot(
-                    ctx, target.id, reason=f"before restore of {backup.name}", job=job
+                source = RestoreSource(
+                    manifest, repo, {"vault_id": vault.id, "backup_id": backup.id}
                 )
-            manifest = repo.read_manifest(backup.id)
+                take_safety_snapshot(
+                    ctx,
+                    target.id,
+                    reason=f"before restore of {backup.name}",
+                    job=job,
+                    restore_of=source,
+                )
+            compared = source is not None and source.compared
             reporter = job.reporter("restoring", manifest.size)
             stats = pipeline.restore_device(
                 manifest,
                 repo,
                 Path(target.path),
-                compare_existing=overwrite,
+                compare_existing=overwrite and not compared,
                 reporter=reporter,
                 cancel=job.cancel,
                 workers=ctx.settings.workers,
                 state_path=disk_folder(ctx, target.id) / f"restore-{backup.id}.state",
+                only=source.differing if compared else None,
             )
             reporter.emit(final=True)
             ok = True

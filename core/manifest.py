@@ -48,6 +48,7 @@ class Manifest:
     name: str | None = None
     parent: str | None = None
     stats: Stats = field(default_factory=Stats)
+    base: dict[str, Any] | None = None  # a backup holding the chunks not stored here
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def chunk_length(self, index: int) -> int:
@@ -72,6 +73,7 @@ class Manifest:
             "digest": self.digest,
             "parent": self.parent,
             "stats": asdict(self.stats),
+            "base": self.base,
             "chunks": self.chunks,
         }
         return json.dumps(body, separators=(",", ":")).encode()
@@ -116,6 +118,7 @@ class Manifest:
                 name=body.get("name"),
                 parent=body.get("parent"),
                 stats=stats,
+                base=body.get("base"),
                 created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
             )
         except (ValueError, KeyError, TypeError) as exc:

@@ -126,8 +126,18 @@ def backup_device(
     reporter: ProgressReporter | None = None,
     cancel: threading.Event | None = None,
     workers: int = 4,
+    compare_to: tuple[Manifest, Vault] | None = None,
+    differing: set[int] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Store every changed chunk of the disk at `path`, then commit its manifest."""
+    """Store every changed chunk of the disk at `path`, then commit its manifest.
+
+    With `compare_to` (a backup about to be restored onto this disk, same chunk size), chunks
+    whose content equals the backup's are not stored: the restore leaves them as they are,
+    so the backup itself holds them (the manifest's `base`). The indices that differ are
+    added to `differing`: exactly what the restore must write (a safety snapshot and the
+    changed-only comparison in one read of the disk).
+    """
     started = time.monotonic()
     chunk_size = vault.chunk_size
     fd = _open_disk(path, os.O_RDONLY)
@@ -157,20 +167,44 @@ def backup_device(
                     done=counts["done"], **{k: v for k, v in counts.items() if k != "done"}
                 )
 
+        base_manifest, base_vault = compare_to if compare_to else (None, None)
+
+        def base_entry(index: int) -> str | bool | None:
+            """The backup's id for this index, None for zero, False past its end."""
+            if base_manifest is None or index >= len(base_manifest.chunks):
+                return False
+            if base_manifest.chunk_length(index) != min(chunk_size, size - index * chunk_size):
+                return False
+            return base_manifest.chunks[index]
+
+        def note_zero(index: int, length: int) -> None:
+            if base_manifest is not None and base_entry(index) is not None:
+                with lock:
+                    differing.add(index)
+            account(done=length, zero=length)
+
         def one(index: int) -> None:
             offset = index * chunk_size
             length = min(chunk_size, size - offset)
             if not data_map.overlaps(offset, offset + length):
-                account(done=length, zero=length)
+                note_zero(index, length)
                 return
             with _Timer(reporter, "reading"):
                 data = devices.pread_exact(fd, length, offset)
             if devices.is_zero(data):
-                account(done=length, zero=length)
+                note_zero(index, length)
                 return
             with _Timer(reporter, "hashing/compressing"):
                 chunk_id = vault.chunk_id(data)
             entries[index] = chunk_id
+            if base_manifest is not None:
+                wanted = base_entry(index)
+                same_id = vault.encrypted == base_vault.encrypted and not vault.encrypted
+                if wanted and (chunk_id if same_id else base_vault.chunk_id(data)) == wanted:
+                    account(done=length, reused=length)  # kept by the backup itself
+                    return
+                with lock:
+                    differing.add(index)
             condemned = chunk_id in session.condemned
             with lock:
                 duplicate = chunk_id in seen
@@ -216,6 +250,7 @@ def backup_device(
                 name=name,
                 parent=parent_id,
                 stats=stats,
+                base=base,
             )
             vault.write_manifest(manifest)  # the commit point
         finally:
@@ -291,13 +326,18 @@ def restore_device(
     cancel: threading.Event | None = None,
     workers: int = 4,
     state_path: Path | None = None,
+    only: set[int] | None = None,
+    fetch: Callable[[int, str], bytes] | None = None,
 ) -> RestoreStats:
     """Write a manifest's content onto `target`, verifying every chunk before it is written.
 
     `compare_existing` (restore onto the original disk, snapshot rollback): chunks whose
     current content already matches are neither fetched nor written. An interrupted restore
-    resumes from `state_path`. The whole-disk digest is checked at the end.
+    resumes from `state_path`. `only` restricts the work to indices already known to differ
+    (the rest is counted as skipped); `fetch(index, id)` replaces `vault.get_chunk` and must
+    return verified bytes. The whole-disk digest is checked at the end.
     """
+    get = fetch or (lambda _index, chunk_id: vault.get_chunk(chunk_id))
     fd = _open_disk(target, os.O_RDWR)
     try:
         target_size = os.lseek(fd, 0, os.SEEK_END)
@@ -325,7 +365,7 @@ def restore_device(
             offset = index * chunk_size
             length = manifest.chunk_length(index)
             chunk_id = manifest.chunks[index]
-            if index in state.done:
+            if index in state.done or (only is not None and index not in only):
                 account(length, bytes_skipped=length)
                 return
             if compare_existing:
@@ -350,7 +390,7 @@ def restore_device(
                 return
             with _Timer(reporter, "network"):
                 try:
-                    data = vault.get_chunk(chunk_id)
+                    data = get(index, chunk_id)
                 except IntegrityError as exc:
                     raise IntegrityError(
                         f"backup {manifest.id}: chunk {index} (offset {offset}, {length} bytes) "

@@ -26,8 +26,10 @@ from core.inventory import (
     writers_of,
 )
 from core.jobs import JobContext, JobHandle, create_job
+from core.manifest import Manifest
 from core.models import Disk, Server, Snapshot, utcnow
-from core.snapshots import SnapshotEngine
+from core.snapshots import BaseOpener, RestoreSource, SnapshotEngine
+from core.vault import Vault
 from core.views import snapshot_view
 
 
@@ -51,7 +53,13 @@ def _count(session: Session, disk_id: str) -> int:
 
 
 def _snapshot_now(
-    ctx: Context, disk: Disk, *, name: str, kind: str, job: JobContext | None
+    ctx: Context,
+    disk: Disk,
+    *,
+    name: str,
+    kind: str,
+    job: JobContext | None,
+    restore_of: RestoreSource | None = None,
 ) -> Snapshot:
     """Insert a `creating` row, take the snapshot, mark it available (error on failure)."""
     with ctx.catalog.session() as session:
@@ -72,7 +80,12 @@ def _snapshot_now(
     reporter = job.reporter("snapshotting", disk.size) if job else None
     try:
         info = engine_for(ctx, disk).create(
-            snapshot.id, disk_meta=meta, reporter=reporter, cancel=job.cancel if job else None
+            snapshot.id,
+            disk_meta=meta,
+            reporter=reporter,
+            cancel=job.cancel if job else None,
+            workers=ctx.settings.workers,
+            restore_of=restore_of,
         )
     except BaseException:
         with ctx.catalog.session() as session:
@@ -140,9 +153,18 @@ def start_create(ctx: Context, disk_ref: str, *, name: str | None = None) -> Job
 
 
 def take_safety_snapshot(
-    ctx: Context, disk_id: str, *, reason: str, job: JobContext | None
+    ctx: Context,
+    disk_id: str,
+    *,
+    reason: str,
+    job: JobContext | None,
+    restore_of: RestoreSource | None = None,
 ) -> Snapshot:
-    """Before an overwrite: a cheap snapshot kept for `safety_snapshot_hours`, for `disk undo`."""
+    """Before an overwrite: a cheap snapshot kept for `safety_snapshot_hours`, for `disk undo`.
+
+    Before a restore (`restore_of`), the chunk strategy keeps only what the restore will
+    overwrite and tells the restore which chunks those are (SnapshotEngine.create).
+    """
     expire_safety_snapshots(ctx)
     with ctx.catalog.session() as session:
         disk = session.get(Disk, disk_id)
@@ -152,7 +174,27 @@ def take_safety_snapshot(
                 "before an overwrite: delete a snapshot first"
             )
         name = _default_name(session, Snapshot, f"{disk.name}-safety")
-    return _snapshot_now(ctx, disk, name=name, kind="safety", job=job)
+    return _snapshot_now(ctx, disk, name=name, kind="safety", job=job, restore_of=restore_of)
+
+
+def open_base(ctx: Context) -> BaseOpener:
+    """Opens the backup a partial safety snapshot leans on (its vault from the catalog)."""
+
+    def opener(base: dict[str, Any]) -> tuple[Manifest, Vault]:
+        from core.models import Vault as VaultRow
+        from core.vaults import open_repository
+
+        with ctx.catalog.session() as session:
+            row = session.get(VaultRow, base.get("vault_id"))
+        if row is None:
+            raise UserError(
+                f"the vault of backup {base.get('backup_id')} is no longer registered; "
+                "the undo needs it for the chunks the restore did not change"
+            )
+        repo = open_repository(ctx, row)
+        return repo.read_manifest(base["backup_id"]), repo
+
+    return opener
 
 
 def expire_safety_snapshots(ctx: Context) -> int:
@@ -243,7 +285,13 @@ def start_rollback(
                     ctx, disk.id, reason=f"before rollback to {snapshot.name}", job=job
                 )
             reporter = job.reporter("rolling back", disk.size)
-            engine_for(ctx, disk).rollback(snapshot.id, reporter=reporter, cancel=job.cancel)
+            engine_for(ctx, disk).rollback(
+                snapshot.id,
+                reporter=reporter,
+                cancel=job.cancel,
+                workers=ctx.settings.workers,
+                open_base=open_base(ctx),
+            )
             ok = True
         finally:
             _set_disk_status(ctx, disk.id, "available" if ok else "error-rolling-back")

@@ -14,13 +14,15 @@ import errno
 import fcntl
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core import pipeline
-from core.errors import Cancelled, UserError
+from core.errors import Cancelled, IntegrityError, UserError
 from core.gc import collect_garbage
+from core.manifest import Manifest
 from core.progress import ProgressReporter
 from core.stores.local import LocalStore
 from core.vault import Vault
@@ -53,6 +55,20 @@ def detect_strategy(folder: Path) -> str:
         for probe in (probe_a, probe_b):
             with contextlib.suppress(FileNotFoundError):
                 probe.unlink()
+
+
+@dataclass
+class RestoreSource:
+    """A backup about to be restored onto the disk (see SnapshotEngine.create)."""
+
+    manifest: Manifest
+    vault: Vault
+    base: dict[str, Any]
+    differing: set[int] = field(default_factory=set)
+    compared: bool = False
+
+
+BaseOpener = Callable[[dict[str, Any]], tuple[Manifest, Vault]]
 
 
 @dataclass(frozen=True)
@@ -98,8 +114,14 @@ class SnapshotEngine:
         reporter: ProgressReporter | None = None,
         cancel: threading.Event | None = None,
         workers: int = 4,
+        restore_of: RestoreSource | None = None,
     ) -> SnapshotInfo:
-        """Take a snapshot of the disk now."""
+        """Take a snapshot of the disk now.
+
+        `restore_of`: a safety snapshot before that backup is restored onto this disk. On the
+        chunk strategy (same chunk size) it stores only the chunks the restore will overwrite
+        and fills `restore_of.differing`, so the restore reads the disk once in all.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.strategy == "reflink":
             image = self._image(snapshot_id)
@@ -114,16 +136,23 @@ class SnapshotEngine:
                 if reporter is not None:
                     reporter.add(done=reporter.bytes_total)
                 return SnapshotInfo("reflink", os.stat(image).st_blocks * 512)
+        store = self._store()
+        fused = restore_of is not None and restore_of.manifest.chunk_size == store.chunk_size
         manifest = pipeline.backup_device(
             self.disk_path,
-            self._store(),
+            store,
             manifest_id=snapshot_id,
             disk_meta=disk_meta,
             kind="snapshot",
             reporter=reporter,
             cancel=cancel,
             workers=workers,
+            compare_to=(restore_of.manifest, restore_of.vault) if fused else None,
+            differing=restore_of.differing if fused else None,
+            base=restore_of.base if fused else None,
         )
+        if fused:
+            restore_of.compared = True
         return SnapshotInfo("chunks", manifest.stats.bytes_stored)
 
     def rollback(
@@ -133,9 +162,14 @@ class SnapshotEngine:
         reporter: ProgressReporter | None = None,
         cancel: threading.Event | None = None,
         workers: int = 4,
+        open_base: BaseOpener | None = None,
     ) -> None:
-        """Put the disk back as it was (only chunks that differ are written)."""
-        self._write(snapshot_id, self.disk_path, True, reporter, cancel, workers)
+        """Put the disk back as it was (only chunks that differ are written).
+
+        A safety snapshot taken before a restore keeps only the chunks the restore
+        overwrote; `open_base(base)` opens the backup that holds the others.
+        """
+        self._write(snapshot_id, self.disk_path, True, reporter, cancel, workers, open_base)
 
     def to_new_disk(
         self,
@@ -157,6 +191,7 @@ class SnapshotEngine:
         reporter: ProgressReporter | None,
         cancel: threading.Event | None,
         workers: int,
+        open_base: BaseOpener | None = None,
     ) -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
@@ -171,15 +206,46 @@ class SnapshotEngine:
                 reporter.add(done=reporter.bytes_total)
             return
         vault = self._store()
+        manifest = vault.read_manifest(snapshot_id)
         pipeline.restore_device(
-            vault.read_manifest(snapshot_id),
+            manifest,
             vault,
             target,
             compare_existing=compare,
             reporter=reporter,
             cancel=cancel,
             workers=workers,
+            fetch=self._fetcher(vault, manifest, open_base),
         )
+
+    @staticmethod
+    def _fetcher(
+        vault: Vault, manifest: Manifest, open_base: BaseOpener | None
+    ) -> Callable[[int, str], bytes] | None:
+        """Local chunks first; the others from the backup named in the manifest's base."""
+        if not manifest.base:
+            return None
+        opened: list[tuple[Manifest, Vault]] = []
+        lock = threading.Lock()
+
+        def fetch(index: int, chunk_id: str) -> bytes:
+            if vault.has_chunk(chunk_id):
+                return vault.get_chunk(chunk_id)
+            if open_base is None:
+                raise IntegrityError(
+                    f"chunk {index} of snapshot {manifest.id} lives in backup "
+                    f"{manifest.base.get('backup_id')}, which cannot be opened here"
+                )
+            with lock:
+                if not opened:
+                    opened.append(open_base(manifest.base))
+            base_manifest, base_vault = opened[0]
+            data = base_vault.get_chunk(base_manifest.chunks[index])
+            if vault.chunk_id(data) != chunk_id:
+                raise IntegrityError(f"chunk {index} of backup {base_manifest.id} changed")
+            return data
+
+        return fetch
 
     @staticmethod
     def _copy(source: Path, target: Path) -> None:

@@ -40,6 +40,7 @@ VERSION = 1
 RAW, ZSTD, SEALED = 0, 1, 2
 SESSION_LEASE_SECONDS = 600.0
 SESSION_HEARTBEAT_SECONDS = 30.0
+SAMPLE_BYTES = 64 << 10
 
 _local = threading.local()
 
@@ -49,7 +50,7 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     if cache is None:
         cache = _local.compressors = {}
     if level not in cache:
-        cache[level] = zstandard.ZstdCompressor(level=level)
+        cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
     return cache[level]
 
 
@@ -58,6 +59,16 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     if found is None:
         found = _local.decompressor = zstandard.ZstdDecompressor()
     return found
+
+
+def _worth_compressing(data: bytes) -> bool:
+    """A 64 KiB sample at the fastest level predicts whether the whole chunk shrinks;
+    random or already-compressed data (most of a full disk) then skips zstd entirely."""
+    if len(data) <= SAMPLE_BYTES * 2:
+        return True
+    middle = len(data) // 2
+    sample = data[middle : middle + SAMPLE_BYTES]
+    return len(_compressor(1).compress(sample)) < SAMPLE_BYTES * 0.97
 
 
 def chunk_key(chunk_id: str) -> str:
@@ -182,7 +193,7 @@ class Vault:
 
     def _pack(self, data: bytes, *, level: int | None = None) -> tuple[bytes, bool]:
         level = self.compression if level is None else level
-        if level > 0:
+        if level > 0 and _worth_compressing(data):
             packed = _compressor(level).compress(data)
             if len(packed) < len(data) - len(data) // 64:
                 return bytes([ZSTD]) + packed, True

@@ -205,3 +205,24 @@ def test_vault_remove_refused_while_backups_reference_it(cli: CLI, tmp_path: Pat
     cli.ok("vault", "remove", "second", "--yes", "--force")
     assert "second" not in {v["name"] for v in cli.ok("vault", "list")}
     assert "--path" in cli.fails("vault", "add", "x")
+
+
+def test_undo_after_restore_uses_the_backup_for_chunks_the_restore_kept(cli: CLI) -> None:
+    """The safety snapshot before a restore stores only what the restore overwrites; an undo
+    after later writes elsewhere fetches the other chunks from the backup itself."""
+    disk = cli.ok("disk", "create", "d1", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=12, holes=False)
+    _, backup = run_json_lines(cli, "backup", "create", "d1")
+    with open(disk["path"], "r+b") as handle:
+        handle.seek(10)
+        handle.write(b"before-restore" * 100)
+    before_restore = Path(disk["path"]).read_bytes()
+    _, result = run_json_lines(cli, "backup", "restore", backup["id"], "--to-original", "--yes")
+    assert result["bytes_written"] == 262144 and result["bytes_fetched"] == 262144
+    safety = next(s for s in cli.ok("snapshot", "list", "--disk", "d1") if s["kind"] == "safety")
+    assert safety["bytes_stored"] <= 262144 + 4096  # only the chunk the restore overwrote
+    with open(disk["path"], "r+b") as handle:  # a later write the restore never touched
+        handle.seek(MiB + 5)
+        handle.write(b"after-restore" * 100)
+    run_json_lines(cli, "disk", "undo", "d1", "--yes")
+    assert Path(disk["path"]).read_bytes() == before_restore

@@ -146,11 +146,17 @@ def backup_device(
         before = os.fstat(fd)
         count = -(-size // chunk_size)
         data_map = devices.DataMap(devices.data_ranges(fd, size))
-        known: set[str] = set()
-        if parent_id:
-            with contextlib.suppress(IntegrityError):
-                known = vault.read_manifest(parent_id).referenced()
+        # The session is announced before the parent is read: the parent's chunks are reused
+        # unchecked, so a GC between the two must see this writer (or its rescue list).
         session = vault.begin_session(manifest_id)
+        known: set[str] = set()
+        try:
+            if parent_id:
+                with contextlib.suppress(IntegrityError):
+                    known = vault.read_manifest(parent_id).referenced()
+        except BaseException:
+            session.end()
+            raise
         entries: list[str | None] = [None] * count
         stats = Stats()
         lock = threading.Lock()

@@ -208,8 +208,10 @@ class Vault:
             return body
         if flag == ZSTD:
             try:
+                if zstandard.frame_content_size(body) > limit:  # a damaged header: no huge alloc
+                    raise IntegrityError(f"{what} claims more than {limit} bytes")
                 return _decompressor().decompress(body, max_output_size=limit)
-            except zstandard.ZstdError as exc:
+            except (zstandard.ZstdError, MemoryError) as exc:
                 raise IntegrityError(f"{what} does not decompress: {exc}") from None
         raise IntegrityError(f"{what} has an unknown encoding {flag}")
 

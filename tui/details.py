@@ -79,7 +79,7 @@ class DetailsPanel(Static):
 
     def show(self, obj: dict[str, Any] | None, *, now: datetime, home: str | None) -> None:
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(style="bold", no_wrap=True, min_width=9)
         grid.add_column(overflow="ellipsis", no_wrap=True)
         for label, value in fields_of(obj, now=now, home=home):
             grid.add_row(label, Text(value))

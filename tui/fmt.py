@@ -21,6 +21,25 @@ def size(value: int | None) -> str:
     return humanize.naturalsize(value, binary=True, format="%.1f")
 
 
+def short_size(value: int | None) -> str:
+    """'32 MiB', '2.5 GiB': three significant digits, for narrow table columns."""
+    if value is None:
+        return "-"
+    return humanize.naturalsize(value, binary=True, format="%.3g")
+
+
+def short_age(stamp: str | None, now: datetime) -> str:
+    """'5m ago', '3d ago' (k9s style) for table cells; 'never' without a stamp."""
+    moment = parse_stamp(stamp)
+    if moment is None:
+        return "never"
+    seconds = max(int((now - moment).total_seconds()), 0)
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"{seconds // length}{unit} ago"
+    return f"{seconds}s ago"
+
+
 def parse_stamp(stamp: str | None) -> datetime | None:
     if not stamp:
         return None

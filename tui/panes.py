@@ -104,21 +104,21 @@ def disk_rows(disks: list[dict[str, Any]], servers: list[str], now: datetime):
                     {**disk, "kind": "disk"},
                     [
                         f"  {disk['name']}",
-                        disk["role"],
-                        fmt.size(disk["size"]),
-                        fmt.size(disk["allocated"]),
+                        "sys" if disk["role"] == "system" else disk["role"],
                         status_text(disk["status"]),
+                        fmt.short_age(disk["last_backup_at"], now),
+                        fmt.short_size(disk["size"]),
+                        fmt.short_size(disk["allocated"]),
                         disk["snapshot_strategy"],
-                        fmt.age(disk["last_backup_at"], now),
                     ],
                 )
             )
     return rows
 
 
-DISK_COLUMNS = ("Disk", "Role", "Size", "Alloc", "Status", "Snap", "Last backup")
-SNAPSHOT_COLUMNS = ("Snapshot", "Kind", "Stored", "Status", "Age")
-BACKUP_COLUMNS = ("Backup", "Disk", "Size", "Stored", "Vault", "Age")
+DISK_COLUMNS = ("Disk", "Role", "Status", "Backup", "Size", "Alloc", "Snaps")
+SNAPSHOT_COLUMNS = ("Snapshot", "Age", "Kind", "Stored", "Status")
+BACKUP_COLUMNS = ("Backup", "Age", "Stored", "Size", "Vault", "Disk")
 
 
 def snapshot_rows(snapshots: list[dict[str, Any]], now: datetime):
@@ -128,10 +128,10 @@ def snapshot_rows(snapshots: list[dict[str, Any]], now: datetime):
             {**s, "kind_of": "snapshot"},
             [
                 s["name"],
+                fmt.short_age(s["created_at"], now),
                 s["kind"],
-                fmt.size(s["bytes_stored"]),
+                fmt.short_size(s["bytes_stored"]),
                 status_text(s["status"]),
-                fmt.age(s["created_at"], now),
             ],
         )
         for s in snapshots
@@ -150,11 +150,11 @@ def backup_rows(backups: list[dict[str, Any]], now: datetime):
                 {**b, "kind_of": "backup"},
                 [
                     b["name"],
-                    disk,
-                    fmt.size(b["size"]),
-                    fmt.size(b["bytes_stored"]),
+                    fmt.short_age(b["completed_at"] or b["created_at"], now),
+                    fmt.short_size(b["bytes_stored"]),
+                    fmt.short_size(b["size"]),
                     b["vault"] or "-",
-                    fmt.age(b["completed_at"] or b["created_at"], now),
+                    disk,
                 ],
             )
         )

@@ -1,0 +1,90 @@
+"""Helpers for the console tests: small real demo homes, frozen ids and times, waiting on workers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import shutil
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import core.ids
+from core.demo import build_demo
+from core.service import Blockvault
+from tui.app import BlockvaultApp
+
+ACTOR = "admin@demo-host"
+FROZEN_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+SNAPSHOT_HOME = Path("/tmp/blockvault-console-snapshots")
+SCALE = 0.125  # 2-4 MiB disks
+
+
+def small_demo(home: Path) -> Blockvault:
+    return build_demo(home, scale=SCALE, actor=ACTOR)
+
+
+class _CountingSecrets:
+    """Stand-in for `secrets` in core.ids: ids 000001, 000002, ... so screenshots are stable."""
+
+    def __init__(self) -> None:
+        self.counter = itertools.count(1)
+
+    def token_hex(self, nbytes: int) -> str:
+        return f"{next(self.counter):0{2 * nbytes}x}"
+
+
+def frozen_demo(monkeypatch) -> Blockvault:  # type: ignore[no-untyped-def]
+    """A demo at a fixed path with counter ids and fixed timestamps (for snapshot tests)."""
+    shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
+    monkeypatch.setattr(core.ids, "secrets", _CountingSecrets())
+    bv = small_demo(SNAPSHOT_HOME)
+    bv.close()
+    freeze_times(SNAPSHOT_HOME / "catalog.sqlite")
+    return Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
+
+
+def freeze_times(catalog: Path) -> None:
+    """Rewrite every timestamp to a fixed moment (one minute apart in insertion order)."""
+    base = "2026-11-20 08:00:00"
+    with sqlite3.connect(catalog) as db:
+        for table, columns in {
+            "servers": ("created_at",),
+            "disks": ("created_at",),
+            "snapshots": ("created_at",),
+            "backups": ("created_at", "completed_at"),
+            "vaults": ("created_at",),
+        }.items():
+            sets = ", ".join(f"{c} = datetime('{base}', '+' || (rowid * 97) || ' minutes')" for c in columns)
+            db.execute(f"UPDATE {table} SET {sets}")
+        db.execute("DELETE FROM jobs")
+
+
+def make_app(bv: Blockvault, **kwargs) -> BlockvaultApp:  # type: ignore[no-untyped-def]
+    return BlockvaultApp(bv, clock=lambda: FROZEN_NOW, **kwargs)
+
+
+async def settle(app: BlockvaultApp, pilot, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until loads and jobs are done (not flows: they may be waiting on a dialog)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await pilot.pause()
+        busy = [w for w in app.workers if w.is_running and w.group != "action"]
+        if not busy:
+            await pilot.pause()
+            if not [w for w in app.workers if w.is_running and w.group != "action"]:
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"workers still running: {[w.name for w in app.workers if w.is_running]}")
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write(path: str, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)

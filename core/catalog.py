@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from core import models
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
 from core.errors import UserError
 
 SCHEMA_VERSION = 2
@@ -84,6 +86,9 @@ def migrate(engine: Engine) -> int:
         )
     for version in range(current + 1, SCHEMA_VERSION + 1):
         with engine.begin() as connection:
+            from alembic.migration import MigrationContext  # only when a migration runs
+            from alembic.operations import Operations
+
             MIGRATIONS[version](Operations(MigrationContext.configure(connection)))
         _stamp(engine, version)
     SQLModel.metadata.create_all(engine)  # tables added in later versions

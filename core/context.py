@@ -5,8 +5,8 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqlmodel import Session, SQLModel, select
 
@@ -37,6 +37,8 @@ class Context:
     locations: Locations
     settings: Settings
     actor: str
+    #: open vaults, reused by every job of this process (opening an S3 client costs ~0.2 s)
+    repositories: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
 
 
 def resolve(session: Session, model: type[T], ref: str, kind: str) -> T:

@@ -8,6 +8,7 @@ manifest swapped for another fails authentication instead of restoring the wrong
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ NONCE_BYTES = 12
 SCRYPT_N = 1 << 15
 SCRYPT_R = 8
 SCRYPT_P = 1
+_PROCESS_SALT = os.urandom(32)
 
 
 def _b64(data: bytes) -> str:
@@ -96,3 +98,8 @@ def unwrap_keys(entry: dict, passphrase: str, *, vault: str) -> Keys:
     except (InvalidTag, ValueError):
         raise UserError(f"wrong passphrase for vault {vault}") from None
     return Keys(master[:32], master[32:])
+
+
+def fingerprint(passphrase: str) -> bytes:
+    """A per-process keyed digest of a passphrase, to compare without keeping it around."""
+    return hmac.digest(_PROCESS_SALT, passphrase.encode("utf-8"), "sha256")

@@ -3,17 +3,18 @@
 Two phases, kopia-style, so a backup that reuses a chunk GC is about to delete never loses it:
 
 1. *Condemn*: list manifests, then chunks; the unreferenced ones are written to a
-   `condemned/` list, and only then are the live writer sessions read and recorded beside it
-   (`holds/`). A writer announces its session before it reads the condemned lists, so either
-   GC sees the writer, or the writer sees the list and rewrites (rescues) any condemned chunk
-   it reuses.
-2. *Delete* (this run when the grace period is 0, else a later one): a condemned chunk goes
-   only if the list is older than the grace period, no writer recorded in its holds is still
-   live, no manifest listed now references it, and it was not rewritten since it was
-   condemned.
+   `condemned/` list. A writer announces its session before it reads the condemned lists,
+   so a writer that starts later sees the list and rewrites (rescues) any condemned chunk
+   it reuses; one that started earlier is still live, or has committed its manifest.
+2. *Delete* (this run when the grace period is 0, else a later one): only while no writer
+   session is live at all; then a condemned chunk goes if its list is older than the grace
+   period, no manifest listed now references it, and it was not rewritten since.
 
-A lock object (`locks/gc`) with an owner and a lease keeps GC a single writer (I9); a GC
-that has held it longer than half the lease stops before deleting anything more.
+Writers and the delete phase exclude each other Dekker-style: GC writes its lock
+(`locks/gc`) before it reads the sessions, and a writer writes its session before it reads
+the lock, waiting while a GC holds it. So either GC sees the writer (and defers), or the
+writer waits for GC to finish. The lock has an owner and a lease (I9); a GC that has held it
+longer than half the lease stops before deleting anything more.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from core.errors import Conflict, ObjectMissing
+from core.vault import GC_LOCK_KEY as LOCK_KEY
+from core.vault import GC_LOCK_LEASE_SECONDS as LOCK_LEASE_SECONDS
 from core.vault import Vault
-
-LOCK_KEY = "locks/gc"
-LOCK_LEASE_SECONDS = 600.0
 
 
 @dataclass
@@ -106,36 +106,30 @@ def _referenced(vault: Vault) -> tuple[set[str], int]:
     return referenced, len(ids)
 
 
-def _holds(vault: Vault, list_key: str) -> list[str] | None:
-    try:
-        return json.loads(vault.store.get("holds/" + list_key.split("/", 1)[1]))
-    except ObjectMissing:
-        return None
-
-
 def _delete_pass(vault: Vault, lock: _Lock, grace_seconds: float, stats: GcStats) -> None:
     now = time.time()
     pending = vault.condemned_lists()
     if not pending:
         return
-    live = set(vault.live_sessions())
+    if vault.live_sessions():  # read after the lock is ours: later writers wait for us
+        stats.deferred_chunks += sum(len(ids) for _, ids in pending)
+        return
     referenced, stats.manifests = _referenced(vault)  # listed after the condemned lists
     chunks = {info.key.rsplit("/", 1)[1]: info for info in vault.list_chunks()}
     for info, ids in pending:
-        holds = _holds(vault, info.key)
-        blocked = (live & set(holds)) if holds is not None else live
-        if now - info.mtime < grace_seconds or blocked:
+        if now - info.mtime < grace_seconds:
             stats.deferred_chunks += len(ids)
             continue
         lock.check()
-        for chunk_id in ids:
+        for count, chunk_id in enumerate(ids):
             found = chunks.get(chunk_id)
             if found is None or chunk_id in referenced or found.mtime >= info.mtime:
                 continue  # gone already, used again, or rescued by a writer
+            if count % 256 == 255:
+                lock.check()
             vault.delete_chunk(chunk_id)
             stats.deleted_chunks += 1
             stats.deleted_bytes += found.size
-        vault.store.delete("holds/" + info.key.split("/", 1)[1])
         vault.store.delete(info.key)
 
 
@@ -169,9 +163,7 @@ def collect_garbage(vault: Vault, *, grace_seconds: float, dry_run: bool = False
         unreferenced = chunk_ids - referenced - already
         if unreferenced:
             lock.check()
-            key = vault.write_condemned(unreferenced, [])
-            live = vault.live_sessions()  # read only after the list is durable
-            vault.store.put("holds/" + key.split("/", 1)[1], json.dumps(live).encode())
+            vault.write_condemned(unreferenced)
             stats.condemned_chunks = len(unreferenced)
         if grace_seconds <= 0:
             stats.deferred_chunks = 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -41,6 +42,9 @@ RAW, ZSTD, SEALED = 0, 1, 2
 SESSION_LEASE_SECONDS = 600.0
 SESSION_HEARTBEAT_SECONDS = 30.0
 SAMPLE_BYTES = 64 << 10
+GC_LOCK_KEY = "locks/gc"
+GC_LOCK_LEASE_SECONDS = 600.0
+GC_WAIT_POLL_SECONDS = 0.5
 
 _local = threading.local()
 
@@ -64,11 +68,13 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 def _worth_compressing(data: bytes) -> bool:
     """A 64 KiB sample at the fastest level predicts whether the whole chunk shrinks;
     random or already-compressed data (most of a full disk) then skips zstd entirely."""
-    if len(data) <= SAMPLE_BYTES * 2:
+    if len(data) <= SAMPLE_BYTES * 4:
         return True
-    middle = len(data) // 2
-    sample = data[middle : middle + SAMPLE_BYTES]
-    return len(_compressor(1).compress(sample)) < SAMPLE_BYTES * 0.97
+    for start in (0, len(data) // 2):  # a partly filled chunk often starts or ends with zeros
+        sample = data[start : start + SAMPLE_BYTES]
+        if len(_compressor(1).compress(sample)) < SAMPLE_BYTES * 0.97:
+            return True
+    return False
 
 
 def chunk_key(chunk_id: str) -> str:
@@ -105,6 +111,7 @@ class Vault:
         self.compression = int(config.get("compression", 3))
         self.encrypted = keys is not None
         self.location = store.location
+        self._passphrase_check: bytes | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -171,7 +178,15 @@ class Vault:
                     f"vault at {store.location} is encrypted: set BLOCKVAULT_PASSPHRASE"
                 )
             keys = crypto.unwrap_keys(config["encryption"], passphrase, vault=store.location)
-        return cls(store, config, keys)
+        vault = cls(store, config, keys)
+        vault._passphrase_check = crypto.fingerprint(passphrase) if keys else None
+        return vault
+
+    def passphrase_matches(self, passphrase: str | None) -> bool:
+        """True if this open vault was unlocked with `passphrase` (for reuse in-process)."""
+        return self.keys is None or (
+            passphrase is not None and crypto.fingerprint(passphrase) == self._passphrase_check
+        )
 
     # --- envelopes ----------------------------------------------------------------------
 
@@ -367,9 +382,9 @@ class Vault:
             found.append((info, set(body["chunks"])))
         return found
 
-    def write_condemned(self, chunk_ids: set[str], live_sessions: list[str]) -> str:
+    def write_condemned(self, chunk_ids: set[str]) -> str:
         key = f"condemned/{int(time.time() * 1000):015d}-{os.urandom(4).hex()}"
-        body = json.dumps({"chunks": sorted(chunk_ids), "sessions": live_sessions}).encode()
+        body = json.dumps({"chunks": sorted(chunk_ids)}).encode()
         inner, _ = self._pack(body, level=3)
         self.store.put(key, self._seal(inner, key), create_only=True)
         return key
@@ -391,10 +406,42 @@ class WriterSession:
 
     def start(self) -> None:
         self._beat()
+        self._wait_for_gc()  # after the beat: GC sees this writer, or this writer sees GC
         for _, ids in self.vault.condemned_lists():
             self.condemned |= ids
         self._thread = threading.Thread(target=self._run, daemon=True, name="vault-session")
         self._thread.start()
+
+    def _wait_for_gc(self) -> None:
+        """A GC holding its lock may be deleting chunks this writer would reuse: wait until
+        it is done or its lease lapsed (a lapsed holder fences itself, core.gc)."""
+        while True:
+            held = [
+                info
+                for info in self.vault.store.list(GC_LOCK_KEY)
+                if info.key == GC_LOCK_KEY and time.time() - info.mtime < GC_LOCK_LEASE_SECONDS
+            ]
+            if not held or self._gc_holder_died():
+                return
+            self._beat()
+            time.sleep(GC_WAIT_POLL_SECONDS)
+
+    def _gc_holder_died(self) -> bool:
+        """A GC killed on this host leaves its lock; its pid tells us not to wait the lease."""
+        try:
+            body = json.loads(self.vault.store.get(GC_LOCK_KEY))
+            host, pid = str(body["owner"]).split(":")[:2]
+        except (ObjectMissing, ValueError, KeyError, TypeError):
+            return False
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
 
     def _run(self) -> None:
         while not self._stop.wait(SESSION_HEARTBEAT_SECONDS):

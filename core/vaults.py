@@ -46,11 +46,17 @@ def open_repository(ctx: Context, vault: Vault, *, passphrase: str | None = None
         passphrase = passphrase or os.environ.get(PASSPHRASE_ENV)
         if not passphrase:
             raise UserError(f"vault {vault.name} is encrypted: set {PASSPHRASE_ENV}")
-    return Repository.open(
+    key = (vault.id, vault.location, bool(passphrase))
+    cached = ctx.repositories.get(key)
+    if cached is not None and (not vault.encrypted or cached.passphrase_matches(passphrase)):
+        return cached
+    repo = Repository.open(
         open_store(store_spec(vault)),
         passphrase=passphrase if vault.encrypted else None,
         cache_dir=ctx.locations.cache_dir / vault.id,
     )
+    ctx.repositories[key] = repo
+    return repo
 
 
 def add_vault(

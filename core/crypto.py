@@ -86,7 +86,7 @@ def unwrap_keys(entry: dict, passphrase: str, *, vault: str) -> Keys:
         salt = _unb64(entry["salt"])
         wrapped = _unb64(entry["wrapped_key"])
         n, r, p = int(entry["n"]), int(entry["r"]), int(entry["p"])
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError):
         raise IntegrityError(f"vault {vault}: its key entry is damaged") from None
     if not (2 <= n <= 1 << 22 and 1 <= r <= 32 and 1 <= p <= 16):
         raise IntegrityError(f"vault {vault}: its key entry has unsafe parameters")

@@ -84,7 +84,7 @@ class Manifest:
         where = f"manifest {expected_id}"
         try:
             body = json.loads(data)
-            if body.get("format") != FORMAT:
+            if not isinstance(body, dict) or body.get("format") != FORMAT:
                 raise ValueError("not a blockvault manifest")
             if body.get("version") != VERSION:
                 raise ValueError(f"unsupported manifest version {body.get('version')!r}")
@@ -99,13 +99,15 @@ class Manifest:
             for entry in chunks:
                 if entry is not None and not (isinstance(entry, str) and CHUNK_ID.match(entry)):
                     raise ValueError(f"bad chunk id {entry!r}")
-            stats = Stats(
-                **{
-                    k: v
-                    for k, v in body.get("stats", {}).items()
-                    if k in Stats.__dataclass_fields__
-                }
-            )
+            raw_stats = body.get("stats") or {}
+            if not isinstance(raw_stats, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in raw_stats.values()
+            ):
+                raise ValueError("bad stats")
+            stats = Stats(**{k: v for k, v in raw_stats.items() if k in Stats.__dataclass_fields__})
+            disk, base = body.get("disk") or {}, body.get("base")
+            if not isinstance(disk, dict) or not isinstance(base, dict | None):
+                raise ValueError("bad disk or base metadata")
             created = datetime.fromisoformat(body["created_at"])
             return cls(
                 id=body["id"],
@@ -114,12 +116,12 @@ class Manifest:
                 chunk_size=chunk_size,
                 chunks=chunks,
                 digest=str(body["digest"]),
-                disk=dict(body.get("disk") or {}),
+                disk=dict(disk),
                 name=body.get("name"),
                 parent=body.get("parent"),
                 stats=stats,
-                base=body.get("base"),
+                base=base,
                 created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise IntegrityError(f"{where} is damaged: {exc}") from None

@@ -164,7 +164,7 @@ class Vault:
             raise UserError(f"no blockvault vault at {store.location}") from None
         try:
             config = json.loads(raw)
-            if config.get("format") != FORMAT:
+            if not isinstance(config, dict) or config.get("format") != FORMAT:
                 raise ValueError("not a blockvault vault")
             if config.get("version") != VERSION:
                 raise ValueError(f"unsupported vault version {config.get('version')!r}")

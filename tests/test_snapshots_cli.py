@@ -151,3 +151,24 @@ def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_pat
         content.startswith(image.read_bytes())
         and content[image.stat().st_size :].count(0) == len(content) - image.stat().st_size
     )
+
+
+def test_safety_snapshot_expires_after_its_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`disk undo` works inside the safety window; after it the safety snapshot is gone."""
+    import time
+
+    home = tmp_path / "short"
+    home.mkdir()
+    (home / "config.toml").write_text("[blockvault]\nsafety_snapshot_hours = 0.0005\n")  # 1.8 s
+    cli = CLI(home, capsys)
+    disk = cli.ok("disk", "create", "d1", "--size", "1M")
+    write(disk["path"], 0, b"first" * 1000)
+    job(cli, "snapshot", "create", "d1", "--name", "s1")
+    write(disk["path"], 0, b"second" * 1000)
+    job(cli, "snapshot", "rollback", "s1", "--yes")
+    assert [s["kind"] for s in cli.ok("snapshot", "list", "--disk", "d1")].count("safety") == 1
+    time.sleep(2.0)
+    assert "nothing to undo" in cli.fails("disk", "undo", "d1", "--yes")
+    assert [s["name"] for s in cli.ok("snapshot", "list", "--disk", "d1")] == ["s1"]

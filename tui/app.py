@@ -73,7 +73,7 @@ class BlockvaultApp(App[int]):
                     continue
                 yield SystemCommand(
                     action.palette_title,
-                    f"{action.help} [{actions.key_label(action)}]",
+                    f"{action.help} (key {actions.key_label(action)})",
                     partial(self.call_later, screen.run_action, action.id),
                 )
         yield from super().get_system_commands(screen)

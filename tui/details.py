@@ -75,12 +75,16 @@ def fields_of(
 
 
 class DetailsPanel(Static):
-    """Shows `fields_of(...)` as a two-column grid."""
+    """Shows `fields_of(...)` as a two-column grid; `plain` keeps the same as text."""
+
+    plain = ""
 
     def show(self, obj: dict[str, Any] | None, *, now: datetime, home: str | None) -> None:
+        pairs = fields_of(obj, now=now, home=home)
+        self.plain = "\n".join(f"{label} {value}" for label, value in pairs)
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True, min_width=9)
         grid.add_column(overflow="ellipsis", no_wrap=True)
-        for label, value in fields_of(obj, now=now, home=home):
+        for label, value in pairs:
             grid.add_row(label, Text(value))
         self.update(grid)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -36,6 +39,13 @@ def help_table(hidden: set[str]) -> Table:
             table.add_row(Text(category, style="underline"), "")
         table.add_row(key_label(action), f"{action.label}: {action.help}")
     return table
+
+
+def help_text(hidden: set[str]) -> str:
+    """The help table as plain text (what the screen shows)."""
+    console = Console(width=200, file=io.StringIO())
+    console.print(help_table(hidden))
+    return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 class HelpScreen(ModalScreen[None]):

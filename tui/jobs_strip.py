@@ -42,14 +42,15 @@ class JobRow(Horizontal):
         if status == "succeeded":
             bar.update(total=100, progress=100)
         self.query_one(".job-stats", Static).update(status)
-        label = f"{self.kind} {self.target} · {status}"
-        self.query_one(".job-label", Static).update(f"{label}: {text}" if text else label)
+        label = f"{self.kind} {self.target}"
+        self.query_one(".job-label", Static).update(f"{label} · {text}" if text else label)
 
 
 class JobsStrip(VerticalScroll):
     """Newest job first; only `MAX_JOBS` rows are kept."""
 
     BORDER_TITLE = "Jobs"
+    can_focus = False
 
     def compose(self) -> ComposeResult:
         yield Static("no jobs yet · s snapshot · b backup", id="jobs-empty")

@@ -57,7 +57,9 @@ def freeze_times(catalog: Path) -> None:
             "backups": ("created_at", "completed_at"),
             "vaults": ("created_at",),
         }.items():
-            sets = ", ".join(f"{c} = datetime('{base}', '+' || (rowid * 97) || ' minutes')" for c in columns)
+            sets = ", ".join(
+                f"{c} = datetime('{base}', '+' || (rowid * 97) || ' minutes')" for c in columns
+            )
             db.execute(f"UPDATE {table} SET {sets}")
         db.execute("DELETE FROM jobs")
 
@@ -68,13 +70,17 @@ def make_app(bv: Blockvault, **kwargs) -> BlockvaultApp:  # type: ignore[no-unty
 
 async def settle(app: BlockvaultApp, pilot, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     """Wait until loads and jobs are done (not flows: they may be waiting on a dialog)."""
+
+    def busy() -> list:  # type: ignore[type-arg]
+        on_main = app.screen is app.main  # else a flow may be waiting for the dialog shown
+        return [w for w in app.workers if w.is_running and (w.group != "action" or on_main)]
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await pilot.pause()
-        busy = [w for w in app.workers if w.is_running and w.group != "action"]
-        if not busy:
-            await pilot.pause()
-            if not [w for w in app.workers if w.is_running and w.group != "action"]:
+        if not busy():
+            await pilot.pause(0.01)
+            if not busy():
                 return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"workers still running: {[w.name for w in app.workers if w.is_running]}")
@@ -88,3 +94,22 @@ def write(path: str, offset: int, data: bytes) -> None:
     with open(path, "r+b") as handle:
         handle.seek(offset)
         handle.write(data)
+
+
+async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Pause until `predicate()` holds (e.g. a dialog is on screen)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await pilot.pause(0.02)
+
+
+async def select_disk(app: BlockvaultApp, pilot, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Put the disks pane's cursor on `name` and wait for its snapshots and backups."""
+    screen = app.main
+    table = screen.table("disks")
+    key = next(k for k, row in table.rows_by_key.items() if row.get("name") == name)
+    table.focus()
+    table.move_cursor(row=table.get_row_index(key))
+    await settle(app, pilot)

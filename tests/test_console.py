@@ -1,0 +1,414 @@
+"""The console driven by Textual's Pilot on a small real demo: every action and its dialog."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from textual.command import CommandPalette
+
+from core.progress import ProgressEvent
+from core.service import Blockvault
+from tests.support.console import (
+    ACTOR,
+    digest,
+    make_app,
+    select_disk,
+    settle,
+    small_demo,
+    wait_for,
+    write,
+)
+from tui.actions import ACTIONS, MUTATING
+from tui.help import HelpScreen, help_text
+from tui.jobs_strip import JobsStrip
+from tui.messages import JobProgress
+from tui.modals import ChoiceModal, ConfirmationModal, NameModal
+from tui.too_small import TooSmallScreen
+
+MiB = 1 << 20
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def bv(tmp_path: Path):  # type: ignore[no-untyped-def]
+    service = small_demo(tmp_path / "home")
+    yield service
+    service.close()
+
+
+def names(rows: list[dict]) -> set[str]:
+    return {r["name"] for r in rows}
+
+
+async def open_dialog(app, pilot, key: str, kind: type):  # type: ignore[no-untyped-def]
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(app.screen, kind))
+    return app.screen
+
+
+async def type_text(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+    await pilot.press(*text)
+
+
+async def test_main_screen_browses_servers_disks_snapshots_backups(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        screen = app.main
+        disks = screen.table("disks")
+        rows = {row["name"]: row for row in disks.rows_by_key.values()}
+        assert {"db1", "web1", "db1-data", "db1-root", "web1-data", "web1-root"} <= set(rows)
+        assert "db1-scratch" not in rows  # deleted
+        assert rows["db1-root"]["role"] == "system" and rows["db1"]["kind"] == "server"
+        assert ACTOR in app.sub_title and "vault local" in app.sub_title
+        # the cursor starts on the first disk; its snapshots and backups are shown
+        assert screen.selected_disk()["name"] == "db1-data"
+        assert names(screen.snapshots) == {"db1-data-installed", "db1-data-before-upgrade"}
+        assert names(screen.backups) == {
+            "db1-data-monday",
+            "db1-data-tuesday",
+            "db1-data-wednesday",
+        }
+        await pilot.press("j")  # vim keys move; the panes follow
+        await settle(app, pilot)
+        assert screen.selected_disk()["name"] == "db1-root"
+        assert names(screen.snapshots) == {"db1-root-installed"}
+        await pilot.press("G")
+        await settle(app, pilot)
+        assert screen.selected_disk()["name"] == "web1-root"
+        await pilot.press("tab")
+        assert screen.focused_pane() == "snapshots"
+        assert "web1-root-installed" in screen.query_one("#details").plain
+
+
+async def test_snapshot_asks_first_and_cancel_is_the_default(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        before = names(bv.list_snapshots(disk="db1-data"))
+        modal = await open_dialog(app, pilot, "s", ConfirmationModal)
+        assert (
+            modal.plan.action == "snapshot"
+            and modal.command == "blockvault snapshot create db1-data"
+        )
+        assert app.focused.id == "cancel"
+        await pilot.press("enter")  # Cancel
+        await settle(app, pilot)
+        assert names(bv.list_snapshots(disk="db1-data")) == before
+        await open_dialog(app, pilot, "s", ConfirmationModal)
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert len(bv.list_snapshots(disk="db1-data")) == len(before) + 1
+        strip = app.main.query_one(JobsStrip)
+        assert [row.status for row in strip.query("JobRow")] == ["succeeded"]
+
+
+async def test_backup_runs_as_a_job_with_progress(bv) -> None:
+    seen: list[JobProgress] = []
+    app = make_app(bv)
+    async with app.run_test(
+        message_hook=lambda m: seen.append(m) if isinstance(m, JobProgress) else None
+    ) as pilot:
+        await settle(app, pilot)
+        modal = await open_dialog(app, pilot, "b", ConfirmationModal)
+        assert modal.command == "blockvault backup create db1-data"
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert len(bv.list_backups(disk="db1-data")) == 4
+        assert seen and seen[-1].event.job_id
+        row = app.main.query_one(JobsStrip).query_one("JobRow")
+        assert row.status == "succeeded"
+
+
+async def test_rollback_needs_the_disk_name_then_undo_puts_it_back(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        disk = bv.get_disk("db1-data")
+        await open_dialog(app, pilot, "s", ConfirmationModal)
+        await pilot.press("y")
+        await settle(app, pilot)
+        snapped = digest(disk["path"])
+        write(disk["path"], MiB, os.urandom(MiB))
+        changed = digest(disk["path"])
+        await pilot.press("tab", "g")  # snapshots pane, top row: the newest
+        await settle(app, pilot)
+        modal = await open_dialog(app, pilot, "r", ConfirmationModal)
+        assert modal.plan.confirm_text == "db1-data" and modal.command.startswith(
+            "blockvault snapshot rollback db1-data-"
+        )
+        assert [i.op for i in modal.plan.items] == ["create", "overwrite", "keep"]
+        await pilot.press("y", "enter")  # neither confirms: the name must be typed
+        assert app.screen is modal and modal.query_one("#confirm").disabled
+        await pilot.press("backspace")
+        await type_text(pilot, "db1-data")
+        assert not modal.query_one("#confirm").disabled
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert digest(disk["path"]) == snapped
+        modal = await open_dialog(app, pilot, "u", ConfirmationModal)
+        assert (
+            modal.plan.action == "undo last overwrite"
+            and modal.command == "blockvault disk undo db1-data"
+        )
+        await type_text(pilot, "db1-data")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert digest(disk["path"]) == changed
+
+
+async def test_restore_backup_to_a_new_disk_and_onto_the_original(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        disk = bv.get_disk("db1-data")
+        original = digest(disk["path"])  # the newest backup holds exactly this
+        app.main.table("backups").focus()
+        choice = await open_dialog(app, pilot, "r", ChoiceModal)
+        assert app.focused.id == "choice-cancel"
+        await pilot.press("tab", "tab", "enter")  # "Restore to a new disk…"
+        name = await wait_for(pilot, lambda: isinstance(app.screen, NameModal)) or app.screen
+        assert name.query_one("#name").value == "db1-data-restored"
+        await pilot.press("enter")
+        modal = (
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal)) or app.screen
+        )
+        assert (
+            modal.command
+            == "blockvault backup restore db1-data-wednesday --to-new db1-data-restored"
+        )
+        assert modal.plan.route and modal.plan.estimate_seconds is not None
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert digest(bv.get_disk("db1-data-restored")["path"]) == original
+        assert choice is not None
+
+        write(disk["path"], 0, os.urandom(MiB))
+        app.main.table("backups").focus()
+        await open_dialog(app, pilot, "r", ChoiceModal)
+        await pilot.press("tab", "enter")  # onto db1-data (overwrite)
+        modal = (
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal)) or app.screen
+        )
+        assert modal.plan.confirm_text == "db1-data"
+        assert modal.command == "blockvault backup restore db1-data-wednesday --to-original"
+        await type_text(pilot, "db1-data")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert digest(disk["path"]) == original
+
+
+async def test_new_disk_from_a_snapshot(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        await pilot.press("tab")
+        await open_dialog(app, pilot, "n", NameModal)
+        await pilot.press("enter")
+        modal = (
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal)) or app.screen
+        )
+        assert modal.command == "blockvault snapshot to-disk db1-data-before-upgrade db1-data-copy"
+        assert not modal.plan.destructive
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert bv.get_disk("db1-data-copy")["status"] == "available"
+        rows = {r["name"] for r in app.main.table("disks").rows_by_key.values()}
+        assert "db1-data-copy" in rows and "(no server)" in rows
+
+
+async def test_delete_snapshot_backup_and_disk_show_their_plans(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        await pilot.press("tab")
+        modal = await open_dialog(app, pilot, "d", ConfirmationModal)
+        assert modal.plan.action == "delete snapshot" and app.focused.id == "cancel"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert len(bv.list_snapshots(disk="db1-data")) == 2
+        await open_dialog(app, pilot, "d", ConfirmationModal)
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert names(bv.list_snapshots(disk="db1-data")) == {"db1-data-installed"}
+
+        await pilot.press("tab")  # backups pane
+        modal = await open_dialog(app, pilot, "d", ConfirmationModal)
+        assert modal.plan.action == "delete backup"
+        assert modal.command == "blockvault backup delete db1-data-wednesday"
+        assert "frees" in str(modal.query_one("#plan").render())
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert "db1-data-wednesday" not in names(bv.list_backups(disk="db1-data"))
+
+        await pilot.press("tab")  # disks pane
+        modal = await open_dialog(app, pilot, "d", ConfirmationModal)
+        assert modal.plan.action == "delete disk"
+        assert {(i.op, i.kind) for i in modal.plan.items} >= {
+            ("delete", "disk"),
+            ("keep", "backup"),
+        }
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert "db1-data" not in names(bv.list_disks())
+        await pilot.press("a")  # show all: the retained backups of deleted disks
+        await settle(app, pilot)
+        shown = names(app.main.backups)
+        assert {"db1-data-monday", "db1-scratch-final"} <= shown
+
+
+async def test_cancel_a_running_job(tmp_path: Path) -> None:
+    home = tmp_path / "slow"
+    home.mkdir()
+    # 4 KiB chunks and one worker: a 16 MiB backup takes seconds, cancellation one chunk
+    (home / "config.toml").write_text("[blockvault]\nchunk_size = 4096\nworkers = 1\n")
+    bv = Blockvault.open(home=home, actor=ACTOR)
+    bv.create_server("web1")
+    disk = bv.create_disk("big", 16 * MiB, server="web1")
+    write(disk["path"], 0, os.urandom(16 * MiB))
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        await open_dialog(app, pilot, "b", ConfirmationModal)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.main.query_one(JobsStrip).running())
+        choice = await open_dialog(app, pilot, "c", ChoiceModal)
+        assert app.focused.id == "choice-keep" and "blockvault job cancel job-" in choice.body
+        await pilot.press("tab", "enter")
+        await settle(app, pilot)
+        row = app.main.query_one(JobsStrip).query_one("JobRow")
+        assert row.status == "cancelled"
+    assert bv.list_backups(disk="big") == []
+    assert bv.list_jobs(limit=1)[0]["status"] == "cancelled"
+    bv.close()
+
+
+async def test_reinstall_os_from_a_backup(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        await select_disk(app, pilot, "web1")  # the server row
+        await open_dialog(app, pilot, "o", ChoiceModal)
+        assert app.focused.id == "choice-cancel"
+        await pilot.press("tab", "enter")  # newest backup of web1-root
+        modal = (
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal)) or app.screen
+        )
+        assert modal.plan.confirm_text == "web1-root"
+        assert modal.command == "blockvault server reinstall web1 --image web1-root-tuesday"
+        assert {i.name for i in modal.plan.of("delete", "snapshot")} == {"web1-root-installed"}
+        await type_text(pilot, "web1-root")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert bv.list_snapshots(disk="web1-root") == []
+        assert len(bv.list_snapshots(disk="web1-data")) == 2
+
+
+async def test_a_failed_job_notifies_with_its_cause_and_keeps_the_error(bv) -> None:
+    os.unlink(bv.get_disk("db1-root")["path"])
+    app = make_app(bv)
+    async with app.run_test(notifications=True) as pilot:
+        await settle(app, pilot)
+        await select_disk(app, pilot, "db1-root")
+        await open_dialog(app, pilot, "b", ConfirmationModal)
+        await pilot.press("y")
+        await settle(app, pilot)
+        row = app.main.query_one(JobsStrip).query_one("JobRow")
+        assert row.status == "failed"
+        assert "failed" in str(row.query_one(".job-stats").render())
+        assert "is missing" in str(row.query_one(".job-label").render())  # the cause stays
+        assert any(n.severity == "error" and "failed" in n.message for n in app._notifications)
+
+
+async def test_filter_help_palette_theme_and_refresh(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash")
+        await type_text(pilot, "web1")
+        await settle(app, pilot)
+        shown = {r["name"] for r in app.main.table("disks").rows_by_key.values()}
+        assert shown == {"web1", "web1-data", "web1-root"}
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert len(app.main.table("disks").rows_by_key) == 6
+
+        await open_dialog(app, pilot, "question_mark", HelpScreen)
+        text = help_text(set())
+        for action in ACTIONS:
+            assert action.label in text and action.help in text
+        await pilot.press("escape")
+        assert app.screen is app.main
+
+        await open_dialog(app, pilot, "colon", CommandPalette)
+        titles = {c.title for c in app.get_system_commands(app.main)}
+        assert {
+            "Disk: Snapshot",
+            "Recovery: Restore",
+            "Server: Reinstall OS",
+            "View: Filter",
+        } <= titles
+        await type_text(pilot, "Disk: Snapshot")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal))
+        await pilot.press("escape")
+
+        assert app.theme == "textual-dark"
+        await pilot.press("t")
+        assert app.theme == "textual-light"
+        await pilot.press("f5")
+        await settle(app, pilot)
+
+
+async def test_read_only_hides_every_destructive_action(bv) -> None:
+    app = make_app(bv, read_only=True)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        screen = app.main
+        for action in MUTATING:
+            assert screen.check_action(action, ()) is False
+        shown = {b.binding.action for b in app.active_bindings.values()}
+        assert not shown & MUTATING and "filter" in shown
+        titles = {c.title for c in app.get_system_commands(screen)}
+        assert "Disk: Snapshot" not in titles and "View: Filter" in titles
+        await pilot.press("s", "d", "r")
+        await settle(app, pilot)
+        assert app.screen is screen and "READ-ONLY" in app.sub_title
+
+
+async def test_too_small_terminal_shows_a_notice_and_q_quits(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test(size=(70, 20)) as pilot:
+        await settle(app, pilot)
+        assert isinstance(app.screen, TooSmallScreen)
+        assert "70x20" in str(app.screen.query_one("#too-small").render())
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert app.screen is app.main
+        await pilot.resize_terminal(60, 20)
+        await pilot.pause()
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_no_color_is_honoured(bv, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        assert app.no_color
+
+
+async def test_progress_messages_replace_queued_older_ones() -> None:
+    def event(done: int, final: bool = False) -> ProgressEvent:
+        return ProgressEvent("job-1", "backing up", done, 100, final=final)
+
+    older, newer = JobProgress(event(10)), JobProgress(event(20))
+    assert older.can_replace(newer)
+    assert not JobProgress(event(10, final=True)).can_replace(newer)
+    other = JobProgress(ProgressEvent("job-2", "backing up", 5, 100))
+    assert not older.can_replace(other)

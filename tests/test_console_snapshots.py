@@ -1,0 +1,92 @@
+"""Looks of the console (pytest-textual-snapshot) on a frozen demo: fixed path, ids, times, actor.
+
+Regenerate after an intended change with `pytest tests/test_console_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from core.progress import ProgressEvent
+from tests.support.console import frozen_demo, make_app, settle, wait_for
+from tui.help import HelpScreen
+from tui.jobs_strip import JobsStrip
+from tui.modals import ChoiceModal, ConfirmationModal
+
+SIZE = (100, 30)
+MiB = 1 << 20
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    bv = frozen_demo(monkeypatch)
+    yield make_app(bv)
+    bv.close()
+
+
+def test_main_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_main_screen_80x24(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+
+
+def test_restore_confirmation(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+        app.main.table("backups").focus()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceModal))
+        await pilot.press("tab", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_delete_confirmation(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_help_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+async def show_transfer(app, pilot) -> None:  # type: ignore[no-untyped-def]
+    """A backup in progress, from fixed progress events (a live one would never look the same)."""
+    strip = app.main.query_one(JobsStrip)
+    strip.add_job("job-00000a", "restore", "db1-root")
+    strip.add_job("job-00000b", "backup", "db1-data")
+    await pilot.pause()
+    strip.row("job-00000a").finish("succeeded", "")
+    strip.row("job-00000b").progress(
+        ProgressEvent("job-00000b", "backing up", 11 * MiB, 32 * MiB, rate=48 * MiB, eta=0.44)
+    )
+    await pilot.pause()
+
+
+def test_transfer_in_progress(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+        await show_transfer(app, pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -12,11 +12,11 @@ from core.progress import ProgressEvent
 from core.service import Blockvault
 from tests.support.console import (
     ACTOR,
+    demo_copy,
     digest,
     make_app,
     select_disk,
     settle,
-    small_demo,
     wait_for,
     write,
 )
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.asyncio
 
 @pytest.fixture
 def bv(tmp_path: Path):  # type: ignore[no-untyped-def]
-    service = small_demo(tmp_path / "home")
+    service = demo_copy(tmp_path / "home")
     yield service
     service.close()
 

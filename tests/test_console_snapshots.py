@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from core.progress import ProgressEvent
-from tests.support.console import frozen_demo, make_app, settle, wait_for
+from core.service import Blockvault
+from tests.support.console import ACTOR, SNAPSHOT_HOME, frozen_demo, make_app, settle, wait_for
 from tui.help import HelpScreen
 from tui.jobs_strip import JobsStrip
 from tui.modals import ChoiceModal, ConfirmationModal
@@ -17,9 +18,15 @@ SIZE = (100, 30)
 MiB = 1 << 20
 
 
+@pytest.fixture(scope="module")
+def frozen_home():  # type: ignore[no-untyped-def]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        frozen_demo(monkeypatch).close()
+
+
 @pytest.fixture
-def app(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    bv = frozen_demo(monkeypatch)
+def app(frozen_home):  # type: ignore[no-untyped-def]
+    bv = Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
     yield make_app(bv)
     bv.close()
 
@@ -79,7 +86,7 @@ async def show_transfer(app, pilot) -> None:  # type: ignore[no-untyped-def]
     await pilot.pause()
     strip.row("job-00000a").finish("succeeded", "")
     strip.row("job-00000b").progress(
-        ProgressEvent("job-00000b", "backing up", 11 * MiB, 32 * MiB, rate=48 * MiB, eta=0.44)
+        ProgressEvent("job-00000b", "backing up", 11 * MiB, 32 * MiB, rate=3 * MiB, eta=7.0)
     )
     await pilot.pause()
 

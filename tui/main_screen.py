@@ -51,9 +51,9 @@ class MainScreen(ActionFlows, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.table("disks").add_columns(*panes.DISK_COLUMNS)
-        self.table("snapshots").add_columns(*panes.SNAPSHOT_COLUMNS)
-        self.table("backups").add_columns(*panes.BACKUP_COLUMNS)
+        self.table("disks").set_columns(panes.DISK_COLUMNS)
+        self.table("snapshots").set_columns(panes.SNAPSHOT_COLUMNS)
+        self.table("backups").set_columns(panes.BACKUP_COLUMNS)
         self.query_one("#filter").display = False
         self.query_one("#details", DetailsPanel).border_title = "Details"
         self.table("disks").focus()

@@ -40,6 +40,11 @@ class PaneTable(DataTable):
             return None
         return self.rows_by_key.get(key or "")
 
+    def set_columns(self, columns: tuple[tuple[str, int], ...]) -> None:
+        """Fixed widths: the layout never jumps as rows come and go."""
+        for label, width in columns:
+            self.add_column(label, width=width)
+
     def replace_rows(self, rows: list[tuple[str, dict[str, Any], list[Any]]], total: int) -> None:
         """Swap the content, keeping the cursor on the same object when it is still there."""
         current = self.selected()
@@ -116,9 +121,24 @@ def disk_rows(disks: list[dict[str, Any]], servers: list[str], now: datetime):
     return rows
 
 
-DISK_COLUMNS = ("Disk", "Role", "Status", "Backup", "Size", "Alloc", "Snaps")
-SNAPSHOT_COLUMNS = ("Snapshot", "Age", "Kind", "Stored", "Status")
-BACKUP_COLUMNS = ("Backup", "Age", "Stored", "Size", "Vault", "Disk")
+DISK_COLUMNS = (
+    ("Disk", 14),
+    ("Role", 4),
+    ("Status", 9),
+    ("Backup", 7),
+    ("Size", 7),
+    ("Alloc", 7),
+    ("Snaps", 7),
+)
+SNAPSHOT_COLUMNS = (("Snapshot", 24), ("Age", 7), ("Kind", 6), ("Stored", 8), ("Status", 9))
+BACKUP_COLUMNS = (
+    ("Backup", 24),
+    ("Age", 7),
+    ("Stored", 8),
+    ("Size", 8),
+    ("Vault", 6),
+    ("Disk", 22),
+)
 
 
 def snapshot_rows(snapshots: list[dict[str, Any]], now: datetime):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import itertools
 import shutil
 import sqlite3
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,26 @@ SCALE = 0.125  # 2-4 MiB disks
 
 def small_demo(home: Path) -> Blockvault:
     return build_demo(home, scale=SCALE, actor=ACTOR)
+
+
+_template: Path | None = None
+
+
+def demo_copy(home: Path) -> Blockvault:
+    """A fresh copy of one small demo built once per test session (copying beats rebuilding)."""
+    global _template
+    if _template is None:
+        _template = Path(tempfile.mkdtemp(prefix="blockvault-demo-template-")) / "home"
+        atexit.register(shutil.rmtree, _template.parent, True)
+        small_demo(_template).close()
+    shutil.copytree(_template, home)
+    with sqlite3.connect(home / "catalog.sqlite") as db:  # the catalog keeps absolute paths
+        for table, column in (("disks", "path"), ("vaults", "location")):
+            db.execute(
+                f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
+                (str(_template), str(home)),
+            )
+    return Blockvault.open(home=home, actor=ACTOR)
 
 
 class _CountingSecrets:

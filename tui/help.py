@@ -29,15 +29,15 @@ def help_table(hidden: set[str]) -> Table:
     table.add_column()
     for keys, what in NAVIGATION:
         table.add_row(keys, what)
-    category = None
-    for action in ACTIONS:
-        if action.id in hidden:
+    categories = list(dict.fromkeys(action.category for action in ACTIONS))
+    for category in categories:
+        shown = [a for a in ACTIONS if a.category == category and a.id not in hidden]
+        if not shown:
             continue
-        if action.category != category:
-            category = action.category
-            table.add_row("", "")
-            table.add_row(Text(category, style="underline"), "")
-        table.add_row(key_label(action), f"{action.label}: {action.help}")
+        table.add_row("", "")
+        table.add_row(Text(category, style="underline"), "")
+        for action in shown:
+            table.add_row(key_label(action), f"{action.label}: {action.help}")
     return table
 
 

@@ -1,0 +1,97 @@
+"""Regenerate screenshots/*.svg headless from a throwaway demo: `python scripts/export_screenshots.py`.
+
+Main screen, a restore confirmation, a transfer in progress and the help screen, at 100x30.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.demo import build_demo  # noqa: E402
+from core.progress import ProgressEvent  # noqa: E402
+from tui.app import BlockvaultApp  # noqa: E402
+from tui.help import HelpScreen  # noqa: E402
+from tui.jobs_strip import JobsStrip  # noqa: E402
+from tui.modals import ChoiceModal, ConfirmationModal  # noqa: E402
+
+SIZE = (100, 30)
+OUT = ROOT / "screenshots"
+MiB = 1 << 20
+
+
+async def until(pilot, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("the console never got there")
+        await pilot.pause(0.02)
+
+
+async def idle(app: BlockvaultApp, pilot) -> None:  # type: ignore[no-untyped-def]
+    await until(pilot, lambda: not [w for w in app.workers if w.is_running and w.group != "action"])
+    await pilot.pause(0.1)
+
+
+async def shoot(home: Path) -> list[Path]:
+    bv = build_demo(home, actor="admin@bastion")
+    app = BlockvaultApp(bv)
+    saved = []
+
+    def save(name: str) -> None:
+        saved.append(Path(app.save_screenshot(f"{name}.svg", path=str(OUT))))
+
+    async with app.run_test(size=SIZE) as pilot:
+        await idle(app, pilot)
+        save("main")
+
+        app.main.table("backups").focus()
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceModal))
+        await pilot.press("tab", "enter")  # onto the original disk
+        await until(pilot, lambda: isinstance(app.screen, ConfirmationModal))
+        await pilot.pause(0.1)
+        save("restore-confirmation")
+        await pilot.press("escape")
+        await idle(app, pilot)
+
+        # A transfer in progress, drawn from progress events as the engine emits them.
+        strip = app.main.query_one(JobsStrip)
+        strip.add_job("job-1f2e3d", "snapshot", "db1-data")
+        strip.add_job("job-4a5b6c", "backup", "db1-data")
+        await pilot.pause()
+        strip.row("job-1f2e3d").finish("succeeded", "")
+        strip.row("job-4a5b6c").progress(
+            ProgressEvent("job-4a5b6c", "backing up", 11 * MiB, 32 * MiB, rate=3 * MiB, eta=7.0)
+        )
+        await pilot.pause(0.1)
+        save("transfer-in-progress")
+
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.1)
+        save("help")
+    bv.close()
+    return saved
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="blockvault-screenshots-")) / "home"
+    try:
+        for path in asyncio.run(shoot(home)):
+            print(path.relative_to(ROOT))
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -92,8 +92,8 @@ def disk_rows(disks: list[dict[str, Any]], servers: list[str], now: datetime):
                 f"server:{server}",
                 header,
                 [
-                    Text(f"▾ {server}", style="bold"),
-                    Text(f"{len(members)} disks"),
+                    Text(f"▾ {server} ({len(members)})", style="bold"),
+                    "",
                     "",
                     "",
                     "",

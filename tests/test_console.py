@@ -20,6 +20,7 @@ from tests.support.console import (
     wait_for,
     write,
 )
+from tui import main_screen
 from tui.actions import ACTIONS, MUTATING
 from tui.help import HelpScreen, help_text
 from tui.jobs_strip import JobsStrip
@@ -259,7 +260,8 @@ async def test_delete_snapshot_backup_and_disk_show_their_plans(bv) -> None:
         assert {"db1-data-monday", "db1-scratch-final"} <= shown
 
 
-async def test_cancel_a_running_job(tmp_path: Path) -> None:
+async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(main_screen, "JOB_POLL_SECONDS", 0.3)  # follow other processes' jobs faster
     home = tmp_path / "slow"
     home.mkdir()
     # 4 KiB chunks and one worker: a 16 MiB backup takes seconds, cancellation one chunk
@@ -276,12 +278,22 @@ async def test_cancel_a_running_job(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: app.main.query_one(JobsStrip).running())
         choice = await open_dialog(app, pilot, "c", ChoiceModal)
         assert app.focused.id == "choice-keep" and "blockvault job cancel job-" in choice.body
-        await pilot.press("tab", "enter")
+        await pilot.press("tab")
+        assert app.focused.id == "choice-stop"
+        await pilot.press("enter")
         await settle(app, pilot)
-        row = app.main.query_one(JobsStrip).query_one("JobRow")
-        assert row.status == "cancelled"
-    assert bv.list_backups(disk="big") == []
-    assert bv.list_jobs(limit=1)[0]["status"] == "cancelled"
+        strip = app.main.query_one(JobsStrip)
+        assert strip.query_one("JobRow").status == "cancelled"
+        assert bv.list_backups(disk="big") == []
+        assert bv.list_jobs(limit=1)[0]["status"] == "cancelled"
+
+        # a job started elsewhere (here: straight through the façade) shows up from the catalog
+        other = bv.start_backup("big").start()
+        await wait_for(pilot, lambda: strip.row(other.id) is not None, timeout=10)
+        assert strip.row(other.id).external
+        other.cancel()
+        other._done.wait(10)
+        await wait_for(pilot, lambda: strip.row(other.id).status == "ended", timeout=10)
     bv.close()
 
 

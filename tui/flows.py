@@ -60,7 +60,7 @@ class ActionFlows:
         handle.subscribe(lambda event: post(JobProgress(event)))
         self.run_job(handle, kind, target)
 
-    @work(thread=True, group="jobs")
+    @work(thread=True, group="jobs", exit_on_error=False)
     def run_job(self, handle: JobHandle, kind: str, target: str) -> None:
         handle.run()  # records success, failure or cancellation in the job row itself
         result = handle.result if isinstance(handle.result, dict) else {}
@@ -100,7 +100,7 @@ class ActionFlows:
         if disk := self.need_disk():
             self.snapshot_flow(disk)
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def snapshot_flow(self, disk: dict[str, Any]) -> None:
         async def flow() -> None:
             plan = await self.call(self.bv.plan_snapshot, disk["id"])
@@ -114,7 +114,7 @@ class ActionFlows:
         if disk := self.need_disk():
             self.backup_flow(disk)
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def backup_flow(self, disk: dict[str, Any]) -> None:
         async def flow() -> None:
             vault = (
@@ -140,7 +140,7 @@ class ActionFlows:
         if source := self.need_source():
             self.restore_flow(source)
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def restore_flow(self, source: dict[str, Any]) -> None:
         async def flow() -> None:
             if source.get("kind_of") == "snapshot":
@@ -186,7 +186,7 @@ class ActionFlows:
         if source := self.need_source():
             self.new_disk_flow(source)
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def new_disk_flow(self, source: dict[str, Any]) -> None:
         async def flow() -> None:
             if source.get("kind_of") == "backup":
@@ -213,7 +213,7 @@ class ActionFlows:
             return
         self.delete_flow(obj)
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def delete_flow(self, obj: dict[str, Any]) -> None:
         bv = self.bv
         if obj.get("kind_of") == "snapshot":
@@ -238,7 +238,7 @@ class ActionFlows:
         if disk := self.need_disk():
             self.undo_flow(disk)
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def undo_flow(self, disk: dict[str, Any]) -> None:
         async def flow() -> None:
             plan = await self.call(self.bv.plan_undo, disk["id"])
@@ -257,7 +257,7 @@ class ActionFlows:
             return
         self.cancel_flow(running[0])
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def cancel_flow(self, job_id: str) -> None:
         from tui.jobs_strip import JobsStrip
 
@@ -275,7 +275,8 @@ class ActionFlows:
                 handle.cancel()
             row = self.query_one(JobsStrip).row(job_id)  # type: ignore[attr-defined]
             if row is not None and row.status == "running":
-                row.query_one(".job-stats").update("cancelling")
+                row.text = "cancelling"
+                row.refresh_row()
             with contextlib.suppress(BlockvaultError):  # it ended meanwhile: its outcome shows
                 await self.call(self.bv.cancel_job, job_id)
 
@@ -288,7 +289,7 @@ class ActionFlows:
             return
         self.reinstall_flow(row["name"] if row.get("kind") == "server" else row["server"])
 
-    @work(group="action", exclusive=True)
+    @work(group="action", exclusive=True, exit_on_error=False)
     async def reinstall_flow(self, server: str) -> None:
         async def flow() -> None:
             info = await self.call(self.bv.get_server, server)

@@ -13,7 +13,11 @@ MAX_JOBS = 4
 
 
 class JobRow(Horizontal):
-    """`kind target  phase  [bar]  rate ETA` while running; the outcome (or the error) after."""
+    """`kind target · phase  [bar]  rate ETA` while running; the outcome (or the error) after.
+
+    State lives in attributes and is drawn by `refresh_row`, so updates that arrive before the
+    row is composed are not lost.
+    """
 
     def __init__(self, job_id: str, kind: str, target: str) -> None:
         super().__init__(id=f"job-{job_id}", classes="job-row")
@@ -21,29 +25,48 @@ class JobRow(Horizontal):
         self.kind = kind
         self.target = target
         self.status = "running"
+        self.external = False  # started by another process: followed through the catalog
+        self.event: ProgressEvent | None = None
+        self.text = ""
 
     def compose(self) -> ComposeResult:
-        yield Static(f"{self.kind} {self.target}", classes="job-label")
+        yield Static(classes="job-label")
         yield ProgressBar(total=100, show_eta=False, show_percentage=True, classes="job-bar")
-        yield Static("starting", classes="job-stats")
+        yield Static(classes="job-stats")
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self.refresh_row)  # children are mounted by then
 
     def progress(self, event: ProgressEvent) -> None:
-        bar = self.query_one(ProgressBar)
-        bar.update(
-            total=max(event.bytes_total, 1), progress=min(event.bytes_done, event.bytes_total)
-        )
-        self.query_one(".job-label", Static).update(f"{self.kind} {self.target} · {event.phase}")
-        self.query_one(".job-stats", Static).update(f"{fmt.rate(event.rate)} {fmt.eta(event.eta)}")
+        self.event = event
+        self.refresh_row()
 
     def finish(self, status: str, text: str) -> None:
-        self.status = status
+        self.status, self.text = status, text
         self.add_class(f"job-{status}")
-        bar = self.query_one(ProgressBar)
-        if status == "succeeded":
-            bar.update(total=100, progress=100)
-        self.query_one(".job-stats", Static).update(status)
+        self.refresh_row()
+
+    def refresh_row(self) -> None:
+        if not self.is_mounted or not self.children:
+            return
+        event = self.event
         label = f"{self.kind} {self.target}"
-        self.query_one(".job-label", Static).update(f"{label} · {text}" if text else label)
+        bar = self.query_one(ProgressBar)
+        if self.status == "running":
+            stats = "starting"
+            if event is not None:
+                label = f"{label} · {event.phase}"
+                total = max(event.bytes_total, 1)
+                bar.update(total=total, progress=min(event.bytes_done, total))
+                stats = f"{fmt.rate(event.rate)} {fmt.eta(event.eta)}"
+            stats = self.text or stats  # e.g. "cancelling"
+        else:
+            stats = self.status
+            label = f"{label} · {self.text}" if self.text else label
+            if self.status == "succeeded":
+                bar.update(total=100, progress=100)
+        self.query_one(".job-label", Static).update(label)
+        self.query_one(".job-stats", Static).update(stats)
 
 
 class JobsStrip(VerticalScroll):
@@ -62,6 +85,10 @@ class JobsStrip(VerticalScroll):
         return None
 
     def add_job(self, job_id: str, kind: str, target: str) -> JobRow:
+        existing = self.row(job_id)
+        if existing is not None:  # first seen in the catalog, now followed from its handle
+            existing.external = False
+            return existing
         self.query("#jobs-empty").remove()
         row = JobRow(job_id, kind, target)
         rows = list(self.query(JobRow))

@@ -11,14 +11,18 @@ from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
+from textual.worker import Worker, WorkerState
 
+from core.progress import ProgressEvent
 from core.service import Blockvault
 from tui import actions, panes
 from tui.details import DetailsPanel
 from tui.flows import ActionFlows
-from tui.jobs_strip import JobsStrip
-from tui.messages import Inventory, JobFinished, JobProgress
+from tui.jobs_strip import JobRow, JobsStrip
+from tui.messages import ActiveJobs, Inventory, JobFinished, JobProgress
 from tui.panes import PaneTable
+
+JOB_POLL_SECONDS = 2.0
 
 
 class MainScreen(ActionFlows, Screen):
@@ -58,6 +62,7 @@ class MainScreen(ActionFlows, Screen):
         self.query_one("#details", DetailsPanel).border_title = "Details"
         self.table("disks").focus()
         self.load_inventory()
+        self.set_interval(JOB_POLL_SECONDS, self.poll_jobs)
 
     def table(self, name: str) -> PaneTable:
         return self.query_one(f"#{name}", PaneTable)
@@ -87,7 +92,7 @@ class MainScreen(ActionFlows, Screen):
 
     # --- loading (workers post, handlers render) ----------------------------------------
 
-    @work(thread=True, exclusive=True, group="inventory")
+    @work(thread=True, exclusive=True, group="inventory", exit_on_error=False)
     def load_inventory(self) -> None:
         bv = self.bv
         status = bv.status()
@@ -103,7 +108,7 @@ class MainScreen(ActionFlows, Screen):
             )
         )
 
-    @work(thread=True, exclusive=True, group="selection")
+    @work(thread=True, exclusive=True, group="selection", exit_on_error=False)
     def load_selection(self, disk_id: str | None, show_all: bool) -> None:
         bv = self.bv
         snapshots = bv.list_snapshots(disk=disk_id) if disk_id else []
@@ -125,9 +130,12 @@ class MainScreen(ActionFlows, Screen):
             self._render_selection()
 
     def _render_header(self, status: dict[str, Any]) -> None:
-        vaults = ", ".join(f"{n} {s} ({c} backups)" for n, s, c in status["vaults"])
+        vaults = ", ".join(f"{n} {s} ({c})" for n, s, c in status["vaults"])
+        backend = str(status["catalog"]).split(":", 1)[0].split("+", 1)[0]
         mode = " · READ-ONLY" if self.read_only else ""
-        self.app.sub_title = f"{status['actor']} · {status['disks']} disks · vault {vaults}{mode}"
+        self.app.sub_title = (
+            f"{status['actor']} · {backend} v{status['schema_version']} · vault {vaults}{mode}"
+        )
 
     def _matches(self, *names: str | None) -> bool:
         needle = self.filter_text.lower()
@@ -175,7 +183,57 @@ class MainScreen(ActionFlows, Screen):
     def _focus_moved(self) -> None:
         self._show_details()
 
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """Any worker failure becomes a notification with its cause, never a crash."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.notify(
+                f"{event.worker.name}: {error}", title="error", severity="error", timeout=10
+            )
+
+    @on(DataTable.RowSelected, "#disks")
+    def _drill_in(self) -> None:
+        """enter on a disk moves to its snapshots."""
+        self.table("snapshots").focus()
+
     # --- jobs ---------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def poll_jobs(self) -> None:
+        self.post_message(ActiveJobs(self.bv.list_jobs(active=True)))
+
+    @on(ActiveJobs)
+    def _active_jobs(self, message: ActiveJobs) -> None:
+        """Show jobs of other processes (e.g. a cron backup) from their catalog rows."""
+        strip = self.query_one(JobsStrip)
+        active = {job["id"]: job for job in message.jobs if job["id"] not in self.handles}
+        for job_id, job in active.items():
+            row = strip.row(job_id)
+            if row is None:
+                row = strip.add_job(job_id, job["kind"], job["target_name"])
+                row.external = True
+            if not row.external:
+                continue  # our own job: its progress comes straight from its handle
+            row.progress(
+                ProgressEvent(
+                    job_id,
+                    job["phase"] or job["status"],
+                    job["bytes_done"],
+                    job["bytes_total"],
+                    rate=job["rate"] or 0.0,
+                    eta=job["eta"],
+                )
+            )
+        ended = [
+            r
+            for r in strip.query(JobRow)
+            if r.external and r.status == "running" and r.job_id not in active
+        ]
+        for row in ended:
+            row.finish("ended", "see blockvault job show")
+        if ended:
+            self.load_inventory()
 
     @on(JobProgress)
     def _progress(self, message: JobProgress) -> None:

@@ -51,3 +51,10 @@ class JobFinished(Message):
     status: str  # succeeded | failed | cancelled
     error: str | None = None
     summary: str = ""
+
+
+@dataclass
+class ActiveJobs(Message):
+    """Jobs running now according to the catalog (this process or any other sharing it)."""
+
+    jobs: list[dict[str, Any]]

@@ -44,7 +44,7 @@ def plan_text(plan: Plan) -> Text:
     if plan.estimate_seconds is not None:
         text.append(f"time      about {fmt.duration(plan.estimate_seconds)}\n")
     if plan.bytes_freed:
-        text.append(f"frees     {fmt.size(plan.bytes_freed)} (after deduplication)\n", style="bold")
+        text.append(f"frees     {fmt.size(plan.bytes_freed)}\n", style="bold")
     for warning in plan.warnings:
         text.append(f"warning   {warning}\n", style="bold")
     return text

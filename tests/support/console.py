@@ -99,12 +99,11 @@ async def settle(app: BlockvaultApp, pilot, timeout: float = 20.0) -> None:  # t
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        await pilot.pause()
+        await asyncio.sleep(0.01)
         if not busy():
-            await pilot.pause(0.01)
+            await pilot.pause()  # let the handlers of what they posted run
             if not busy():
                 return
-        await asyncio.sleep(0.02)
     raise TimeoutError(f"workers still running: {[w.name for w in app.workers if w.is_running]}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,15 @@ async def test_progress_messages_replace_queued_older_ones() -> None:
     assert not JobProgress(event(10, final=True)).can_replace(newer)
     other = JobProgress(ProgressEvent("job-2", "backing up", 5, 100))
     assert not older.can_replace(other)
+
+
+async def test_an_engine_error_in_a_dialog_flow_is_a_notification_not_a_crash(bv) -> None:
+    vault = Path(bv.list_vaults()[0]["location"])
+    shutil.rmtree(vault)  # the vault vanished under us: planning a backup delete must fail
+    app = make_app(bv)
+    async with app.run_test(notifications=True) as pilot:
+        await settle(app, pilot)
+        app.main.table("backups").focus()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications))
+        assert app.screen is app.main and app.is_running

@@ -15,7 +15,6 @@ from typing import Any
 from textual import work
 
 from core.errors import BlockvaultError
-from core.jobs import JobHandle
 from core.lifecycle import Plan, PlanItem
 from tui.messages import JobFinished, JobProgress
 from tui.modals import ChoiceModal, ConfirmationModal, NameModal
@@ -30,7 +29,7 @@ class ActionFlows:
     focused_object(), table(), load_inventory(), notify(), app."""
 
     bv: Any
-    handles: dict[str, JobHandle]
+    handles: dict[str, Any]
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -50,7 +49,7 @@ class ActionFlows:
     ) -> str | None:
         return await self.app.push_screen_wait(ChoiceModal(title, choices, body=body))  # type: ignore[attr-defined]
 
-    def track(self, handle: JobHandle, kind: str, target: str) -> None:
+    def track(self, handle: Any, kind: str, target: str) -> None:
         """Show a started job in the strip and run it in a thread worker."""
         from tui.jobs_strip import JobsStrip
 
@@ -61,7 +60,7 @@ class ActionFlows:
         self.run_job(handle, kind, target)
 
     @work(thread=True, group="jobs", exit_on_error=False)
-    def run_job(self, handle: JobHandle, kind: str, target: str) -> None:
+    def run_job(self, handle: Any, kind: str, target: str) -> None:
         handle.run()  # records success, failure or cancellation in the job row itself
         result = handle.result if isinstance(handle.result, dict) else {}
         error = None if handle.error is None or handle.status == "cancelled" else str(handle.error)

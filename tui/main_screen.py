@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
 from core.progress import ProgressEvent
@@ -60,6 +60,8 @@ class MainScreen(ActionFlows, Screen):
         self.table("backups").set_columns(panes.BACKUP_COLUMNS)
         self.query_one("#filter").display = False
         self.query_one("#details", DetailsPanel).border_title = "Details"
+        if self.read_only:
+            self.query_one("#jobs-empty", Static).update("no jobs (read-only: nothing can start)")
         self.table("disks").focus()
         self.load_inventory()
         self.set_interval(JOB_POLL_SECONDS, self.poll_jobs)

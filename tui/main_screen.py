@@ -19,7 +19,7 @@ from tui import actions, panes
 from tui.details import DetailsPanel
 from tui.flows import ActionFlows
 from tui.jobs_strip import JobRow, JobsStrip
-from tui.messages import ActiveJobs, Inventory, JobFinished, JobProgress
+from tui.messages import ActiveJobs, Inventory, JobFinished, JobProgress, Selection
 from tui.panes import PaneTable
 
 JOB_POLL_SECONDS = 2.0
@@ -103,8 +103,6 @@ class MainScreen(ActionFlows, Screen):
         self.post_message(
             Inventory(
                 disks=bv.list_disks(),
-                snapshots=[],
-                backups=[],
                 jobs=bv.list_jobs(active=True),
                 status={**status, "servers_list": [s["name"] for s in bv.list_servers()]},
             )
@@ -118,18 +116,22 @@ class MainScreen(ActionFlows, Screen):
             backups = bv.list_backups(include_deleted_disks=True)
         else:
             backups = bv.list_backups(disk=disk_id) if disk_id else []
-        self.post_message(Inventory(disks=[], snapshots=snapshots, backups=backups, jobs=[]))
+        self.post_message(Selection(disk_id, show_all, snapshots, backups))
 
     @on(Inventory)
     def _inventory(self, message: Inventory) -> None:
-        if message.status:
-            self.inventory = message
-            self._render_header(message.status)
-            self._render_disks()
-            self._reload_selection()
-        else:
-            self.snapshots, self.backups = message.snapshots, message.backups
-            self._render_selection()
+        self.inventory = message
+        self._render_header(message.status)
+        self._render_disks()
+        self._reload_selection()
+
+    @on(Selection)
+    def _selection(self, message: Selection) -> None:
+        disk = self.selected_disk()
+        if message.disk_id != (disk["id"] if disk else None) or message.show_all != self.show_all:
+            return  # a stale answer: the cursor moved on while it was loading
+        self.snapshots, self.backups = message.snapshots, message.backups
+        self._render_selection()
 
     def _render_header(self, status: dict[str, Any]) -> None:
         vaults = ", ".join(f"{n} {s} ({c})" for n, s, c in status["vaults"])

@@ -12,13 +12,21 @@ from core.progress import ProgressEvent
 
 @dataclass
 class Inventory(Message):
-    """Everything the panes show, loaded off the UI thread."""
+    """Disks, active jobs and the header's status, loaded off the UI thread."""
 
     disks: list[dict[str, Any]]
-    snapshots: list[dict[str, Any]]
-    backups: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     status: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Selection(Message):
+    """Snapshots and backups for one disk (or every backup with `show_all`)."""
+
+    disk_id: str | None
+    show_all: bool
+    snapshots: list[dict[str, Any]]
+    backups: list[dict[str, Any]]
 
 
 @dataclass

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -72,7 +72,8 @@ class ConfirmationModal(ModalScreen[bool]):
         plan = self.plan
         with Vertical(id="dialog", classes="dialog"):
             yield Label(Text(f"{plan.action}: {plan.target}", style="bold"), id="dialog-title")
-            yield Static(plan_text(plan), id="plan")
+            with VerticalScroll(id="plan-box"):  # a long plan scrolls; the buttons stay visible
+                yield Static(plan_text(plan), id="plan")
             if plan.refusal:
                 yield Static(Text(f"REFUSED: {plan.refusal}", style="bold"), id="refusal")
             yield Static(Text(f"$ {self.command}"), id="command", classes="command")

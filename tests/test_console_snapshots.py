@@ -12,7 +12,7 @@ from core.service import Blockvault
 from tests.support.console import ACTOR, SNAPSHOT_HOME, frozen_demo, make_app, settle, wait_for
 from tui.help import HelpScreen
 from tui.jobs_strip import JobsStrip
-from tui.modals import ChoiceModal, ConfirmationModal
+from tui.modals import ChoiceModal, ConfirmationModal, NameModal
 
 SIZE = (100, 30)
 MiB = 1 << 20
@@ -95,5 +95,27 @@ def test_transfer_in_progress(snap_compare, app) -> None:  # type: ignore[no-unt
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
         await show_transfer(app, pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_restore_choice(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+        app.main.table("backups").focus()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceModal))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_new_disk_name(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+        app.main.table("snapshots").focus()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NameModal))
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -16,6 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from core.demo import build_demo  # noqa: E402
 from core.progress import ProgressEvent  # noqa: E402
+from core.service import Blockvault  # noqa: E402
+from tests.support.console import FROZEN_NOW, freeze_times  # noqa: E402
 from tui.app import BlockvaultApp  # noqa: E402
 from tui.help import HelpScreen  # noqa: E402
 from tui.jobs_strip import JobsStrip  # noqa: E402
@@ -41,8 +43,11 @@ async def idle(app: BlockvaultApp, pilot) -> None:  # type: ignore[no-untyped-de
 
 
 async def shoot(home: Path) -> list[Path]:
-    bv = build_demo(home, actor="admin@bastion")
-    app = BlockvaultApp(bv)
+    build_demo(home, actor="admin@bastion").close()
+    # Spread the demo's timestamps over a few days so ages read like a real site's.
+    freeze_times(home / "catalog.sqlite")
+    bv = Blockvault.open(home=home, actor="admin@bastion")
+    app = BlockvaultApp(bv, clock=lambda: FROZEN_NOW)
     saved = []
 
     def save(name: str) -> None:

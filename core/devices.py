@@ -188,6 +188,44 @@ def writers(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
                 break
 
 
+def _identity(st: os.stat_result) -> tuple[str, int, int]:
+    if stat.S_ISBLK(st.st_mode):
+        return ("blk", st.st_rdev, 0)
+    return ("file", st.st_dev, st.st_ino)
+
+
+def paths_open_for_writing(paths: list[str]) -> set[str]:
+    """Which of `paths` another process holds open for writing: one /proc scan for all
+    (the console lists a thousand disks; a scan per disk took seconds)."""
+    wanted: dict[tuple[str, int, int], list[str]] = {}
+    for path in paths:
+        try:
+            wanted.setdefault(_identity(os.stat(path)), []).append(path)
+        except OSError:
+            continue
+    if not wanted:
+        return set()
+    found: set[str] = set()
+    me = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                identity = _identity(os.stat(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+            if identity in wanted and _open_for_writing(pid, fd):
+                found.update(wanted[identity])
+    return found
+
+
 def held_open_for_writing(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
     """Every other process that holds the disk open for writing (a running VM, a dd, ...)."""
     return list(writers(path))

@@ -111,6 +111,7 @@ def test_rollback_refused_while_another_process_writes_the_disk(cli: CLI) -> Non
         try:
             assert holder.stdout.readline().strip() == b"ok"
             assert cli.ok("disk", "show", "d1")["status"] == "in-use"
+            assert [d["status"] for d in cli.ok("disk", "list")] == ["in-use"]
             err = cli.fails("snapshot", "rollback", "s1", "--yes")
             assert "held open for writing" in err
         finally:

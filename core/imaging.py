@@ -32,7 +32,9 @@ def copy_image(
         while copied < size:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            n = os.copy_file_range(source.fileno(), sink.fileno(), min(STEP, size - copied), copied, copied)
+            n = os.copy_file_range(
+                source.fileno(), sink.fileno(), min(STEP, size - copied), copied, copied
+            )
             if n == 0:
                 break
             copied += n

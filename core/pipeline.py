@@ -157,6 +157,11 @@ def backup_device(
         except BaseException:
             session.end()
             raise
+        trusted = vault.store.durable_puts
+        if not trusted:  # only chunks a committed (synced) manifest names are known good
+            for other in vault.list_manifest_ids():
+                with contextlib.suppress(IntegrityError):
+                    known |= vault.read_manifest(other).referenced()
         entries: list[str | None] = [None] * count
         stats = Stats()
         lock = threading.Lock()
@@ -218,7 +223,7 @@ def backup_device(
             if not condemned and (duplicate or chunk_id in known):
                 account(done=length, reused=length)
                 return
-            if not condemned:
+            if not condemned and trusted:
                 with _Timer(reporter, "network"):
                     present = vault.has_chunk(chunk_id)
                 if present:
@@ -228,8 +233,8 @@ def backup_device(
                 encoded = vault.encode_chunk(chunk_id, data)
             del data
             with _Timer(reporter, "network"):
-                if condemned:
-                    vault.rewrite_chunk(encoded)  # rescue it from a pending GC pass
+                if condemned or not trusted:
+                    vault.rewrite_chunk(encoded)  # rescue it from GC, or replace a torn orphan
                     created = True
                 else:
                     created = vault.put_chunk(encoded)
@@ -258,7 +263,9 @@ def backup_device(
                 stats=stats,
                 base=base,
             )
+            vault.store.flush()  # every chunk durable before the manifest names it (I3)
             vault.write_manifest(manifest)  # the commit point
+            vault.store.flush()
         finally:
             session.end()
         return manifest

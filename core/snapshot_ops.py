@@ -280,17 +280,24 @@ def start_rollback(
     def run(job: JobContext) -> dict[str, Any]:
         ok = False
         try:
+            engine = engine_for(ctx, disk)
+            source = engine.restore_source(snapshot.id) if safety else None
             if safety:
                 take_safety_snapshot(
-                    ctx, disk.id, reason=f"before rollback to {snapshot.name}", job=job
+                    ctx,
+                    disk.id,
+                    reason=f"before rollback to {snapshot.name}",
+                    job=job,
+                    restore_of=source,
                 )
             reporter = job.reporter("rolling back", disk.size)
-            engine_for(ctx, disk).rollback(
+            engine.rollback(
                 snapshot.id,
                 reporter=reporter,
                 cancel=job.cancel,
                 workers=ctx.settings.workers,
                 open_base=open_base(ctx),
+                only=source.differing if source is not None and source.compared else None,
             )
             ok = True
         finally:

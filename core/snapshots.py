@@ -63,7 +63,7 @@ class RestoreSource:
 
     manifest: Manifest
     vault: Vault
-    base: dict[str, Any]
+    base: dict[str, Any] | None  # None: the chunks it keeps are in the snapshot store itself
     differing: set[int] = field(default_factory=set)
     compared: bool = False
 
@@ -93,7 +93,7 @@ class SnapshotEngine:
     # --- chunk store ------------------------------------------------------------------
 
     def _store(self) -> Vault:
-        store = LocalStore(self.folder / "store")
+        store = LocalStore(self.folder / "store", sync_each_put=False)  # one syncfs per commit
         if Vault.exists(store):
             return Vault.open(store)
         return Vault.init(store, chunk_size=self.chunk_size, compression=SNAPSHOT_COMPRESSION)
@@ -135,7 +135,7 @@ class SnapshotEngine:
             else:
                 if reporter is not None:
                     reporter.add(done=reporter.bytes_total)
-                return SnapshotInfo("reflink", os.stat(image).st_blocks * 512)
+                return SnapshotInfo("reflink", 0)  # shares every extent until the disk diverges
         store = self._store()
         fused = restore_of is not None and restore_of.manifest.chunk_size == store.chunk_size
         manifest = pipeline.backup_device(
@@ -163,13 +163,25 @@ class SnapshotEngine:
         cancel: threading.Event | None = None,
         workers: int = 4,
         open_base: BaseOpener | None = None,
+        only: set[int] | None = None,
     ) -> None:
-        """Put the disk back as it was (only chunks that differ are written).
+        """Put the disk back as it was (only chunks that differ are written; `only`: the
+        indices a fused safety snapshot found different, so the disk is not read again).
 
         A safety snapshot taken before a restore keeps only the chunks the restore
         overwrote; `open_base(base)` opens the backup that holds the others.
         """
-        self._write(snapshot_id, self.disk_path, True, reporter, cancel, workers, open_base)
+        self._write(
+            snapshot_id, self.disk_path, only is None, reporter, cancel, workers, open_base, only
+        )
+
+    def restore_source(self, snapshot_id: str) -> RestoreSource | None:
+        """What a safety snapshot before rolling back to `snapshot_id` compares against: the
+        chunk store lets it keep only the chunks the rollback will overwrite (one read)."""
+        if self._strategy_of(snapshot_id) != "chunks" or not (self.folder / "store").exists():
+            return None
+        vault = self._store()
+        return RestoreSource(vault.read_manifest(snapshot_id), vault, None)
 
     def to_new_disk(
         self,
@@ -192,6 +204,7 @@ class SnapshotEngine:
         cancel: threading.Event | None,
         workers: int,
         open_base: BaseOpener | None = None,
+        only: set[int] | None = None,
     ) -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
@@ -216,6 +229,7 @@ class SnapshotEngine:
             cancel=cancel,
             workers=workers,
             fetch=self._fetcher(vault, manifest, open_base),
+            only=only,
         )
 
     @staticmethod
@@ -264,4 +278,5 @@ class SnapshotEngine:
             return
         vault = self._store()
         vault.store.delete(f"manifests/{snapshot_id}")
+        vault.store.flush()  # gone for good before GC frees its chunks
         collect_garbage(vault, grace_seconds=0)

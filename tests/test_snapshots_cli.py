@@ -173,3 +173,25 @@ def test_safety_snapshot_expires_after_its_window(
     time.sleep(2.0)
     assert "nothing to undo" in cli.fails("disk", "undo", "d1", "--yes")
     assert [s["name"] for s in cli.ok("snapshot", "list", "--disk", "d1")] == ["s1"]
+
+
+def test_a_torn_chunk_left_by_a_crashed_snapshot_is_never_trusted(cli: CLI) -> None:
+    """The snapshot store syncs once per commit, so a crash can leave a torn chunk file that
+    no manifest names; the next snapshot rewrites it instead of deduplicating against it."""
+    import blake3
+
+    disk = cli.ok("disk", "create", "d1", "--size", "8M")
+    assert disk["snapshot_strategy"] == "chunks"
+    job(cli, "snapshot", "create", "d1", "--name", "s1")
+    fresh = os.urandom(4 * MiB)  # the default chunk size
+    write(disk["path"], 4 * MiB, fresh)
+    chunk_id = blake3.blake3(fresh).hexdigest()
+    store = Path(disk["path"]).parent / "snapshots" / "store"
+    torn = store / "chunks" / chunk_id[:2] / chunk_id
+    torn.parent.mkdir(parents=True, exist_ok=True)
+    torn.write_bytes(b"\x00" + fresh[:MiB])  # what a crash mid-write can leave
+    job(cli, "snapshot", "create", "d1", "--name", "s2")
+    expected = digest(disk["path"])
+    write(disk["path"], 4 * MiB, os.urandom(4 * MiB))
+    job(cli, "snapshot", "rollback", "s2", "--yes")
+    assert digest(disk["path"]) == expected

@@ -50,5 +50,11 @@ class ObjectStore(ABC):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with `prefix`, in no particular order."""
 
+    #: True when every put is durable on return; False when durability waits for `flush()`
+    durable_puts: bool = True
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make every earlier put durable (a no-op where puts already are)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -8,7 +8,10 @@ directory, so a crash leaves either the old object, the new one, or a stray temp
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
+import functools
 import os
 import secrets
 import threading
@@ -58,6 +61,11 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -79,7 +87,12 @@ class LocalStore(ObjectStore):
     put fails with StoreError. blockvault's key layout never does that.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, sync_each_put: bool = True) -> None:
+        """`sync_each_put=False` (a disk's own snapshot store) skips the per-object fsyncs;
+        the writer then calls `flush()` (one syncfs) before its commit point, and trusts only
+        objects that a committed manifest names (`durable_puts` is False)."""
+        self.sync_each_put = sync_each_put
+        self.durable_puts = sync_each_put
         self.root = Path(root).expanduser().absolute()
         self.location = str(self.root)
         try:
@@ -108,7 +121,8 @@ class LocalStore(ObjectStore):
                 if not new_dir.is_dir():
                     raise
                 continue  # another thread made it (and fsyncs its parent)
-            _fsync_dir(new_dir.parent)
+            if self.sync_each_put:
+                _fsync_dir(new_dir.parent)
 
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> bool:
         """Write atomically; with create_only, never replace an existing object."""
@@ -122,7 +136,8 @@ class LocalStore(ObjectStore):
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
-                    os.fsync(fd)
+                    if self.sync_each_put:
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
                 created = self._link_or_replace(tmp, path) if create_only else True
@@ -130,7 +145,8 @@ class LocalStore(ObjectStore):
                     os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(path.parent)
+            if self.sync_each_put:
+                _fsync_dir(path.parent)
             return created
         except OSError as exc:
             raise _store_error("writing", key, exc) from exc
@@ -152,6 +168,16 @@ class LocalStore(ObjectStore):
                 return False
             os.replace(tmp, path)
             return True
+
+    def flush(self) -> None:
+        """syncfs(2) on the store's filesystem: every earlier put and delete is durable."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _libc().syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise _store_error("syncing", str(self.root), OSError(err, os.strerror(err)))
+        finally:
+            os.close(fd)
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -176,6 +202,8 @@ class LocalStore(ObjectStore):
             return  # a "directory" key is not an object
         except OSError as exc:
             raise _store_error("deleting", key, exc) from exc
+        if not self.sync_each_put:
+            return
         try:
             _fsync_dir(path.parent)
         except OSError as exc:

@@ -109,6 +109,13 @@ class RetryingStore(ObjectStore):
     def get(self, key: str) -> bytes:
         return self._run("get", key, lambda: self.inner.get(key))
 
+    @property
+    def durable_puts(self) -> bool:  # type: ignore[override]
+        return self.inner.durable_puts
+
+    def flush(self) -> None:
+        self.inner.flush()
+
     def exists(self, key: str) -> bool:
         return self._run("exists", key, lambda: self.inner.exists(key))
 

@@ -142,7 +142,9 @@ class ProgressPrinter:
                 self.task,
                 total=event.bytes_total or None,
                 completed=event.bytes_done,
-                phase=event.phase,
+                phase=f"{event.phase} · {event.bottleneck}-bound"
+                if event.bottleneck
+                else event.phase,
             )
 
     def __exit__(self, *exc: object) -> None:

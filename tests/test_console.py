@@ -102,7 +102,10 @@ async def test_snapshot_asks_first_and_cancel_is_the_default(bv) -> None:
         await open_dialog(app, pilot, "s", ConfirmationModal)
         await pilot.press("y")
         await settle(app, pilot)
-        assert len(bv.list_snapshots(disk="db1-data")) == len(before) + 1
+        after = bv.list_snapshots(disk="db1-data")
+        assert len(after) == len(before) + 1
+        new = next(s for s in after if s["name"] not in before)
+        assert app.main.table("snapshots").selected()["id"] == new["id"]  # the cursor follows
         strip = app.main.query_one(JobsStrip)
         assert [row.status for row in strip.query("JobRow")] == ["succeeded"]
 
@@ -135,7 +138,7 @@ async def test_rollback_needs_the_disk_name_then_undo_puts_it_back(bv) -> None:
         snapped = digest(disk["path"])
         write(disk["path"], MiB, os.urandom(MiB))
         changed = digest(disk["path"])
-        await pilot.press("tab", "g")  # snapshots pane, top row: the newest
+        await pilot.press("tab")  # snapshots pane: the cursor is on the new snapshot
         await settle(app, pilot)
         modal = await open_dialog(app, pilot, "r", ConfirmationModal)
         assert modal.plan.confirm_text == "db1-data" and modal.command.startswith(
@@ -186,8 +189,10 @@ async def test_restore_backup_to_a_new_disk_and_onto_the_original(bv) -> None:
         await settle(app, pilot)
         assert digest(bv.get_disk("db1-data-restored")["path"]) == original
         assert choice is not None
+        assert app.main.selected_disk()["name"] == "db1-data-restored"  # the cursor follows
 
         write(disk["path"], 0, os.urandom(MiB))
+        await select_disk(app, pilot, "db1-data")
         app.main.table("backups").focus()
         await open_dialog(app, pilot, "r", ChoiceModal)
         await pilot.press("tab", "enter")  # onto db1-data (overwrite)

@@ -65,7 +65,15 @@ class ActionFlows:
         result = handle.result if isinstance(handle.result, dict) else {}
         error = None if handle.error is None or handle.status == "cancelled" else str(handle.error)
         self.post_message(  # type: ignore[attr-defined]
-            JobFinished(handle.id, kind, target, handle.status, error, result.get("summary", ""))
+            JobFinished(
+                handle.id,
+                kind,
+                target,
+                handle.status,
+                error,
+                result.get("summary", ""),
+                result.get("id"),
+            )
         )
 
     async def guarded(self, flow: Callable[[], Any]) -> None:

@@ -38,6 +38,7 @@ class MainScreen(ActionFlows, Screen):
         self.backups: list[dict[str, Any]] = []
         self.show_all = False
         self.filter_text = ""
+        self.cursor_target: str | None = None  # an object a finished job made: show it
 
     # --- layout -------------------------------------------------------------------------
 
@@ -158,6 +159,7 @@ class MainScreen(ActionFlows, Screen):
             table.cursor_row == 0 and len(rows) > 1 and rows[0][1]["kind"] == "server"
         ):
             table.move_cursor(row=1 if len(rows) > 1 else 0)
+        self._move_to_target()
         self._show_details()
 
     def _reload_selection(self) -> None:
@@ -171,7 +173,20 @@ class MainScreen(ActionFlows, Screen):
         self.table("snapshots").replace_rows(panes.snapshot_rows(snaps, now), len(self.snapshots))
         self.table("backups").replace_rows(panes.backup_rows(backups, now), len(self.backups))
         self.table("backups").border_title = "Backups (all)" if self.show_all else "Backups"
+        self._move_to_target()
         self._show_details()
+
+    def _move_to_target(self) -> None:
+        """Put the cursor on the snapshot, backup or disk a job just made, once it is listed."""
+        key = self.cursor_target
+        if key is None:
+            return
+        for name in ("disks", "snapshots", "backups"):
+            table = self.table(name)
+            if key in table.rows_by_key:
+                self.cursor_target = None
+                table.move_cursor(row=table.get_row_index(key))
+                return
 
     def _show_details(self) -> None:
         home = self.inventory.status.get("home") if self.inventory else None
@@ -248,6 +263,8 @@ class MainScreen(ActionFlows, Screen):
     @on(JobFinished)
     def _finished(self, message: JobFinished) -> None:
         self.handles.pop(message.job_id, None)
+        if message.status == "succeeded" and message.result_id:
+            self.cursor_target = message.result_id
         row = self.query_one(JobsStrip).row(message.job_id)
         text = message.error or message.summary
         if row is not None:

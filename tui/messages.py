@@ -59,6 +59,7 @@ class JobFinished(Message):
     status: str  # succeeded | failed | cancelled
     error: str | None = None
     summary: str = ""
+    result_id: str | None = None  # what the job made or used: the cursor goes there
 
 
 @dataclass

@@ -93,6 +93,27 @@ def _default_name(session: Session, model: type, base: str) -> str:
     return name
 
 
+def _latest_backup(session: Session, disk_id: str, vault_id: str) -> Backup | None:
+    return session.exec(
+        select(Backup)
+        .where(Backup.disk_id == disk_id, Backup.vault_id == vault_id, Backup.status == "available")
+        .order_by(Backup.created_at.desc())  # type: ignore[attr-defined]
+    ).first()
+
+
+def plan_backup(ctx: Context, disk_ref: str, *, vault_ref: str | None = None) -> lifecycle.Plan:
+    """What `backup create` will do: full or incremental (from which backup), into which vault."""
+    vault = get_vault(ctx, vault_ref)
+    with ctx.catalog.session() as session:
+        disk = resolve(session, Disk, disk_ref, "disk")
+        return lifecycle.plan_backup(
+            disk,
+            vault_name=vault.name,
+            parent=_latest_backup(session, disk.id, vault.id),
+            running_job_kinds=running_job_kinds(session, disk.id),
+        )
+
+
 def start_backup(
     ctx: Context,
     disk_ref: str,
@@ -111,13 +132,15 @@ def start_backup(
         name = name or _default_name(session, Backup, disk.name)
         backup_id = unique_id(session, Backup, "backup")
         meta = disk_metadata(session, disk)
-        parent = session.exec(
-            select(Backup)
-            .where(
-                Backup.disk_id == disk.id, Backup.vault_id == vault.id, Backup.status == "available"
-            )
-            .order_by(Backup.created_at.desc())  # type: ignore[attr-defined]
-        ).first()
+        parent = _latest_backup(session, disk.id, vault.id)
+        plan = lifecycle.plan_backup(
+            disk,
+            vault_name=vault.name,
+            parent=parent,
+            running_job_kinds=running_job_kinds(session, disk.id),
+        )
+    if not plan.allowed:
+        raise Conflict(plan.refusal)
     open_repository(ctx, vault, passphrase=passphrase)  # fail early: bad credentials, passphrase
     _claim_disk(ctx, disk.id, "backing-up")
 

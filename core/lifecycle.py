@@ -208,6 +208,42 @@ def plan_os_reinstall(
     )
 
 
+def plan_backup(
+    disk: Disk,
+    *,
+    vault_name: str,
+    parent: Backup | None,
+    running_job_kinds: Sequence[str] = (),
+) -> Plan:
+    """A backup never overwrites anything: full into an empty vault, then only changed chunks.
+
+    Refused while the disk is being restored or rolled back (its content is in flux) or
+    already being backed up."""
+    refusal = None
+    if disk.status in ("restoring", "rolling-back", "backing-up"):
+        refusal = f"disk {disk.name} is {disk.status}"
+    elif disk.status in ("error-restoring", "error-rolling-back"):
+        refusal = (
+            f"disk {disk.name} is {disk.status}: its content is incomplete; "
+            "finish or repeat the restore first"
+        )
+    elif "backup" in running_job_kinds:
+        refusal = f"a backup of disk {disk.name} is already running"
+    route = (
+        f"incremental from {parent.name}: only changed chunks travel"
+        if parent
+        else "full: the first backup of this disk in this vault"
+    )
+    return Plan(
+        "backup",
+        f"disk {disk.name}",
+        (PlanItem("create", "backup", "", "", disk.size, f"into vault {vault_name}"),),
+        refusal=refusal,
+        destructive=False,
+        route=route,
+    )
+
+
 def plan_snapshot_create(disk: Disk, *, existing: int, limit: int, strategy: str) -> Plan:
     """At most `limit` snapshots per disk; at most one snapshot in progress (status check)."""
     refusal = None

@@ -301,6 +301,9 @@ class Blockvault:
 
     # --- backups ----------------------------------------------------------------------------
 
+    def plan_backup(self, disk: str, *, vault: str | None = None) -> lifecycle.Plan:
+        return backups.plan_backup(self.ctx, disk, vault_ref=vault)
+
     def start_backup(
         self,
         disk: str,

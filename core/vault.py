@@ -215,10 +215,11 @@ class Vault:
         return bytes([RAW]) + data, False
 
     @staticmethod
-    def _unpack(inner: bytes, what: str, limit: int) -> bytes:
+    def _unpack(inner: bytes, what: str, limit: int) -> bytes | memoryview:
+        """The payload of an envelope; raw payloads come back as a view (no 4 MiB copy)."""
         if not inner:
             raise IntegrityError(f"{what} is empty")
-        flag, body = inner[0], inner[1:]
+        flag, body = inner[0], memoryview(inner)[1:]
         if flag == RAW:
             return body
         if flag == ZSTD:
@@ -247,7 +248,7 @@ class Vault:
             self.decode_chunk(chunk_id, blob)
         return EncodedChunk(chunk_id, blob, compressed)
 
-    def decode_chunk(self, chunk_id: str, blob: bytes) -> bytes:
+    def decode_chunk(self, chunk_id: str, blob: bytes) -> bytes | memoryview:
         """Open, decompress and verify one chunk; IntegrityError on any mismatch."""
         what = f"chunk {chunk_id[:16]}"
         data = self._unpack(self._unseal(blob, chunk_key(chunk_id), what), what, self.chunk_size)
@@ -266,7 +267,7 @@ class Vault:
         """Overwrite a chunk (fresh mtime): rescues one a GC pass has condemned."""
         self.store.put(chunk_key(encoded.chunk_id), encoded.blob)
 
-    def get_chunk(self, chunk_id: str) -> bytes:
+    def get_chunk(self, chunk_id: str) -> bytes | memoryview:
         """Fetch and verify a chunk; a missing one is an IntegrityError (data loss)."""
         try:
             blob = self.store.get(chunk_key(chunk_id))
@@ -298,7 +299,7 @@ class Vault:
             blob = self.store.get(key)
         except ObjectMissing:
             raise IntegrityError(f"{what} is missing from the vault") from None
-        data = self._unpack(self._unseal(blob, key, what), what, 1 << 31)
+        data = bytes(self._unpack(self._unseal(blob, key, what), what, 1 << 31))
         return Manifest.from_bytes(data, expected_id=manifest_id)
 
     def list_manifest_ids(self) -> list[str]:
@@ -370,13 +371,8 @@ class Vault:
         found = []
         for info in self.store.list("condemned/"):
             try:
-                body = json.loads(
-                    self._unpack(
-                        self._unseal(self.store.get(info.key), info.key, info.key),
-                        info.key,
-                        1 << 31,
-                    )
-                )
+                sealed = self._unseal(self.store.get(info.key), info.key, info.key)
+                body = json.loads(bytes(self._unpack(sealed, info.key, 1 << 31)))
             except ObjectMissing:
                 continue
             found.append((info, set(body["chunks"])))

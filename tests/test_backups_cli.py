@@ -226,3 +226,23 @@ def test_undo_after_restore_uses_the_backup_for_chunks_the_restore_kept(cli: CLI
         handle.write(b"after-restore" * 100)
     run_json_lines(cli, "disk", "undo", "d1", "--yes")
     assert Path(disk["path"]).read_bytes() == before_restore
+
+
+def test_backup_plan_says_full_then_incremental_and_refuses_a_half_restored_disk(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d1", "--size", "1M")
+    fill(disk["path"], MiB, seed=13)
+    first = cli.ok("backup", "create", "d1", "--dry-run")
+    assert first["route"].startswith("full") and first["allowed"] and not first["destructive"]
+    assert cli.ok("backup", "list") == []  # a dry run backs up nothing
+    _, backup = run_json_lines(cli, "backup", "create", "d1")
+    second = cli.ok("backup", "create", "d1", "--dry-run")
+    assert second["route"].startswith(f"incremental from {backup['name']}")
+    # a restore into a new disk that was interrupted leaves it error-restoring: no backup of it
+    from core.service import Blockvault
+
+    bv = Blockvault.open(home=cli.home)
+    bv.create_disk("half", MiB)
+    from core.backups import _set_disk_status
+
+    _set_disk_status(bv.ctx, bv.get_disk("half")["id"], "error-restoring", incomplete=True)
+    assert "incomplete" in cli.fails("backup", "create", "half")

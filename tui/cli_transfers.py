@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from typing import Any
 
-from core.errors import Cancelled
+from core.errors import Cancelled, UserError
 from core.service import Blockvault
 from tui import output
 from tui.cli_common import run_planned, show_list, show_object, size_arg
@@ -117,6 +117,19 @@ def vault_remove(bv: Blockvault, a: argparse.Namespace) -> None:
         ),
     )
     run_planned(a, plan, lambda: bv.remove_vault(a.vault, force=a.force))
+
+
+def backup_create(bv: Blockvault, a: argparse.Namespace) -> Any:
+    plan = bv.plan_backup(a.disk, vault=a.vault)
+    if a.dry_run:
+        if a.json:
+            output.print_json(plan.to_dict())
+        else:
+            output.print_plan(plan)
+        if not plan.allowed:
+            raise UserError(plan.refusal or "refused")
+        return None
+    return run_job(bv.start_backup(a.disk, vault=a.vault, name=a.name), a, f"backup {a.disk}")
 
 
 def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
@@ -250,12 +263,11 @@ def add_nouns(nouns: argparse._SubParsersAction, verb, js, cf) -> None:  # type:
     p = verb(
         backup,
         "create",
-        lambda bv, a: run_job(
-            bv.start_backup(a.disk, vault=a.vault, name=a.name), a, f"backup {a.disk}"
-        ),
+        backup_create,
         parents=[js],
         help="back up a disk (full first, then incremental)",
     )
+    p.add_argument("--dry-run", action="store_true", help="print the plan, back up nothing")
     p.add_argument("disk")
     p.add_argument("--vault")
     p.add_argument("--name")

@@ -15,7 +15,7 @@ from typing import Any
 from textual import work
 
 from core.errors import BlockvaultError
-from core.lifecycle import Plan, PlanItem
+from core.lifecycle import Plan
 from tui.messages import JobFinished, JobProgress
 from tui.modals import ChoiceModal, ConfirmationModal, NameModal
 
@@ -124,19 +124,7 @@ class ActionFlows:
     @work(group="action", exclusive=True, exit_on_error=False)
     async def backup_flow(self, disk: dict[str, Any]) -> None:
         async def flow() -> None:
-            vault = (
-                next(iter(self.inventory.status["vaults"]), ("local", "", 0))[0]
-                if self.inventory
-                else "local"
-            )  # type: ignore[attr-defined]
-            # The façade has no plan_backup yet: this plan only describes, it decides nothing.
-            plan = Plan(
-                "backup",
-                f"disk {disk['name']}",
-                (PlanItem("create", "backup", "", "", disk["size"], f"into vault {vault}"),),
-                destructive=False,
-                route="full the first time, then only changed chunks",
-            )
+            plan = await self.call(self.bv.plan_backup, disk["id"])  # the default vault
             if await self.confirm(plan, cli("backup", "create", disk["name"]), "Back up"):
                 handle = await self.call(self.bv.start_backup, disk["id"])
                 self.track(handle, "backup", disk["name"])

@@ -194,9 +194,13 @@ def backup_device(
                     differing.add(index)
             account(done=length, zero=length)
 
+        ahead = max(2, workers) * chunk_size
+
         def one(index: int) -> None:
             offset = index * chunk_size
             length = min(chunk_size, size - offset)
+            if offset + ahead < size:
+                devices.prefetch(fd, offset + ahead, chunk_size)
             if not data_map.overlaps(offset, offset + length):
                 note_zero(index, length)
                 return
@@ -365,6 +369,7 @@ def restore_device(
         stats = RestoreStats(resumed_chunks=len(state.done))
         verified: list[str | None] = list(manifest.chunks)
         zero_ids = _zero_ids(vault, manifest.size, chunk_size)
+        ahead = max(2, workers) * chunk_size
         lock = threading.Lock()
 
         def account(length: int, **counts: int) -> None:
@@ -382,6 +387,8 @@ def restore_device(
                 account(length, bytes_skipped=length)
                 return
             if compare_existing:
+                if offset + ahead < manifest.size:
+                    devices.prefetch(fd, offset + ahead, chunk_size)
                 with _Timer(reporter, "reading"):
                     current = devices.pread_exact(fd, length, offset)
                 with _Timer(reporter, "hashing/compressing"):

@@ -162,6 +162,9 @@ def backup_device(
             for other in vault.list_manifest_ids():
                 with contextlib.suppress(IntegrityError):
                     known |= vault.read_manifest(other).referenced()
+        # Into a vault with no chunk at all (a first backup), asking whether each chunk is
+        # there costs a round trip for nothing: the create-only PUT settles races anyway.
+        empty = trusted and not known and not vault.holds_any_chunk()
         entries: list[str | None] = [None] * count
         stats = Stats()
         lock = threading.Lock()
@@ -227,7 +230,7 @@ def backup_device(
             if not condemned and (duplicate or chunk_id in known):
                 account(done=length, reused=length)
                 return
-            if not condemned and trusted:
+            if not condemned and trusted and not empty:
                 with _Timer(reporter, "network"):
                     present = vault.has_chunk(chunk_id)
                 if present:

@@ -275,6 +275,10 @@ class Vault:
             raise IntegrityError(f"chunk {chunk_id[:16]} is missing from the vault") from None
         return self.decode_chunk(chunk_id, blob)
 
+    def holds_any_chunk(self) -> bool:
+        """One listing call: is there any chunk in the vault yet?"""
+        return next(iter(self.list_chunks()), None) is not None
+
     def list_chunks(self) -> Iterable[ObjectInfo]:
         return self.store.list("chunks/")
 

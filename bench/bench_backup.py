@@ -3,7 +3,9 @@
     python bench/bench_backup.py [--size-mib 1024] [--repeat 3]
 
 Prints medians, ratios against the targets of issue 3, and peak RSS of every process.
-Every tool runs as its own child process on the same machine and the same S3 server.
+Every tool runs as its own child process on the same machine and the same S3 server. Before
+each step the image files are evicted from the page cache (data cold, programs warm);
+`--drop-all-caches` drops every cache instead, which also makes each tool's imports cold.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from common import ROOT, Run, Series, change_fraction, drop_caches, mib, run, write_random
+from common import ROOT, Run, Series, change_fraction, drop_caches, evict, mib, run, write_random
 
 from tests.support.seaweed import S3Server, find_weed, running_server
 
@@ -111,6 +113,12 @@ def main() -> None:
     parser.add_argument("--sparse-data-mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--drop-all-caches",
+        action="store_true",
+        help="drop every cache before each step (cold Python imports too); default: evict the "
+        "image files only",
+    )
     args = parser.parse_args()
     if not shutil.which("restic"):
         raise SystemExit("restic is not installed (apt-get install restic)")
@@ -122,6 +130,12 @@ def main() -> None:
     write_random(image, size)
     series: dict[str, Series] = {}
 
+    def cold() -> None:
+        if args.drop_all_caches:
+            drop_caches()
+        else:
+            evict(image, work / "sparse.img", work / "restored.img")
+
     def record(name: str, result: Run) -> None:
         series.setdefault(name, Series(name)).runs.append(result)
 
@@ -131,39 +145,39 @@ def main() -> None:
     with running_server(weed, work / "seaweed") as server:
         h = Harness(work, server)
         for _ in range(args.repeat):
-            drop_caches()
+            cold()
             record("boto3 upload_file", h.upload_file(image, h.bucket()))
-            drop_caches()
+            cold()
             home, _bucket = h.bv_home(image)
             run_full, full = h.bv_backup(home)
             record("blockvault full backup", run_full)
             repo = h.restic_repo()
-            drop_caches()
+            cold()
             record("restic backup (full)", h.restic_backup(repo, image))
             # restores of the full backup
             restored = work / "restored.img"
             for target in (restored,):
                 target.unlink(missing_ok=True)
-            drop_caches()
+            cold()
             dl_bucket = h.bucket()
             h.upload_file(image, dl_bucket)
             record("boto3 download_file", h.download_file(dl_bucket, restored))
             restored.unlink()
-            drop_caches()
+            cold()
             record("restic dump", h.restic_dump(repo, restored))
             restored.unlink()
-            drop_caches()
+            cold()
             record("blockvault full restore (new disk)", h.bv(home, "backup", "restore", full["id"], "--to-new", f"copy{h.counter}"))
             # incremental after a 1% change
             change_fraction(image, 0.01, seed=h.counter)
-            drop_caches()
+            cold()
             run_incr, incr = h.bv_backup(home)
             record("blockvault incremental (1%)", run_incr)
-            drop_caches()
+            cold()
             record("restic backup (1% changed)", h.restic_backup(repo, image))
             # restore onto the original after another 1% change: only changed chunks travel
             change_fraction(image, 0.01, seed=h.counter + 100)
-            drop_caches()
+            cold()
             record("blockvault restore to original (1% differs)", h.bv(home, "backup", "restore", incr["id"], "--to-original", "--yes"))
             shutil.rmtree(home, ignore_errors=True)
         # sparse: 10 GiB holding 512 MiB of data, once (restic reads all of it through stdin)
@@ -175,10 +189,10 @@ def main() -> None:
                 handle.seek(i * step + 12345)
                 handle.write(os.urandom((args.sparse_data_mib << 20) // 16))
         home, _ = h.bv_home(sparse)
-        drop_caches()
+        cold()
         record("blockvault sparse backup", h.bv_backup(home)[0])
         repo = h.restic_repo()
-        drop_caches()
+        cold()
         record("restic sparse backup", h.restic_backup(repo, sparse))
         sparse.unlink()
 

@@ -146,16 +146,6 @@ def punch_hole(fd: int, offset: int, length: int, *, block_device: bool = False)
         done += n
 
 
-def _same_file(fd_link: str, target: os.stat_result) -> bool:
-    try:
-        st = os.stat(fd_link)
-    except OSError:
-        return False
-    if stat.S_ISBLK(target.st_mode):
-        return stat.S_ISBLK(st.st_mode) and st.st_rdev == target.st_rdev
-    return st.st_dev == target.st_dev and st.st_ino == target.st_ino
-
-
 def _open_for_writing(pid: str, fd: str) -> bool:
     try:
         with open(f"/proc/{pid}/fdinfo/{fd}") as info:
@@ -174,51 +164,20 @@ def _command(pid: str) -> str:
         return "?"
 
 
-def writers(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
-    """(pid, command) of other processes holding `path` open for writing (read from /proc)."""
-    try:
-        target = os.stat(path)
-    except OSError:
-        return
-    me = str(os.getpid())
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
-    except OSError:
-        return
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            if _same_file(f"/proc/{pid}/fd/{fd}", target) and _open_for_writing(pid, fd):
-                yield int(pid), _command(pid)
-                break
-
-
 def _identity(st: os.stat_result) -> tuple[str, int, int]:
+    """What makes two opens the same disk: the device number for block devices, else inode."""
     if stat.S_ISBLK(st.st_mode):
         return ("blk", st.st_rdev, 0)
     return ("file", st.st_dev, st.st_ino)
 
 
-def paths_open_for_writing(paths: list[str]) -> set[str]:
-    """Which of `paths` another process holds open for writing: one /proc scan for all
-    (the console lists a thousand disks; a scan per disk took seconds)."""
-    wanted: dict[tuple[str, int, int], list[str]] = {}
-    for path in paths:
-        try:
-            wanted.setdefault(_identity(os.stat(path)), []).append(path)
-        except OSError:
-            continue
-    if not wanted:
-        return set()
-    found: set[str] = set()
+def _writable_opens() -> Iterator[tuple[str, tuple[str, int, int]]]:
+    """(pid, identity) of every file other processes hold open for writing, from /proc."""
     me = str(os.getpid())
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
     except OSError:
-        return found
+        return
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -229,11 +188,27 @@ def paths_open_for_writing(paths: list[str]) -> set[str]:
                 identity = _identity(os.stat(f"/proc/{pid}/fd/{fd}"))
             except OSError:
                 continue
-            if identity in wanted and _open_for_writing(pid, fd):
-                found.update(wanted[identity])
-    return found
+            if _open_for_writing(pid, fd):
+                yield pid, identity
+
+
+def paths_open_for_writing(paths: list[str]) -> set[str]:
+    """Which of `paths` another process holds open for writing: one /proc scan for all
+    (the console lists a thousand disks; a scan per disk took seconds)."""
+    wanted: dict[tuple[str, int, int], list[str]] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            wanted.setdefault(_identity(os.stat(path)), []).append(path)
+    if not wanted:
+        return set()
+    return {p for _, identity in _writable_opens() if identity in wanted for p in wanted[identity]}
 
 
 def held_open_for_writing(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
     """Every other process that holds the disk open for writing (a running VM, a dd, ...)."""
-    return list(writers(path))
+    try:
+        target = _identity(os.stat(path))
+    except OSError:
+        return []
+    pids = sorted({int(pid) for pid, identity in _writable_opens() if identity == target})
+    return [(pid, _command(str(pid))) for pid in pids]

@@ -270,12 +270,13 @@ async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(main_screen, "JOB_POLL_SECONDS", 0.3)  # follow other processes' jobs faster
     home = tmp_path / "slow"
     home.mkdir()
-    # 4 KiB chunks and one worker: a 16 MiB backup takes seconds, cancellation one chunk
+    # 4 KiB chunks (each fsynced) and one worker: a 64 MiB backup takes many seconds,
+    # cancellation one chunk
     (home / "config.toml").write_text("[blockvault]\nchunk_size = 4096\nworkers = 1\n")
     bv = Blockvault.open(home=home, actor=ACTOR)
     bv.create_server("web1")
-    disk = bv.create_disk("big", 16 * MiB, server="web1")
-    write(disk["path"], 0, os.urandom(16 * MiB))
+    disk = bv.create_disk("big", 64 * MiB, server="web1")
+    write(disk["path"], 0, os.urandom(64 * MiB))
     app = make_app(bv)
     async with app.run_test() as pilot:
         await settle(app, pilot)

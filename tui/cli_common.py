@@ -56,18 +56,22 @@ def show_object(data: Any, args: argparse.Namespace) -> None:
         output.print_object(data)
 
 
+def print_dry_run(args: argparse.Namespace, plan: Plan) -> None:
+    """`--dry-run`: the plan as text or JSON; a refused plan still exits non-zero."""
+    if args.json:
+        output.print_json(plan.to_dict())
+    else:
+        output.print_plan(plan)
+    if not plan.allowed:
+        raise UserError(plan.refusal or "refused")
+
+
 def run_planned(
     args: argparse.Namespace, plan: Plan, execute: Callable[[], Any], *, show_result: bool = True
 ) -> Any:
     """Dry run prints the plan; otherwise confirm, execute and print the result."""
     if args.dry_run:
-        if args.json:
-            output.print_json(plan.to_dict())
-        else:
-            output.print_plan(plan)
-        if not plan.allowed:
-            raise UserError(plan.refusal or "refused")
-        return None
+        return print_dry_run(args, plan)
     output.confirm(plan, yes=args.yes)
     result = execute()
     if isinstance(result, Plan):

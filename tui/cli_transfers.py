@@ -6,10 +6,10 @@ import argparse
 import contextlib
 from typing import Any
 
-from core.errors import Cancelled, UserError
+from core.errors import Cancelled
 from core.service import Blockvault
 from tui import output
-from tui.cli_common import run_planned, show_list, show_object, size_arg
+from tui.cli_common import print_dry_run, run_planned, show_list, show_object, size_arg
 
 VAULT_COLUMNS = (
     "id",
@@ -122,13 +122,7 @@ def vault_remove(bv: Blockvault, a: argparse.Namespace) -> None:
 def backup_create(bv: Blockvault, a: argparse.Namespace) -> Any:
     plan = bv.plan_backup(a.disk, vault=a.vault)
     if a.dry_run:
-        if a.json:
-            output.print_json(plan.to_dict())
-        else:
-            output.print_plan(plan)
-        if not plan.allowed:
-            raise UserError(plan.refusal or "refused")
-        return None
+        return print_dry_run(a, plan)
     return run_job(bv.start_backup(a.disk, vault=a.vault, name=a.name), a, f"backup {a.disk}")
 
 

@@ -217,9 +217,16 @@ def _run_backup(
             session, ctx, "backup.create", "backup", backup.id, backup.name, summary_line(backup)
         )
         session.commit()
-    reporter.message = summary_line(backup)
+    summary = summary_line(backup)
+    if manifest.warnings:
+        summary += "; warning: " + "; ".join(manifest.warnings)
+    reporter.message = summary
     reporter.emit(final=True)
-    return {**backup_view(backup, vault=vault, disk_exists=True), "summary": summary_line(backup)}
+    return {
+        **backup_view(backup, vault=vault, disk_exists=True),
+        "summary": summary,
+        "warnings": manifest.warnings,
+    }
 
 
 # --- listing ------------------------------------------------------------------------------

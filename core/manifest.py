@@ -49,6 +49,7 @@ class Manifest:
     parent: str | None = None
     stats: Stats = field(default_factory=Stats)
     base: dict[str, Any] | None = None  # a backup holding the chunks not stored here
+    warnings: list[str] = field(default_factory=list)  # e.g. the source changed while read
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def chunk_length(self, index: int) -> int:
@@ -74,6 +75,7 @@ class Manifest:
             "parent": self.parent,
             "stats": asdict(self.stats),
             "base": self.base,
+            "warnings": self.warnings,
             "chunks": self.chunks,
         }
         return json.dumps(body, separators=(",", ":")).encode()
@@ -121,6 +123,7 @@ class Manifest:
                 parent=body.get("parent"),
                 stats=stats,
                 base=base,
+                warnings=[str(w) for w in body.get("warnings") or [] if isinstance(w, str)],
                 created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
             )
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:

@@ -253,9 +253,12 @@ def backup_device(
         try:
             run_bounded(range(count), one, workers=workers, cancel=cancel)
             after = os.fstat(fd)
-            changed = (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size)
-            if changed and reporter is not None:
-                reporter.message = "warning: the disk was written to while it was read"
+            warnings = []
+            if (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size):
+                warnings.append(
+                    "the disk was written to while it was read: this copy may be inconsistent "
+                    "(take a snapshot first, or stop the writer)"
+                )
             stats.duration = time.monotonic() - started
             manifest = Manifest(
                 id=manifest_id,
@@ -269,6 +272,7 @@ def backup_device(
                 parent=parent_id,
                 stats=stats,
                 base=base,
+                warnings=warnings,
             )
             vault.store.flush()  # every chunk durable before the manifest names it (I3)
             vault.write_manifest(manifest)  # the commit point

@@ -636,3 +636,29 @@ def test_a_writer_waits_for_a_running_gc_but_not_for_a_dead_one(tmp_path: Path) 
     started = time.monotonic()
     vault.begin_session("backup-afterlive").end()
     assert time.monotonic() - started >= 0.9
+
+
+def test_a_disk_written_during_its_backup_is_reported(bv: Blockvault) -> None:
+    """RELIABILITY C: a source written to while it is read is detected and reported, in the
+    result, the summary line and the manifest, never silently."""
+    disk = bv.create_disk("busy", 8 * MiB)
+    fill(disk["path"], 8 * MiB, seed=71)
+    calm = bv.start_backup("busy").start().wait(60)
+    assert calm["warnings"] == [] and "warning" not in calm["summary"]
+
+    def scribble() -> None:
+        with open(disk["path"], "r+b") as handle:
+            handle.seek(5 * MiB)
+            handle.write(b"written during the backup")
+
+    handle = bv.start_backup("busy")
+    gate = Gate(action=scribble)
+    gate.release.set()
+    handle.subscribe(gate)
+    result = handle.start().wait(60)
+    assert result["warnings"] and "written to while it was read" in result["warnings"][0]
+    assert "warning:" in result["summary"]
+    from core.vaults import get_vault, open_repository
+
+    manifest = open_repository(bv.ctx, get_vault(bv.ctx, None)).read_manifest(result["id"])
+    assert manifest.warnings == result["warnings"]

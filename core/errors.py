@@ -33,6 +33,11 @@ class Cancelled(BlockvaultError):
     exit_code = 130
 
 
+class DeviceError(BlockvaultError):
+    """Reading or writing a disk failed (EIO, ENOSPC, ...): the transfer stops, never
+    substituting zeros or claiming a whole disk."""
+
+
 class IntegrityError(BlockvaultError):
     """Stored data does not match its content id or digest: never written to a disk."""
 

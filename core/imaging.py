@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from core.errors import Cancelled, UserError
+from core.errors import Cancelled, DeviceError, UserError
 from core.progress import ProgressReporter
 
 STEP = 8 << 20
@@ -23,6 +23,18 @@ def copy_image(
 
     copy_file_range lets the kernel move the data (and share extents where it can).
     """
+    try:
+        return _copy(image, target, reporter, cancel)
+    except OSError as exc:
+        raise DeviceError(f"writing {image} onto {target} failed: {exc.strerror or exc}") from None
+
+
+def _copy(
+    image: Path,
+    target: Path,
+    reporter: ProgressReporter | None,
+    cancel: threading.Event | None,
+) -> int:
     size = image.stat().st_size
     with open(image, "rb") as source, open(target, "r+b") as sink:
         target_size = os.lseek(sink.fileno(), 0, os.SEEK_END)

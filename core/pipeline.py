@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import blake3
 
 from core import devices
-from core.errors import Cancelled, IntegrityError, StoreError, UserError
+from core.errors import Cancelled, DeviceError, IntegrityError, StoreError, UserError
 from core.manifest import Manifest, Stats
 from core.progress import ProgressReporter
 from core.vault import Vault
@@ -100,6 +100,17 @@ def disk_digest(vault: Vault, chunks: list[str | None], size: int, chunk_size: i
         length = min(chunk_size, size - index * chunk_size)
         hasher.update((chunk_id or zero[length]).encode())
     return hasher.hexdigest()
+
+
+@contextlib.contextmanager
+def _device_errors(what: str, path: Path, offset: int) -> Iterator[None]:
+    """An OSError on a disk becomes a DeviceError naming the disk and the offset."""
+    try:
+        yield
+    except OSError as exc:
+        raise DeviceError(
+            f"{what} {path} at offset {offset} failed: {exc.strerror or exc}"
+        ) from None
 
 
 def _open_disk(path: Path, flags: int) -> int:
@@ -207,7 +218,7 @@ def backup_device(
             if not data_map.overlaps(offset, offset + length):
                 note_zero(index, length)
                 return
-            with _Timer(reporter, "reading"):
+            with _Timer(reporter, "reading"), _device_errors("reading", path, offset):
                 data = devices.pread_exact(fd, length, offset)
             if devices.is_zero(data):
                 note_zero(index, length)
@@ -396,7 +407,7 @@ def restore_device(
             if compare_existing:
                 if offset + ahead < manifest.size:
                     devices.prefetch(fd, offset + ahead, chunk_size)
-                with _Timer(reporter, "reading"):
+                with _Timer(reporter, "reading"), _device_errors("reading", target, offset):
                     current = devices.pread_exact(fd, length, offset)
                 with _Timer(reporter, "hashing/compressing"):
                     same = (
@@ -410,7 +421,7 @@ def restore_device(
                     account(length, bytes_skipped=length)
                     return
             if chunk_id is None:
-                with _Timer(reporter, "writing"):
+                with _Timer(reporter, "writing"), _device_errors("writing", target, offset):
                     devices.punch_hole(fd, offset, length, block_device=block)
                 state.mark(index)
                 account(length, bytes_zeroed=length)
@@ -428,18 +439,19 @@ def restore_device(
                     f"backup {manifest.id}: chunk {index} (offset {offset}) has {len(data)} "
                     f"bytes, expected {length}"
                 )
-            with _Timer(reporter, "writing"):
+            with _Timer(reporter, "writing"), _device_errors("writing", target, offset):
                 devices.pwrite_all(fd, data, offset)
             state.mark(index)
             account(length, bytes_fetched=length, bytes_written=length)
 
         try:
             run_bounded(range(len(manifest.chunks)), one, workers=workers, cancel=cancel)
-        except (Cancelled, IntegrityError, StoreError):
+        except (Cancelled, IntegrityError, StoreError, DeviceError):
             with contextlib.suppress(OSError):
                 state.flush()
             raise
-        os.fsync(fd)
+        with _device_errors("writing", target, 0):
+            os.fsync(fd)
         hasher = blake3.blake3()
         for index, chunk_id in enumerate(verified):
             hasher.update((chunk_id or zero_ids[manifest.chunk_length(index)]).encode())

@@ -85,15 +85,19 @@ class Blockvault:
             session.commit()
 
     def status(self) -> dict[str, Any]:
-        """What the console header shows: catalog location, actor, counts."""
+        """What the console header shows: catalog location, actor, counts, and each vault as
+        (name, status, backups) — read only: unlike `list_vaults`, it creates nothing."""
         with self.ctx.catalog.session() as session:
+            counts = vaults.backup_counts(session)
+            rows = session.exec(select(vaults.Vault).order_by(vaults.Vault.name)).all()
             return {
                 "actor": self.ctx.actor,
                 "catalog": self.ctx.catalog.url,
                 "home": str(self.ctx.locations.data_dir),
                 "schema_version": self.ctx.catalog.version,
-                "servers": len(session.exec(select(Server)).all()),
-                "disks": len(session.exec(select(Disk)).all()),
+                "servers": session.exec(select(func.count()).select_from(Server)).one(),
+                "disks": session.exec(select(func.count()).select_from(Disk)).one(),
+                "vaults": [(v.name, v.status, counts.get(v.id, (0, 0, 0))[0]) for v in rows],
             }
 
     # --- servers ----------------------------------------------------------------------------

@@ -98,9 +98,7 @@ class MainScreen(ActionFlows, Screen):
     @work(thread=True, exclusive=True, group="inventory", exit_on_error=False)
     def load_inventory(self) -> None:
         bv = self.bv
-        status = bv.status()
-        vaults = bv.list_vaults()
-        status["vaults"] = [(v["name"], v["status"], v["backups"]) for v in vaults]
+        status = bv.status()  # vaults included; nothing is created under --read-only
         self.post_message(
             Inventory(
                 disks=bv.list_disks(),
@@ -135,7 +133,7 @@ class MainScreen(ActionFlows, Screen):
         self._render_selection()
 
     def _render_header(self, status: dict[str, Any]) -> None:
-        vaults = ", ".join(f"{n} {s} ({c})" for n, s, c in status["vaults"])
+        vaults = ", ".join(f"{n} {s} ({c})" for n, s, c in status["vaults"]) or "none yet"
         backend = str(status["catalog"]).split(":", 1)[0].split("+", 1)[0]
         mode = " · READ-ONLY" if self.read_only else ""
         self.app.sub_title = (

@@ -662,3 +662,31 @@ def test_a_disk_written_during_its_backup_is_reported(bv: Blockvault) -> None:
 
     manifest = open_repository(bv.ctx, get_vault(bv.ctx, None)).read_manifest(result["id"])
     assert manifest.warnings == result["warnings"]
+
+
+def test_a_gc_whose_lease_lapsed_fences_itself_and_another_takes_over(tmp_path: Path) -> None:
+    """I9: a GC suspended past its lease (its lock file's age says so) loses the lock to the
+    next GC, and, resumed, deletes nothing more (self-fencing)."""
+    from core import gc as gc_module
+    from core.errors import Conflict
+
+    vault = _vault(tmp_path)
+    image = tmp_path / "img"
+    random_file(image, 4 * CHUNK, seed=81)
+    doomed = pipeline.backup_device(image, vault, manifest_id="backup-doomed01", disk_meta={})
+    vault.trash_manifest(doomed.id)
+    suspended = gc_module._Lock(vault)
+    suspended.acquire()
+    with pytest.raises(Conflict, match="another garbage collection"):
+        collect_garbage(vault, grace_seconds=0)  # a live holder keeps the vault to itself
+    lock_file = tmp_path / "vault" / "locks" / "gc"
+    past = time.time() - gc_module.LOCK_LEASE_SECONDS - 5
+    os.utime(lock_file, (past, past))  # ... then it sleeps past its lease (SIGSTOP, suspend)
+    suspended.taken_at -= gc_module.LOCK_LEASE_SECONDS
+    taken_over = collect_garbage(vault, grace_seconds=0)
+    assert taken_over.deleted_chunks == 4
+    with pytest.raises(Conflict, match="lease|lost its lock"):
+        suspended.check()  # resumed: it must stop before deleting anything
+    suspended.taken_at = time.monotonic()  # even within its own clock, the lock is not its own
+    with pytest.raises(Conflict, match="lost its lock"):
+        suspended.check()

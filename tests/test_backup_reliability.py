@@ -685,7 +685,7 @@ def test_a_gc_whose_lease_lapsed_fences_itself_and_another_takes_over(tmp_path: 
     suspended.taken_at -= gc_module.LOCK_LEASE_SECONDS
     taken_over = collect_garbage(vault, grace_seconds=0)
     assert taken_over.deleted_chunks == 4
-    with pytest.raises(Conflict, match="lease|lost its lock"):
+    with pytest.raises(Conflict, match=r"lease|lost its lock"):
         suspended.check()  # resumed: it must stop before deleting anything
     suspended.taken_at = time.monotonic()  # even within its own clock, the lock is not its own
     with pytest.raises(Conflict, match="lost its lock"):

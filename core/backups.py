@@ -8,7 +8,6 @@ cancelled or crashed backup is never listed; its chunks are reused by the next r
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlmodel import Session, select
 
 from core import lifecycle, pipeline
 from core.context import Context, record, resolve
+from core.disk_jobs import claim_disk, default_name, disk_metadata, set_disk_status
 from core.errors import Conflict, IntegrityError, UserError
 from core.gc import collect_garbage
 from core.inventory import (
@@ -27,49 +27,10 @@ from core.inventory import (
     writers_of,
 )
 from core.jobs import JobContext, JobHandle, create_job
-from core.models import Backup, Disk, Server, Vault, utcnow
-from core.states import check_transition
+from core.models import Backup, Disk, Vault, utcnow
 from core.units import human_size
 from core.vaults import get_vault, open_repository
 from core.views import backup_view
-
-
-def _set_disk_status(
-    ctx: Context, disk_id: str, new: str, *, incomplete: bool | None = None
-) -> None:
-    with ctx.catalog.session() as session:
-        disk = session.get(Disk, disk_id)
-        if disk is None:
-            return
-        disk.status = new
-        if incomplete is not None:
-            disk.restore_incomplete = incomplete
-        session.add(disk)
-        session.commit()
-
-
-def _claim_disk(ctx: Context, disk_id: str, new: str) -> Disk:
-    """Move a disk into a busy status, refusing if its status machine forbids it."""
-    with ctx.catalog.session() as session:
-        disk = session.get(Disk, disk_id)
-        check_transition("disk", disk.name, disk.status, new)
-        disk.status = new
-        session.add(disk)
-        session.commit()
-        return disk
-
-
-def disk_metadata(session: Session, disk: Disk) -> dict[str, Any]:
-    """The copy of the disk a manifest and a backup row keep (survives the disk's deletion)."""
-    server = session.get(Server, disk.server_id) if disk.server_id else None
-    return {
-        "id": disk.id,
-        "name": disk.name,
-        "size": disk.size,
-        "server": server.name if server else None,
-        "role": disk.role,
-        "path": disk.path,
-    }
 
 
 def summary_line(backup: Backup) -> str:
@@ -81,16 +42,6 @@ def summary_line(backup: Backup) -> str:
         f"(stored {human_size(backup.bytes_stored)}) in {backup.duration:.1f} s, "
         f"reused {reused:.0f}%"
     )
-
-
-def _default_name(session: Session, model: type, base: str) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    name = f"{base}-{stamp}"
-    suffix = 1
-    while session.exec(select(model).where(model.name == name)).first():
-        suffix += 1
-        name = f"{base}-{stamp}-{suffix}"
-    return name
 
 
 def _latest_backup(session: Session, disk_id: str, vault_id: str) -> Backup | None:
@@ -129,7 +80,7 @@ def start_backup(
         disk = resolve(session, Disk, disk_ref, "disk")
         if name:
             check_new_name(session, Backup, name, "backup")
-        name = name or _default_name(session, Backup, disk.name)
+        name = name or default_name(session, Backup, disk.name)
         backup_id = unique_id(session, Backup, "backup")
         meta = disk_metadata(session, disk)
         parent = _latest_backup(session, disk.id, vault.id)
@@ -142,7 +93,7 @@ def start_backup(
     if not plan.allowed:
         raise Conflict(plan.refusal)
     open_repository(ctx, vault, passphrase=passphrase)  # fail early: bad credentials, passphrase
-    _claim_disk(ctx, disk.id, "backing-up")
+    claim_disk(ctx, disk.id, "backing-up")
 
     def run(job: JobContext) -> dict[str, Any]:
         try:
@@ -150,7 +101,7 @@ def start_backup(
                 ctx, job, disk, vault, backup_id, name, meta, parent, policy_id, passphrase
             )
         finally:
-            _set_disk_status(ctx, disk.id, "available")
+            set_disk_status(ctx, disk.id, "available")
 
     return create_job(
         ctx,
@@ -352,11 +303,11 @@ def start_restore(
     repo = open_repository(ctx, vault, passphrase=passphrase)
     if target is None:  # a new pool disk, marked incomplete until the restore finishes
         created = create_disk(ctx, new_name, max(new_size or 0, backup.size))
-        _set_disk_status(ctx, created.id, "error-restoring", incomplete=True)
+        set_disk_status(ctx, created.id, "error-restoring", incomplete=True)
         target = created
     overwrite = to_original
-    _claim_disk(ctx, target.id, "restoring")
-    _set_disk_status(ctx, target.id, "restoring", incomplete=True)
+    claim_disk(ctx, target.id, "restoring")
+    set_disk_status(ctx, target.id, "restoring", incomplete=True)
 
     def run(job: JobContext) -> dict[str, Any]:
         ok = False
@@ -393,7 +344,7 @@ def start_restore(
             reporter.emit(final=True)
             ok = True
         finally:
-            _set_disk_status(
+            set_disk_status(
                 ctx, target.id, "available" if ok else "error-restoring", incomplete=not ok
             )
         with ctx.catalog.session() as session:

@@ -14,8 +14,8 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core import lifecycle
-from core.backups import _claim_disk, _default_name, _set_disk_status, disk_metadata
 from core.context import Context, record, resolve
+from core.disk_jobs import claim_disk, default_name, disk_metadata, set_disk_status
 from core.errors import Conflict, UserError
 from core.inventory import (
     check_new_name,
@@ -130,14 +130,14 @@ def start_create(ctx: Context, disk_ref: str, *, name: str | None = None) -> Job
         disk = resolve(session, Disk, disk_ref, "disk")
         if name:
             check_new_name(session, Snapshot, name, "snapshot")
-        name = name or _default_name(session, Snapshot, disk.name)
-    _claim_disk(ctx, disk.id, "snapshotting")
+        name = name or default_name(session, Snapshot, disk.name)
+    claim_disk(ctx, disk.id, "snapshotting")
 
     def run(job: JobContext) -> dict[str, Any]:
         try:
             snapshot = _snapshot_now(ctx, disk, name=name, kind="user", job=job)
         finally:
-            _set_disk_status(ctx, disk.id, "available")
+            set_disk_status(ctx, disk.id, "available")
         with ctx.catalog.session() as session:
             return _view(session, snapshot)
 
@@ -173,7 +173,7 @@ def take_safety_snapshot(
                 f"disk {disk.name} has reached its snapshot limit; a safety snapshot is needed "
                 "before an overwrite: delete a snapshot first"
             )
-        name = _default_name(session, Snapshot, f"{disk.name}-safety")
+        name = default_name(session, Snapshot, f"{disk.name}-safety")
     return _snapshot_now(ctx, disk, name=name, kind="safety", job=job, restore_of=restore_of)
 
 
@@ -275,7 +275,7 @@ def start_rollback(
     with ctx.catalog.session() as session:
         snapshot = resolve(session, Snapshot, ref, "snapshot")
         disk = session.get(Disk, snapshot.disk_id)
-    _claim_disk(ctx, disk.id, "rolling-back")
+    claim_disk(ctx, disk.id, "rolling-back")
 
     def run(job: JobContext) -> dict[str, Any]:
         ok = False
@@ -301,7 +301,7 @@ def start_rollback(
             )
             ok = True
         finally:
-            _set_disk_status(ctx, disk.id, "available" if ok else "error-rolling-back")
+            set_disk_status(ctx, disk.id, "available" if ok else "error-rolling-back")
         with ctx.catalog.session() as session:
             record(
                 session,
@@ -342,7 +342,7 @@ def start_to_disk(ctx: Context, ref: str, new_name: str) -> JobHandle:
         snapshot = resolve(session, Snapshot, ref, "snapshot")
         source = session.get(Disk, snapshot.disk_id)
     target = create_disk(ctx, new_name, snapshot.size)
-    _set_disk_status(ctx, target.id, "restoring", incomplete=True)
+    set_disk_status(ctx, target.id, "restoring", incomplete=True)
 
     def run(job: JobContext) -> dict[str, Any]:
         ok = False
@@ -353,7 +353,7 @@ def start_to_disk(ctx: Context, ref: str, new_name: str) -> JobHandle:
             )
             ok = True
         finally:
-            _set_disk_status(
+            set_disk_status(
                 ctx, target.id, "available" if ok else "error-restoring", incomplete=not ok
             )
         with ctx.catalog.session() as session:
@@ -509,7 +509,7 @@ def start_reinstall(ctx: Context, server_ref: str, image: str, *, force: bool = 
     with ctx.catalog.session() as session:
         server = resolve(session, Server, server_ref, "server")
         system = session.get(Disk, system_id)
-    _claim_disk(ctx, system.id, "restoring")
+    claim_disk(ctx, system.id, "restoring")
 
     def run(job: JobContext) -> dict[str, Any]:
         ok = False
@@ -517,7 +517,7 @@ def start_reinstall(ctx: Context, server_ref: str, image: str, *, force: bool = 
             _write_image(ctx, image, system, job)
             ok = True
         finally:
-            _set_disk_status(
+            set_disk_status(
                 ctx, system.id, "available" if ok else "error-restoring", incomplete=not ok
             )
         for snapshot_id in doomed:  # only now: the snapshots were the way back until success

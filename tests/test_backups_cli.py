@@ -242,7 +242,7 @@ def test_backup_plan_says_full_then_incremental_and_refuses_a_half_restored_disk
 
     bv = Blockvault.open(home=cli.home)
     bv.create_disk("half", MiB)
-    from core.backups import _set_disk_status
+    from core.disk_jobs import set_disk_status
 
-    _set_disk_status(bv.ctx, bv.get_disk("half")["id"], "error-restoring", incomplete=True)
+    set_disk_status(bv.ctx, bv.get_disk("half")["id"], "error-restoring", incomplete=True)
     assert "incomplete" in cli.fails("backup", "create", "half")

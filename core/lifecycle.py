@@ -8,7 +8,7 @@ the test that proves it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from core.models import Backup, Disk, Server, Snapshot
@@ -28,6 +28,27 @@ class PlanItem:
     bytes: int = 0
     note: str = ""
     when: str = "now"  # now | after-success
+
+    @property
+    def label(self) -> str:
+        """The operation in words, destructive ones in capitals (colour is never the signal)."""
+        return OP_LABELS[self.op]
+
+    def describe(self, size: Callable[[int], str] = human_size) -> str:
+        """'disk web1-root (20.0 GiB) after success - note', sizes in the caller's format."""
+        amount = f" ({size(self.bytes)})" if self.bytes else ""
+        when = " after success" if self.when == "after-success" else ""
+        note = f" - {self.note}" if self.note else ""
+        return f"{self.kind} {self.name or '(new)'}{amount}{when}{note}"
+
+
+OP_LABELS = {
+    "create": "create",
+    "overwrite": "OVERWRITE",
+    "delete": "DELETE",
+    "keep": "keep",
+    "detach": "detach",
+}
 
 
 @dataclass(frozen=True)
@@ -70,18 +91,8 @@ class Plan:
         out = [f"{self.action}: {self.target}"]
         if self.route:
             out.append(f"  route: {self.route}")
-        labels = {
-            "create": "create",
-            "overwrite": "OVERWRITE",
-            "delete": "DELETE",
-            "keep": "keep",
-            "detach": "detach",
-        }
         for item in self.items:
-            size = f" ({human_size(item.bytes)})" if item.bytes else ""
-            when = " after success" if item.when == "after-success" else ""
-            note = f" - {item.note}" if item.note else ""
-            out.append(f"  {labels[item.op]:<9} {item.kind} {item.name}{size}{when}{note}")
+            out.append(f"  {item.label:<9} {item.describe()}")
         if self.bytes_freed:
             out.append(f"  frees {human_size(self.bytes_freed)}")
         if self.estimate_seconds is not None:

@@ -25,20 +25,9 @@ OP_STYLE = {
 def plan_text(plan: Plan) -> Text:
     """The plan in words first (DELETE, OVERWRITE, keep): colour only underlines them."""
     text = Text()
-    labels = {
-        "create": "create",
-        "overwrite": "OVERWRITE",
-        "delete": "DELETE",
-        "keep": "keep",
-        "detach": "detach",
-    }
     for item in plan.items:
-        size = f" ({fmt.size(item.bytes)})" if item.bytes else ""
-        when = " after success" if item.when == "after-success" else ""
-        note = f" - {item.note}" if item.note else ""
-        name = item.name or "(new)"
-        text.append(f"{labels[item.op]:<9}", style=OP_STYLE[item.op])
-        text.append(f" {item.kind} {name}{size}{when}{note}\n")
+        text.append(f"{item.label:<9}", style=OP_STYLE[item.op])
+        text.append(f" {item.describe(fmt.size)}\n")
     if plan.route:
         text.append(f"route     {plan.route}\n")
     if plan.estimate_seconds is not None:

@@ -155,7 +155,8 @@ def collect_garbage(vault: Vault, *, grace_seconds: float, dry_run: bool = False
     lock = _Lock(vault)
     lock.acquire()
     try:
-        _delete_pass(vault, lock, grace_seconds, stats)
+        if grace_seconds > 0:  # with no grace, the one pass after condemning does it all
+            _delete_pass(vault, lock, grace_seconds, stats)
         already = set().union(*(ids for _, ids in vault.condemned_lists()))
         referenced, stats.manifests = _referenced(vault)
         chunk_ids = {info.key.rsplit("/", 1)[1] for info in vault.list_chunks()}
@@ -166,7 +167,6 @@ def collect_garbage(vault: Vault, *, grace_seconds: float, dry_run: bool = False
             vault.write_condemned(unreferenced)
             stats.condemned_chunks = len(unreferenced)
         if grace_seconds <= 0:
-            stats.deferred_chunks = 0
             _delete_pass(vault, lock, grace_seconds, stats)
         _empty_trash(vault, grace_seconds, stats)
     finally:

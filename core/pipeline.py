@@ -385,8 +385,6 @@ def restore_device(
         chunk_size = manifest.chunk_size
         state = _RestoreState(state_path, manifest, fd)
         stats = RestoreStats(resumed_chunks=len(state.done))
-        verified: list[str | None] = list(manifest.chunks)
-        zero_ids = _zero_ids(vault, manifest.size, chunk_size)
         ahead = max(2, workers) * chunk_size
         lock = threading.Lock()
 
@@ -452,10 +450,8 @@ def restore_device(
             raise
         with _device_errors("writing", target, 0):
             os.fsync(fd)
-        hasher = blake3.blake3()
-        for index, chunk_id in enumerate(verified):
-            hasher.update((chunk_id or zero_ids[manifest.chunk_length(index)]).encode())
-        if hasher.hexdigest() != manifest.digest:
+        # every chunk written or kept was checked against its id: the ids are the disk
+        if disk_digest(vault, manifest.chunks, manifest.size, chunk_size) != manifest.digest:
             raise IntegrityError(
                 f"backup {manifest.id}: the whole-disk digest does not match its manifest"
             )

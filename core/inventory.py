@@ -55,13 +55,6 @@ def writers_of(disk: Disk) -> list[str]:
     return [f"{command} (pid {pid})" for pid, command in devices.held_open_for_writing(disk.path)]
 
 
-def effective_status(disk: Disk) -> str:
-    """The stored status, or in-use when another process writes to an available disk."""
-    if disk.status == "available" and devices.held_open_for_writing(disk.path):
-        return "in-use"
-    return disk.status
-
-
 # --- servers -----------------------------------------------------------------------------
 
 

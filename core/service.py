@@ -140,33 +140,15 @@ class Blockvault:
         disk = inventory.register_disk(self.ctx, name, path, server=server, role=role)
         return self.get_disk(disk.id)
 
-    def _disk_dict(self, session, disk: Disk) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-        server = session.get(Server, disk.server_id) if disk.server_id else None
-        last = session.exec(
-            select(Backup.completed_at)
-            .where(Backup.disk_id == disk.id, Backup.status == "available")
-            .order_by(Backup.completed_at.desc())  # type: ignore[union-attr]
-        ).first()
-        return disk_view(
-            disk, server=server, status=inventory.effective_status(disk), last_backup_at=last
+    @staticmethod
+    def _disk_views(session: Any, disks: list[Disk]) -> list[dict[str, Any]]:
+        """Disks with their server, live status and last good backup: three queries and one
+        /proc scan whatever the number of disks."""
+        servers = {s.id: s for s in session.exec(select(Server)).all()}
+        query = select(Backup.disk_id, func.max(Backup.completed_at)).where(
+            Backup.status == "available"
         )
-
-    def list_disks(self, *, server: str | None = None) -> list[dict[str, Any]]:
-        """Every disk with its server, live status and last good backup, in three queries
-        and one /proc scan whatever the number of disks."""
-        with self.ctx.catalog.session() as session:
-            query = select(Disk).order_by(Disk.name)
-            if server:
-                query = query.where(Disk.server_id == resolve(session, Server, server, "server").id)
-            disks = session.exec(query).all()
-            servers = {s.id: s for s in session.exec(select(Server)).all()}
-            last = dict(
-                session.exec(
-                    select(Backup.disk_id, func.max(Backup.completed_at))
-                    .where(Backup.status == "available")
-                    .group_by(Backup.disk_id)
-                ).all()
-            )
+        last = dict(session.exec(query.group_by(Backup.disk_id)).all())
         busy = devices.paths_open_for_writing([d.path for d in disks if d.status == "available"])
         return [
             disk_view(
@@ -178,9 +160,16 @@ class Blockvault:
             for d in disks
         ]
 
+    def list_disks(self, *, server: str | None = None) -> list[dict[str, Any]]:
+        with self.ctx.catalog.session() as session:
+            query = select(Disk).order_by(Disk.name)
+            if server:
+                query = query.where(Disk.server_id == resolve(session, Server, server, "server").id)
+            return self._disk_views(session, list(session.exec(query).all()))
+
     def get_disk(self, ref: str) -> dict[str, Any]:
         with self.ctx.catalog.session() as session:
-            return self._disk_dict(session, resolve(session, Disk, ref, "disk"))
+            return self._disk_views(session, [resolve(session, Disk, ref, "disk")])[0]
 
     def attach_disk(self, ref: str, server: str, *, role: str = "data") -> dict[str, Any]:
         disk = inventory.attach_disk(self.ctx, ref, server, role=role)

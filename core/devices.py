@@ -123,14 +123,15 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 
 @lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library, for the calls Python lacks (fallocate flags, syncfs)."""
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def punch_hole(fd: int, offset: int, length: int, *, block_device: bool = False) -> None:
     """Make a range read as zeros, freeing its blocks on files; writes zeros on block devices."""
     if not block_device:
-        fallocate = _libc().fallocate
+        fallocate = libc().fallocate
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
         mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
         if fallocate(fd, mode, offset, length) == 0:

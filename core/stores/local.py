@@ -9,15 +9,14 @@ directory, so a crash leaves either the old object, the new one, or a stray temp
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import functools
 import os
 import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.devices import libc
 from core.errors import ObjectMissing, StoreError
 from core.stores.base import ObjectInfo, ObjectStore
 
@@ -59,11 +58,6 @@ def validate_prefix(prefix: str) -> str:
     if prefix.startswith("/") or "\x00" in prefix:
         raise InvalidKey(f"bad list prefix: {prefix!r}")
     return prefix
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -173,7 +167,7 @@ class LocalStore(ObjectStore):
         """syncfs(2) on the store's filesystem: every earlier put and delete is durable."""
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            if _libc().syncfs(fd) != 0:
+            if libc().syncfs(fd) != 0:
                 err = ctypes.get_errno()
                 raise _store_error("syncing", str(self.root), OSError(err, os.strerror(err)))
         finally:

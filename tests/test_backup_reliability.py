@@ -42,10 +42,7 @@ CONFIG = "[blockvault]\nchunk_size = 262144\ngc_grace_seconds = 0\n"
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text(CONFIG)
-    return CLI(home, capsys)
+    return CLI.with_config(tmp_path / "home", capsys, CONFIG)
 
 
 def run_job(cli: CLI, *argv: str) -> dict:

@@ -17,10 +17,7 @@ MiB = 1 << 20
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text("[blockvault]\nchunk_size = 262144\ngc_grace_seconds = 0\n")
-    return CLI(home, capsys)
+    return CLI.with_config(tmp_path / "home", capsys, "[blockvault]\nchunk_size = 262144\ngc_grace_seconds = 0\n")
 
 
 def last_json(cli: CLI, *argv: str) -> dict:

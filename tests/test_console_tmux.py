@@ -87,6 +87,8 @@ def test_snapshot_write_rollback_in_a_real_terminal(tmp_path: Path, tmux: Tmux) 
     tmux.keys("y")
     tmux.wait_for("snapshot db1-data done")  # the notification
     snapped = digest(path)
+    newest = bv.list_snapshots(disk="db1-data")[0]["name"]
+    tmux.wait_for(newest[:20])  # the pane has reloaded: the cursor can land on it (busy CI)
     write(path, 4096, os.urandom(64 * 1024))
     assert digest(path) != snapped
     tmux.keys("Tab", "r")  # the cursor is already on the new snapshot

@@ -45,10 +45,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text(CONFIG)
-    return CLI(home, capsys)
+    return CLI.with_config(tmp_path / "home", capsys, CONFIG)
 
 
 def random_disk(cli: CLI, name: str, size: int) -> dict:

@@ -46,10 +46,7 @@ def test_due_follows_the_cron_schedule() -> None:
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text("[blockvault]\nchunk_size = 262144\n")
-    return CLI(home, capsys)
+    return CLI.with_config(tmp_path / "home", capsys, "[blockvault]\nchunk_size = 262144\n")
 
 
 def test_bad_schedule_and_retention_are_clear_errors(cli: CLI) -> None:

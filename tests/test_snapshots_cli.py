@@ -16,10 +16,7 @@ MiB = 1 << 20
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text("[blockvault]\nmax_snapshots_per_disk = 3\n")
-    return CLI(home, capsys)
+    return CLI.with_config(tmp_path / "home", capsys, "[blockvault]\nmax_snapshots_per_disk = 3\n")
 
 
 def digest(path: str) -> str:

@@ -29,6 +29,13 @@ class CLI:
         self.home = home
         self.capsys = capsys
 
+    @classmethod
+    def with_config(cls, home: Path, capsys: pytest.CaptureFixture[str], config: str) -> CLI:
+        """A fresh home whose config.toml holds `config` (small chunks, short windows...)."""
+        home.mkdir(parents=True)
+        (home / "config.toml").write_text(config)
+        return cls(home, capsys)
+
     def __call__(self, *argv: str) -> Result:
         self.capsys.readouterr()
         try:

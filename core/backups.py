@@ -76,6 +76,9 @@ def start_backup(
 ) -> JobHandle:
     """Queue a backup job of a disk into a vault (full the first time, then incremental)."""
     vault = get_vault(ctx, vault_ref)
+    plan = plan_backup(ctx, disk_ref, vault_ref=vault.id)
+    if not plan.allowed:
+        raise Conflict(plan.refusal)
     with ctx.catalog.session() as session:
         disk = resolve(session, Disk, disk_ref, "disk")
         if name:
@@ -84,14 +87,6 @@ def start_backup(
         backup_id = unique_id(session, Backup, "backup")
         meta = disk_metadata(session, disk)
         parent = _latest_backup(session, disk.id, vault.id)
-        plan = lifecycle.plan_backup(
-            disk,
-            vault_name=vault.name,
-            parent=parent,
-            running_job_kinds=running_job_kinds(session, disk.id),
-        )
-    if not plan.allowed:
-        raise Conflict(plan.refusal)
     open_repository(ctx, vault, passphrase=passphrase)  # fail early: bad credentials, passphrase
     claim_disk(ctx, disk.id, "backing-up")
 

@@ -39,9 +39,9 @@ MiB = 1 << 20
 def build_catalog(home: Path, disks: int, backups: int) -> None:
     from sqlalchemy import insert
 
-    from core import vaults
-    from core.models import Backup, Disk, Server
-    from core.service import Blockvault
+    from core.ops import vaults
+    from core.catalog.models import Backup, Disk, Server
+    from core.api import Blockvault
 
     bv = Blockvault.open(home=home)
     vault = vaults.default_vault(bv.ctx)
@@ -100,8 +100,8 @@ def build_catalog(home: Path, disks: int, backups: int) -> None:
 
 def child_first_paint(home: str, started: float) -> None:
     """Runs in a fresh process: import, open, paint; prints JSON."""
-    from core.service import Blockvault
-    from tui.app import BlockvaultApp
+    from core.api import Blockvault
+    from tui.console.app import BlockvaultApp
 
     async def main() -> dict:
         bv = Blockvault.open(home=home)
@@ -141,10 +141,10 @@ def first_paint(home: Path) -> dict:
 def latency(presses: int) -> dict:
     from textual import events
 
-    from core.service import Blockvault
-    from tui.app import BlockvaultApp
-    from tui.jobs_strip import JobsStrip
-    from tui.modals import ConfirmationModal
+    from core.api import Blockvault
+    from tui.console.app import BlockvaultApp
+    from tui.console.jobs_strip import JobsStrip
+    from tui.console.modals import ConfirmationModal
 
     home = Path(tempfile.mkdtemp(prefix="bench-console-")) / "home"
     home.mkdir()

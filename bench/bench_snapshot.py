@@ -58,7 +58,7 @@ PIECE = 4 * MiB
 ENGINE_TIMER = """
 import json, sys, time
 from pathlib import Path
-from core.snapshots import SnapshotEngine
+from core.engine.snapshot_store import SnapshotEngine
 disk, folder, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 engine = SnapshotEngine(disk, folder, strategy="reflink")
 create, rollback = [], []

@@ -11,8 +11,8 @@ import os
 import random
 from pathlib import Path
 
-from core.jobs import JobHandle
-from core.service import Blockvault
+from core.api import Blockvault
+from core.jobs.runner import JobHandle
 
 MiB = 1 << 20
 DEMO_CHUNK_SIZE = 256 << 10

@@ -15,13 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.demo import build_demo  # noqa: E402
-from core.progress import ProgressEvent  # noqa: E402
-from core.service import Blockvault  # noqa: E402
+from core.base.progress import ProgressEvent  # noqa: E402
+from core.api import Blockvault  # noqa: E402
 from tests.support.console import FROZEN_NOW, freeze_times  # noqa: E402
-from tui.app import BlockvaultApp  # noqa: E402
-from tui.help import HelpScreen  # noqa: E402
-from tui.jobs_strip import JobsStrip  # noqa: E402
-from tui.modals import ChoiceModal, ConfirmationModal  # noqa: E402
+from tui.console.app import BlockvaultApp  # noqa: E402
+from tui.console.help import HelpScreen  # noqa: E402
+from tui.console.jobs_strip import JobsStrip  # noqa: E402
+from tui.console.modals import ChoiceModal, ConfirmationModal  # noqa: E402
 
 SIZE = (100, 30)
 OUT = ROOT / "screenshots"

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from core import pipeline
-from core.errors import BlockvaultError
-from core.gc import collect_garbage
-from core.service import Blockvault
+from core.api import Blockvault
+from core.base.errors import BlockvaultError
+from core.engine import pipeline
+from core.repo.gc import collect_garbage
+from core.repo.repository import Repository
 from core.stores.local import LocalStore
-from core.vault import Vault
 from tests.support.cli import CLI
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.seaweed import S3Server
@@ -204,8 +204,8 @@ def test_gc_while_a_backup_runs_into_the_same_vault(bv: Blockvault) -> None:
     assert Path(copy["path"]).read_bytes() == expected
 
 
-def _vault(tmp_path: Path) -> Vault:
-    return Vault.init(LocalStore(tmp_path / "vault"), chunk_size=CHUNK)
+def _vault(tmp_path: Path) -> Repository:
+    return Repository.init(LocalStore(tmp_path / "vault"), chunk_size=CHUNK)
 
 
 def test_a_writer_rescues_condemned_chunks_and_gc_keeps_them(tmp_path: Path) -> None:
@@ -225,7 +225,7 @@ def test_a_writer_rescues_condemned_chunks_and_gc_keeps_them(tmp_path: Path) -> 
         def gc_mid_backup() -> None:  # the writer has rescued chunk 0, GC runs now
             gate_passes.append(collect_garbage(vault, grace_seconds=0))
 
-        from core.progress import ProgressReporter
+        from core.base.progress import ProgressReporter
 
         reporter = ProgressReporter("job-x", "backing up", len(data))
         reporter.subscribers.append(Gate(action=gc_mid_backup))
@@ -256,11 +256,11 @@ def test_gc_between_reading_the_parent_and_announcing_the_session(
     data = random_file(image, 8 * CHUNK, seed=35)
     with FaultProxy(("127.0.0.1", s3_server.port)) as proxy:
         prefix = s3_server.fresh_prefix()
-        slow = Vault.init(
+        slow = Repository.init(
             s3_server.store(s3_server.shared_bucket, prefix, endpoint_url=proxy.endpoint_url),
             chunk_size=CHUNK,
         )
-        direct = Vault.open(s3_server.store(s3_server.shared_bucket, prefix))
+        direct = Repository.open(s3_server.store(s3_server.shared_bucket, prefix))
         parent = pipeline.backup_device(image, slow, manifest_id="backup-parent01", disk_meta={})
         time.sleep(1.1)  # S3 mtimes have 1 s resolution: the chunks must predate GC's list
         proxy.add(Rule("stall", 1, "PUT", path="/sessions/", seconds=1.5))
@@ -297,8 +297,8 @@ def test_a_rescue_during_gc_deletion_is_not_lost(tmp_path: Path, s3_server: S3Se
     data = random_file(image, 8 * CHUNK, seed=37)
     with FaultProxy(("127.0.0.1", s3_server.port)) as proxy:
         prefix = s3_server.fresh_prefix()
-        direct = Vault.init(s3_server.store(s3_server.shared_bucket, prefix), chunk_size=CHUNK)
-        slow = Vault.open(
+        direct = Repository.init(s3_server.store(s3_server.shared_bucket, prefix), chunk_size=CHUNK)
+        slow = Repository.open(
             s3_server.store(s3_server.shared_bucket, prefix, endpoint_url=proxy.endpoint_url)
         )
         old = pipeline.backup_device(image, direct, manifest_id="backup-old00001", disk_meta={})
@@ -486,7 +486,7 @@ def test_encrypted_vault_holds_no_plaintext_and_refuses_wrong_keys(
 
 def _damage(kind: str, home: Path, backup_id: str) -> tuple[list[int], str]:
     """Damage the vault; return the chunk indices hit and the word the error must name."""
-    vault = Vault.open(LocalStore(home / "vault"))
+    vault = Repository.open(LocalStore(home / "vault"))
     manifest = vault.read_manifest(backup_id)
     chunk_file = lambda i: home / "vault" / "chunks" / manifest.chunks[i][:2] / manifest.chunks[i]  # noqa: E731
     if kind == "truncate":
@@ -655,7 +655,7 @@ def test_a_disk_written_during_its_backup_is_reported(bv: Blockvault) -> None:
     result = handle.start().wait(60)
     assert result["warnings"] and "written to while it was read" in result["warnings"][0]
     assert "warning:" in result["summary"]
-    from core.vaults import get_vault, open_repository
+    from core.ops.vaults import get_vault, open_repository
 
     manifest = open_repository(bv.ctx, get_vault(bv.ctx, None)).read_manifest(result["id"])
     assert manifest.warnings == result["warnings"]
@@ -664,8 +664,8 @@ def test_a_disk_written_during_its_backup_is_reported(bv: Blockvault) -> None:
 def test_a_gc_whose_lease_lapsed_fences_itself_and_another_takes_over(tmp_path: Path) -> None:
     """I9: a GC suspended past its lease (its lock file's age says so) loses the lock to the
     next GC, and, resumed, deletes nothing more (self-fencing)."""
-    from core import gc as gc_module
-    from core.errors import Conflict
+    from core.base.errors import Conflict
+    from core.repo import gc as gc_module
 
     vault = _vault(tmp_path)
     image = tmp_path / "img"

@@ -237,11 +237,11 @@ def test_backup_plan_says_full_then_incremental_and_refuses_a_half_restored_disk
     second = cli.ok("backup", "create", "d1", "--dry-run")
     assert second["route"].startswith(f"incremental from {backup['name']}")
     # a restore into a new disk that was interrupted leaves it error-restoring: no backup of it
-    from core.service import Blockvault
+    from core.api import Blockvault
 
     bv = Blockvault.open(home=cli.home)
     bv.create_disk("half", MiB)
-    from core.disk_jobs import set_disk_status
+    from core.jobs.claims import set_disk_status
 
     set_disk_status(bv.ctx, bv.get_disk("half")["id"], "error-restoring", incomplete=True)
     assert "incomplete" in cli.fails("backup", "create", "half")

@@ -17,7 +17,9 @@ MiB = 1 << 20
 
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
-    return CLI.with_config(tmp_path / "home", capsys, "[blockvault]\nchunk_size = 262144\ngc_grace_seconds = 0\n")
+    return CLI.with_config(
+        tmp_path / "home", capsys, "[blockvault]\nchunk_size = 262144\ngc_grace_seconds = 0\n"
+    )
 
 
 def last_json(cli: CLI, *argv: str) -> dict:
@@ -32,8 +34,17 @@ def sha(path: str) -> str:
 
 def add_s3_vault(cli: CLI, server: S3Server, name: str = "s3") -> dict:
     return cli.ok(
-        "vault", "add", name, "--s3", f"s3://{server.shared_bucket}/{server.fresh_prefix()}",
-        "--endpoint-url", server.endpoint_url, "--region", server.region, "--addressing-style", "path",
+        "vault",
+        "add",
+        name,
+        "--s3",
+        f"s3://{server.shared_bucket}/{server.fresh_prefix()}",
+        "--endpoint-url",
+        server.endpoint_url,
+        "--region",
+        server.region,
+        "--addressing-style",
+        "path",
     )
 
 
@@ -60,18 +71,40 @@ def test_s3_backup_incremental_restore_and_import(cli: CLI, s3_server: S3Server)
     assert shown["backups"] == 2 and shown["stored_bytes"] > 0
     # a new admin host: empty catalog, same bucket
     other = CLI(cli.home.parent / "other-host", cli.capsys)
-    other.ok("vault", "add", "s3", "--s3", vault["location"], "--endpoint-url", s3_server.endpoint_url,
-             "--region", s3_server.region, "--addressing-style", "path")
+    other.ok(
+        "vault",
+        "add",
+        "s3",
+        "--s3",
+        vault["location"],
+        "--endpoint-url",
+        s3_server.endpoint_url,
+        "--region",
+        s3_server.region,
+        "--addressing-style",
+        "path",
+    )
     imported = other.ok("vault", "import", "s3")
     assert {b["id"] for b in imported} == {first["id"], second["id"]}
     last_json(other, "backup", "restore", second["id"], "--to-new", "elsewhere")
     assert sha(other.ok("disk", "show", "elsewhere")["path"]) == sha(disk["path"])
 
 
-def test_wrong_credentials_are_a_clear_error_without_secrets(cli: CLI, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_credentials_are_a_clear_error_without_secrets(
+    cli: CLI, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-wrong-secret-123")
-    result = cli("vault", "add", "bad", "--s3", f"s3://{s3_server.shared_bucket}/x",
-                 "--endpoint-url", s3_server.endpoint_url, "--region", s3_server.region)
+    result = cli(
+        "vault",
+        "add",
+        "bad",
+        "--s3",
+        f"s3://{s3_server.shared_bucket}/x",
+        "--endpoint-url",
+        s3_server.endpoint_url,
+        "--region",
+        s3_server.region,
+    )
     assert result.code != 0 and "Traceback" not in result.err
     assert "access denied" in result.err
     assert "sentinel-wrong-secret-123" not in result.err + result.out

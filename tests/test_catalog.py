@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from core.catalog import SCHEMA_VERSION, Catalog
-from core.errors import UserError
-from core.models import Disk, Job
+from core.base.errors import UserError
+from core.catalog.db import SCHEMA_VERSION, Catalog
+from core.catalog.models import Disk, Job
 
 # The schema blockvault v1 wrote (frozen: never edit; later versions migrate from it).
 SCHEMA_V1 = """

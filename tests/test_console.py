@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from textual.command import CommandPalette
 
-from core.progress import ProgressEvent
-from core.service import Blockvault
+from core.api import Blockvault
+from core.base.progress import ProgressEvent
 from tests.support.console import (
     ACTOR,
     demo_copy,
@@ -21,13 +21,13 @@ from tests.support.console import (
     wait_for,
     write,
 )
-from tui import main_screen
-from tui.actions import ACTIONS, MUTATING
-from tui.help import HelpScreen, help_text
-from tui.jobs_strip import JobsStrip
-from tui.messages import JobProgress
-from tui.modals import ChoiceModal, ConfirmationModal, NameModal
-from tui.too_small import TooSmallScreen
+from tui.console import main_screen
+from tui.console.actions import ACTIONS, MUTATING
+from tui.console.help import HelpScreen, help_text
+from tui.console.jobs_strip import JobsStrip
+from tui.console.messages import JobProgress
+from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal
+from tui.console.too_small import TooSmallScreen
 
 MiB = 1 << 20
 pytestmark = pytest.mark.asyncio

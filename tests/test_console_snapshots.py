@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from core.progress import ProgressEvent
-from core.service import Blockvault
+from core.api import Blockvault
+from core.base.progress import ProgressEvent
 from tests.support.console import ACTOR, SNAPSHOT_HOME, frozen_demo, make_app, settle, wait_for
-from tui.help import HelpScreen
-from tui.jobs_strip import JobsStrip
-from tui.modals import ChoiceModal, ConfirmationModal, NameModal
+from tui.console.help import HelpScreen
+from tui.console.jobs_strip import JobsStrip
+from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal
 
 SIZE = (100, 30)
 MiB = 1 << 20

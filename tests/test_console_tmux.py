@@ -78,7 +78,7 @@ def test_snapshot_write_rollback_in_a_real_terminal(tmp_path: Path, tmux: Tmux) 
         command,
     )
     tmux.wait_for("db1-data-wednesday")  # browsing: the first disk's backups are listed
-    from core.service import Blockvault
+    from core.api import Blockvault
 
     bv = Blockvault.open(home=home)
     path = bv.get_disk("db1-data")["path"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core import lifecycle
-from core.models import Backup, Disk, Server, Snapshot
+from core.catalog.models import Backup, Disk, Server, Snapshot
+from core.rules import lifecycle
 
 SERVER = Server(id="srv-000001", name="web1")
 SYSTEM = Disk(

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from core import pipeline
-from core.errors import Cancelled
-from core.gc import collect_garbage
-from core.progress import ProgressReporter
+from core.base.errors import Cancelled
+from core.base.progress import ProgressReporter
+from core.engine import pipeline
+from core.repo.gc import collect_garbage
+from core.repo.repository import Repository
 from core.stores.local import LocalStore
-from core.vault import Vault
 
 CHUNK = 4096
 CHUNKS = 12
@@ -33,7 +33,7 @@ class VaultMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="bv-model-"))
-        self.vault = Vault.init(LocalStore(self.dir / "vault"), chunk_size=CHUNK)
+        self.vault = Repository.init(LocalStore(self.dir / "vault"), chunk_size=CHUNK)
         self.disk = self.dir / "disk.img"
         with open(self.disk, "wb") as handle:
             handle.truncate(SIZE)

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import crypto
-from core.config import Settings
-from core.errors import BlockvaultError, IntegrityError, UserError
-from core.manifest import Manifest
+from core.base.config import Settings
+from core.base.errors import BlockvaultError, IntegrityError, UserError
+from core.base.units import parse_size, validate_name
+from core.repo import crypto
+from core.repo.manifest import Manifest
+from core.repo.repository import Repository
 from core.stores.local import LocalStore
-from core.units import parse_size, validate_name
-from core.vault import Vault
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ZERO_ID = "0" * 64
@@ -113,7 +113,7 @@ def test_vault_config_parser_gives_typed_errors(
     store = LocalStore(tmp_path_factory.mktemp("vault"))
     store.put("config", data)
     with contextlib.suppress(BlockvaultError):
-        Vault.open(store, passphrase="pw")
+        Repository.open(store, passphrase="pw")
 
 
 @FUZZ
@@ -127,6 +127,6 @@ def test_key_entry_parser_gives_typed_errors(entry: dict) -> None:
 @FUZZ
 @given(st.binary(max_size=300))
 def test_chunk_decoder_never_returns_unverified_bytes(data: bytes) -> None:
-    vault = Vault(LocalStore(Path("/nonexistent-unused")), {"chunk_size": 4096}, None)
+    vault = Repository(LocalStore(Path("/nonexistent-unused")), {"chunk_size": 4096}, None)
     with pytest.raises(IntegrityError):
         vault.decode_chunk(ZERO_ID, data)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.models import Backup, Policy
-from core.policies import due, retention_victims
+from core.catalog.models import Backup, Policy
+from core.ops.policies import due, retention_victims
 from tests.support.cli import CLI
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -18,7 +18,13 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 def backups(ages_days: list[float]) -> list[Backup]:
     return [
-        Backup(id=f"bk-{i:06x}", name=f"b{i}", vault_id="v", disk_id="d", created_at=NOW - timedelta(days=age))
+        Backup(
+            id=f"bk-{i:06x}",
+            name=f"b{i}",
+            vault_id="v",
+            disk_id="d",
+            created_at=NOW - timedelta(days=age),
+        )
         for i, age in enumerate(ages_days)
     ]
 
@@ -39,7 +45,9 @@ def test_the_newest_backup_is_never_expired() -> None:
 
 
 def test_due_follows_the_cron_schedule() -> None:
-    policy = Policy(id="pol-000001", name="p", schedule="0 2 * * *", created_at=NOW - timedelta(hours=1))
+    policy = Policy(
+        id="pol-000001", name="p", schedule="0 2 * * *", created_at=NOW - timedelta(hours=1)
+    )
     assert not due(policy, last_run=None, now=NOW)
     assert due(policy, last_run=None, now=NOW + timedelta(hours=15))
 

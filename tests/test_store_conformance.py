@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ObjectMissing, StoreError, UserError
+from core.base.errors import ObjectMissing, StoreError, UserError
 from core.stores.base import ObjectInfo, ObjectStore
 from core.stores.factory import open_store, parse_s3_url
 from core.stores.local import TEMP_PREFIX, InvalidKey, LocalStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import UserError
+from core.base.errors import UserError
 from core.stores.base import ObjectStore
 from core.stores.retry import RetryingStore
 

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.devices import libc
-from core.errors import ObjectMissing, StoreError
+from core.base.errors import ObjectMissing, StoreError
+from core.base.libc import libc
 from core.stores.base import ObjectInfo, ObjectStore
 
 #: temp files start with this; keys may not, so a listing never shows half-written objects

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from core.errors import StoreError
+from core.base.errors import StoreError
 from core.stores.base import ObjectInfo, ObjectStore
 
 T = TypeVar("T")

@@ -26,7 +26,7 @@ import botocore.exceptions as bce
 import urllib3
 from botocore.config import Config
 
-from core.errors import ObjectMissing, StoreError, UserError
+from core.base.errors import ObjectMissing, StoreError, UserError
 from core.stores.base import ObjectInfo, ObjectStore
 from core.stores.local import validate_key, validate_prefix
 

@@ -13,10 +13,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import core.ids
+import core.base.ids
+from core.api import Blockvault
 from core.demo import build_demo
-from core.service import Blockvault
-from tui.app import BlockvaultApp
+from tui.console.app import BlockvaultApp
 
 ACTOR = "admin@demo-host"
 FROZEN_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -49,7 +49,7 @@ def demo_copy(home: Path) -> Blockvault:
 
 
 class _CountingSecrets:
-    """Stand-in for `secrets` in core.ids: ids 000001, 000002, ... so screenshots are stable."""
+    """Stand-in for `secrets` in core.base.ids: ids 000001, 000002, ... so screenshots are stable."""
 
     def __init__(self) -> None:
         self.counter = itertools.count(1)
@@ -61,7 +61,7 @@ class _CountingSecrets:
 def frozen_demo(monkeypatch) -> Blockvault:  # type: ignore[no-untyped-def]
     """A demo at a fixed path with counter ids and fixed timestamps (for snapshot tests)."""
     shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
-    monkeypatch.setattr(core.ids, "secrets", _CountingSecrets())
+    monkeypatch.setattr(core.base.ids, "secrets", _CountingSecrets())
     bv = small_demo(SNAPSHOT_HOME)
     bv.close()
     freeze_times(SNAPSHOT_HOME / "catalog.sqlite")

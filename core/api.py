@@ -1,0 +1,470 @@
+"""The façade: the one object the console and the CLI hold. Every user action is one method.
+
+Methods return plain data (dicts from `core.views`), a `Plan`, or a `JobHandle`
+whose progress can be subscribed to. Nothing here prints or imports a front.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlmodel import func, select
+
+from core.base.config import Settings
+from core.base.errors import BlockvaultError, Cancelled, Conflict, UserError
+from core.base.locations import Locations
+from core.base.progress import ProgressEvent
+from core.base.units import human_size, parse_size
+from core.catalog.context import Context, current_actor, record, resolve
+from core.catalog.db import Catalog
+from core.catalog.models import Backup, Disk, Event, Job, Server, iso, utcnow
+from core.catalog.views import disk_view, job_view, server_view, vault_view
+from core.engine import devices
+from core.jobs.runner import JobHandle, job_is_stale
+from core.ops import backups, inventory, policies, vaults
+from core.ops import snapshots as snapshot_ops
+from core.rules.plans import Plan, PlanItem
+from core.rules.states import JOB_ACTIVE
+
+__all__ = [
+    "Blockvault",
+    "BlockvaultError",
+    "Cancelled",
+    "Conflict",
+    "Plan",
+    "PlanItem",
+    "ProgressEvent",
+    "UserError",
+    "human_size",
+    "parse_size",
+]
+
+INTERRUPTED_DISK_STATUS = {
+    "backing-up": "available",
+    "snapshotting": "available",
+    "restoring": "error-restoring",
+    "rolling-back": "error-rolling-back",
+}
+
+
+class Blockvault:
+    """Entry point for fronts: `Blockvault.open()` then call methods."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        home: str | os.PathLike | None = None,
+        catalog_url: str | None = None,
+        actor: str | None = None,
+    ) -> Blockvault:
+        """Resolve locations, open (and migrate) the catalog, reconcile interrupted jobs."""
+        locations = Locations.resolve(home)
+        locations.ensure()
+        settings = Settings.load(locations.config_file)
+        url = (
+            catalog_url
+            or os.environ.get("BLOCKVAULT_CATALOG")
+            or f"sqlite:///{locations.catalog_file}"
+        )
+        ctx = Context(Catalog(url), locations, settings, actor or current_actor())
+        service = cls(ctx)
+        service.reconcile()
+        return service
+
+    def close(self) -> None:
+        self.ctx.catalog.dispose()
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Mark jobs whose process died as failed and put their disks in an honest state."""
+        with self.ctx.catalog.session() as session:
+            active = session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
+            for job in active:
+                if job_is_stale(job):
+                    job.status = "failed"
+                    job.error = "interrupted: its process ended before the job finished"
+                    job.finished_at = utcnow()
+                    session.add(job)
+            session.commit()
+            still_active = {
+                j.disk_id
+                for j in session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
+            }
+            for disk in session.exec(select(Disk)).all():
+                if disk.status in INTERRUPTED_DISK_STATUS and disk.id not in still_active:
+                    disk.status = INTERRUPTED_DISK_STATUS[disk.status]
+                    session.add(disk)
+            session.commit()
+
+    def status(self) -> dict[str, Any]:
+        """What the console header shows: catalog location, actor, counts, and each vault as
+        (name, status, backups) — read only: unlike `list_vaults`, it creates nothing."""
+        with self.ctx.catalog.session() as session:
+            counts = vaults.backup_counts(session)
+            rows = session.exec(select(vaults.VaultRecord).order_by(vaults.VaultRecord.name)).all()
+            return {
+                "actor": self.ctx.actor,
+                "catalog": self.ctx.catalog.url,
+                "home": str(self.ctx.locations.data_dir),
+                "schema_version": self.ctx.catalog.version,
+                "servers": session.exec(select(func.count()).select_from(Server)).one(),
+                "disks": session.exec(select(func.count()).select_from(Disk)).one(),
+                "vaults": [(v.name, v.status, counts.get(v.id, (0, 0, 0))[0]) for v in rows],
+            }
+
+    # --- servers ----------------------------------------------------------------------------
+
+    def create_server(self, name: str) -> dict[str, Any]:
+        server = inventory.create_server(self.ctx, name)
+        return server_view(server, disks=[])
+
+    def list_servers(self) -> list[dict[str, Any]]:
+        with self.ctx.catalog.session() as session:
+            servers = session.exec(select(Server).order_by(Server.name)).all()
+            disks = session.exec(select(Disk)).all()
+            return [
+                server_view(s, disks=[d for d in disks if d.server_id == s.id]) for s in servers
+            ]
+
+    def get_server(self, ref: str) -> dict[str, Any]:
+        with self.ctx.catalog.session() as session:
+            server = resolve(session, Server, ref, "server")
+            disks = session.exec(select(Disk).where(Disk.server_id == server.id)).all()
+            return server_view(server, disks=list(disks))
+
+    def plan_delete_server(self, ref: str, *, detach_disks: bool = False) -> Plan:
+        return inventory.plan_server_delete(self.ctx, ref, detach_disks=detach_disks)
+
+    def delete_server(self, ref: str, *, detach_disks: bool = False) -> Plan:
+        return inventory.delete_server(self.ctx, ref, detach_disks=detach_disks)
+
+    # --- disks ------------------------------------------------------------------------------
+
+    def create_disk(
+        self, name: str, size: int, *, server: str | None = None, role: str = "data"
+    ) -> dict[str, Any]:
+        disk = inventory.create_disk(self.ctx, name, size, server=server, role=role)
+        return self.get_disk(disk.id)
+
+    def register_disk(
+        self, name: str, path: str, *, server: str | None = None, role: str = "data"
+    ) -> dict[str, Any]:
+        disk = inventory.register_disk(self.ctx, name, path, server=server, role=role)
+        return self.get_disk(disk.id)
+
+    @staticmethod
+    def _disk_views(session: Any, disks: list[Disk]) -> list[dict[str, Any]]:
+        """Disks with their server, live status and last good backup: three queries and one
+        /proc scan whatever the number of disks."""
+        servers = {s.id: s for s in session.exec(select(Server)).all()}
+        query = select(Backup.disk_id, func.max(Backup.completed_at)).where(
+            Backup.status == "available"
+        )
+        last = dict(session.exec(query.group_by(Backup.disk_id)).all())
+        busy = devices.paths_open_for_writing([d.path for d in disks if d.status == "available"])
+        return [
+            disk_view(
+                d,
+                server=servers.get(d.server_id) if d.server_id else None,
+                status="in-use" if d.status == "available" and d.path in busy else d.status,
+                last_backup_at=last.get(d.id),
+            )
+            for d in disks
+        ]
+
+    def list_disks(self, *, server: str | None = None) -> list[dict[str, Any]]:
+        with self.ctx.catalog.session() as session:
+            query = select(Disk).order_by(Disk.name)
+            if server:
+                query = query.where(Disk.server_id == resolve(session, Server, server, "server").id)
+            return self._disk_views(session, list(session.exec(query).all()))
+
+    def get_disk(self, ref: str) -> dict[str, Any]:
+        with self.ctx.catalog.session() as session:
+            return self._disk_views(session, [resolve(session, Disk, ref, "disk")])[0]
+
+    def attach_disk(self, ref: str, server: str, *, role: str = "data") -> dict[str, Any]:
+        disk = inventory.attach_disk(self.ctx, ref, server, role=role)
+        return self.get_disk(disk.id)
+
+    def detach_disk(self, ref: str) -> dict[str, Any]:
+        disk = inventory.detach_disk(self.ctx, ref)
+        return self.get_disk(disk.id)
+
+    def plan_delete_disk(self, ref: str) -> Plan:
+        return inventory.plan_disk_delete(self.ctx, ref)
+
+    def delete_disk(self, ref: str) -> Plan:
+        return inventory.delete_disk(self.ctx, ref)
+
+    # --- jobs and events --------------------------------------------------------------------
+
+    def list_jobs(self, *, active: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        with self.ctx.catalog.session() as session:
+            query = select(Job).order_by(Job.created_at.desc()).limit(limit)  # type: ignore[attr-defined]
+            if active:
+                query = query.where(Job.status.in_(JOB_ACTIVE))  # type: ignore[attr-defined]
+            return [job_view(j) for j in session.exec(query).all()]
+
+    def get_job(self, ref: str) -> dict[str, Any]:
+        with self.ctx.catalog.session() as session:
+            return job_view(resolve(session, Job, ref, "job"))
+
+    def cancel_job(self, ref: str) -> dict[str, Any]:
+        """Ask a running job (in any process sharing the catalog) to stop."""
+
+        with self.ctx.catalog.session() as session:
+            job = resolve(session, Job, ref, "job")
+            if job.status not in JOB_ACTIVE:
+                raise Conflict(f"job {job.id} is already {job.status}")
+            job.status = "cancelling" if job.status == "running" else "cancelled"
+            session.add(job)
+            record(session, self.ctx, "job.cancel", "job", job.id, job.target_name)
+            session.commit()
+            return job_view(job)
+
+    def events(self, *, limit: int = 50, object_ref: str | None = None) -> list[dict[str, Any]]:
+        with self.ctx.catalog.session() as session:
+            query = select(Event).order_by(Event.id.desc()).limit(limit)  # type: ignore[union-attr]
+            if object_ref:
+                query = query.where(
+                    (Event.object_id == object_ref) | (Event.object_name == object_ref)
+                )
+            return [
+                {
+                    "id": e.id,
+                    "name": e.action,
+                    "status": "recorded",
+                    "size": None,
+                    "created_at": iso(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "object_kind": e.object_kind,
+                    "object_id": e.object_id,
+                    "object_name": e.object_name,
+                    "detail": e.detail,
+                }
+                for e in session.exec(query).all()
+            ]
+
+    # --- vaults -----------------------------------------------------------------------------
+
+    def add_vault(self, name: str, **options: Any) -> dict[str, Any]:
+        """Register (and initialise if empty) a local or S3 vault; see `vaults.add_vault`."""
+        vault = vaults.add_vault(self.ctx, name, **options)
+        return self.get_vault(vault.id, deep=False)
+
+    def list_vaults(self) -> list[dict[str, Any]]:
+        vaults.default_vault(self.ctx)  # the embedded default always shows
+        with self.ctx.catalog.session() as session:
+            counts = vaults.backup_counts(session)
+            rows = session.exec(select(vaults.VaultRecord).order_by(vaults.VaultRecord.name)).all()
+            return [self._vault_dict(v, counts.get(v.id, (0, 0, 0))) for v in rows]
+
+    @staticmethod
+    def _vault_dict(vault: Any, count: tuple[int, int, int], **extra: Any) -> dict[str, Any]:
+        backups_n, logical, stored = count
+        return vault_view(
+            vault,
+            backups=backups_n,
+            logical_bytes=logical,
+            stored_bytes=stored,
+            dedup_ratio=round(logical / stored, 2) if stored else None,
+            **extra,
+        )
+
+    def get_vault(
+        self, ref: str | None, *, deep: bool = True, passphrase: str | None = None
+    ) -> dict[str, Any]:
+        """A vault with catalog counts; `deep` also reads the store's real usage."""
+        vault = vaults.get_vault(self.ctx, ref)
+        with self.ctx.catalog.session() as session:
+            count = vaults.backup_counts(session).get(vault.id, (0, 0, 0))
+        if not deep:
+            return self._vault_dict(vault, count)
+        stats = vaults.open_repository(self.ctx, vault, passphrase=passphrase).stats()
+        return self._vault_dict(
+            vault,
+            (count[0], stats.logical_bytes, stats.stored_bytes),
+            chunks=stats.chunks,
+            manifests=stats.manifests,
+        )
+
+    def remove_vault(self, ref: str, *, force: bool = False) -> dict[str, Any]:
+        vault = vaults.remove_vault(self.ctx, ref, force=force)
+        return self._vault_dict(vault, (0, 0, 0))
+
+    def import_vault(
+        self, ref: str | None, *, passphrase: str | None = None
+    ) -> list[dict[str, Any]]:
+        return backups.import_vault(self.ctx, ref, passphrase=passphrase)
+
+    def start_gc(
+        self, ref: str | None, *, dry_run: bool = False, grace_seconds: float | None = None
+    ) -> JobHandle:
+        return backups.start_gc(self.ctx, ref, dry_run=dry_run, grace_seconds=grace_seconds)
+
+    # --- backups ----------------------------------------------------------------------------
+
+    def plan_backup(self, disk: str, *, vault: str | None = None) -> Plan:
+        return backups.plan_backup(self.ctx, disk, vault_ref=vault)
+
+    def start_backup(
+        self,
+        disk: str,
+        *,
+        vault: str | None = None,
+        name: str | None = None,
+        passphrase: str | None = None,
+    ) -> JobHandle:
+        return backups.start_backup(
+            self.ctx, disk, vault_ref=vault, name=name, passphrase=passphrase
+        )
+
+    def list_backups(
+        self, *, disk: str | None = None, include_deleted_disks: bool = False
+    ) -> list[dict[str, Any]]:
+        return backups.list_backups(
+            self.ctx, disk_ref=disk, include_deleted_disks=include_deleted_disks
+        )
+
+    def get_backup(self, ref: str) -> dict[str, Any]:
+        return backups.get_backup(self.ctx, ref)
+
+    def plan_restore(
+        self,
+        ref: str,
+        *,
+        to_original: bool,
+        new_name: str | None = None,
+        new_size: int | None = None,
+        force: bool = False,
+    ) -> Plan:
+        return backups.plan_restore(
+            self.ctx,
+            ref,
+            to_original=to_original,
+            new_name=new_name,
+            new_size=new_size,
+            force=force,
+        )
+
+    def start_restore(
+        self,
+        ref: str,
+        *,
+        to_original: bool,
+        new_name: str | None = None,
+        new_size: int | None = None,
+        force: bool = False,
+    ) -> JobHandle:
+        return backups.start_restore(
+            self.ctx,
+            ref,
+            to_original=to_original,
+            new_name=new_name,
+            new_size=new_size,
+            force=force,
+        )
+
+    def start_verify(self, ref: str) -> JobHandle:
+        return backups.start_verify(self.ctx, ref)
+
+    def plan_delete_backup(self, ref: str) -> Plan:
+        return backups.plan_delete_backup(self.ctx, ref)
+
+    def delete_backup(self, ref: str) -> Plan:
+        return backups.delete_backup(self.ctx, ref)
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def plan_snapshot(self, disk: str) -> Plan:
+        return snapshot_ops.plan_create(self.ctx, disk)
+
+    def start_snapshot(self, disk: str, *, name: str | None = None) -> JobHandle:
+        return snapshot_ops.start_create(self.ctx, disk, name=name)
+
+    def list_snapshots(self, *, disk: str | None = None) -> list[dict[str, Any]]:
+        return snapshot_ops.list_snapshots(self.ctx, disk_ref=disk)
+
+    def get_snapshot(self, ref: str) -> dict[str, Any]:
+        return snapshot_ops.get_snapshot(self.ctx, ref)
+
+    def plan_delete_snapshot(self, ref: str) -> Plan:
+        return snapshot_ops.plan_delete(self.ctx, ref)
+
+    def delete_snapshot(self, ref: str) -> Plan:
+        return snapshot_ops.delete_snapshot(self.ctx, ref)
+
+    def plan_rollback(self, ref: str, *, force: bool = False) -> Plan:
+        return snapshot_ops.plan_rollback(self.ctx, ref, force=force)
+
+    def start_rollback(self, ref: str, *, force: bool = False) -> JobHandle:
+        return snapshot_ops.start_rollback(self.ctx, ref, force=force)
+
+    def plan_snapshot_to_disk(self, ref: str, new_name: str) -> Plan:
+        return snapshot_ops.plan_to_disk(self.ctx, ref, new_name)
+
+    def start_snapshot_to_disk(self, ref: str, new_name: str) -> JobHandle:
+        return snapshot_ops.start_to_disk(self.ctx, ref, new_name)
+
+    def plan_undo(self, disk: str) -> Plan:
+        return snapshot_ops.plan_undo(self.ctx, disk)
+
+    def start_undo(self, disk: str, *, force: bool = False) -> JobHandle:
+        return snapshot_ops.start_undo(self.ctx, disk, force=force)
+
+    def plan_reinstall(self, server: str, image: str, *, force: bool = False) -> Plan:
+        return snapshot_ops.plan_reinstall(self.ctx, server, image, force=force)
+
+    def start_reinstall(self, server: str, image: str, *, force: bool = False) -> JobHandle:
+        return snapshot_ops.start_reinstall(self.ctx, server, image, force=force)
+
+    def plan_os_changed(self, server: str) -> Plan:
+        return snapshot_ops.plan_os_changed(self.ctx, server)
+
+    def os_changed(self, server: str) -> Plan:
+        return snapshot_ops.os_changed(self.ctx, server)
+
+    # --- policies ---------------------------------------------------------------------------
+
+    def create_policy(
+        self,
+        name: str,
+        *,
+        schedule: str,
+        vault: str | None = None,
+        keep_last: int | None = 7,
+        keep_days: int | None = None,
+        disks: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        return policies.create_policy(
+            self.ctx,
+            name,
+            schedule=schedule,
+            vault=vault,
+            keep_last=keep_last,
+            keep_days=keep_days,
+            disks=list(disks),
+        )
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return policies.list_policies(self.ctx)
+
+    def get_policy(self, ref: str) -> dict[str, Any]:
+        return policies.get_policy(self.ctx, ref)
+
+    def delete_policy(self, ref: str) -> dict[str, Any]:
+        return policies.delete_policy(self.ctx, ref)
+
+    def run_policies(
+        self, *, policy: str | None = None, force: bool = False
+    ) -> list[dict[str, Any]]:
+        """Run due policies now (what cron calls); `force` runs them whatever the schedule."""
+        return policies.run_due(self.ctx, policy_ref=policy, force=force)

@@ -1,0 +1,46 @@
+"""Settings from the TOML config file; CLI flags and environment override it."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from core.base.errors import UserError
+
+
+def default_workers() -> int:
+    """Chunks in flight: twice the cores, at least 4, at most 16 (measured in bench/: more
+    threads than that only add contention on a small host)."""
+    return min(16, max(4, 2 * (os.cpu_count() or 2)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables an admin may set in config.toml under [blockvault]."""
+
+    max_snapshots_per_disk: int = 256
+    safety_snapshot_hours: float = 24.0
+    chunk_size: int = 4 << 20
+    workers: int = field(default_factory=lambda: default_workers())
+    gc_grace_seconds: float = 6 * 3600
+    default_vault: str = "local"
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        """Read `path` if it exists; unknown keys and bad types are user errors."""
+        if not path.exists():
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text()).get("blockvault", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise UserError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        for key, value in data.items():
+            if not isinstance(value, int | float | str) or isinstance(value, bool):
+                raise UserError(f"{path}: setting {key} has an invalid value {value!r}")
+        return cls(**data)

@@ -1,0 +1,129 @@
+"""Open the catalog: SQLite (WAL) at the data directory by default, any SQLAlchemy URL otherwise.
+
+The schema carries a version in the `meta` table; `MIGRATIONS` bring an older catalog forward
+with Alembic operations, so later work adds columns without losing a user's catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from core.catalog import models
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
+from core.base.errors import UserError
+
+SCHEMA_VERSION = 2
+
+
+def _v2_restore_marker_and_heartbeat(op: Operations) -> None:
+    """v2: disks remember an interrupted restore; jobs carry a heartbeat for liveness."""
+    with op.batch_alter_table("disks") as batch:
+        batch.add_column(
+            sa.Column("restore_incomplete", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("heartbeat_at", sa.DateTime(), nullable=True))
+
+
+MIGRATIONS: dict[int, Callable[[Operations], None]] = {2: _v2_restore_marker_and_heartbeat}
+
+
+def _enable_sqlite_pragmas(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Build the engine for `url` (created by a factory, never at import time)."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            _enable_sqlite_pragmas(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise UserError(f"invalid catalog URL: {exc}") from None
+    return engine
+
+
+def schema_version(engine: Engine) -> int | None:
+    """The stored schema version, or None for an empty database."""
+    inspector = sa.inspect(engine)
+    if "meta" not in inspector.get_table_names():
+        return None
+    with Session(engine) as session:
+        row = session.get(models.Meta, "schema_version")
+        return int(row.value) if row else 1
+
+
+def migrate(engine: Engine) -> int:
+    """Create a fresh schema or bring an older one to SCHEMA_VERSION; return the version."""
+    try:
+        current = schema_version(engine)
+    except sa.exc.OperationalError as exc:
+        raise UserError(f"cannot open catalog: {exc.orig}") from None
+    if current is None:
+        SQLModel.metadata.create_all(engine)
+        _stamp(engine, SCHEMA_VERSION)
+        return SCHEMA_VERSION
+    if current > SCHEMA_VERSION:
+        raise UserError(
+            f"catalog schema v{current} is newer than this blockvault (v{SCHEMA_VERSION}); upgrade"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        with engine.begin() as connection:
+            from alembic.migration import MigrationContext  # only when a migration runs
+            from alembic.operations import Operations
+
+            MIGRATIONS[version](Operations(MigrationContext.configure(connection)))
+        _stamp(engine, version)
+    SQLModel.metadata.create_all(engine)  # tables added in later versions
+    return SCHEMA_VERSION
+
+
+def _stamp(engine: Engine, version: int) -> None:
+    with Session(engine) as session:
+        session.merge(models.Meta(key="schema_version", value=str(version)))
+        session.commit()
+
+
+class Catalog:
+    """The engine plus a session factory; each thread opens its own session."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.version = migrate(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction the caller commits (one unit of work)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def integrity_ok(self) -> bool:
+        """SQLite's own integrity check (used by crash tests)."""
+        if not self.url.startswith("sqlite"):
+            return True
+        with self.engine.connect() as connection:
+            return connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["SCHEMA_VERSION", "Catalog", "migrate", "schema_version", "select"]

@@ -1,0 +1,182 @@
+"""Catalog tables (SQLModel). The catalog is a cache of what the vaults and pool hold (I7).
+
+Statuses follow the cloud service's state machines; `core.states` enforces the transitions.
+Backups copy their source disk's metadata so deleting a disk never orphans one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; stored as UTC."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC, for JSON output (SQLite drops the tzinfo)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat(timespec="seconds")
+
+
+class Meta(SQLModel, table=True):
+    """Key/value facts about the catalog itself (schema_version)."""
+
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Server(SQLModel, table=True):
+    __tablename__ = "servers"
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    status: str = "active"
+    os_image: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "os_image": self.os_image,
+            "created_at": iso(self.created_at),
+            "size": None,
+        }
+
+
+class Disk(SQLModel, table=True):
+    __tablename__ = "disks"
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    size: int
+    path: str
+    managed: bool = True  # True: a pool image blockvault created; False: registered
+    device_kind: str = "file"  # file | block
+    server_id: str | None = Field(default=None, foreign_key="servers.id", index=True)
+    role: str = "data"  # system | data
+    status: str = "available"
+    snapshot_strategy: str = "chunks"  # reflink | chunks
+    restore_incomplete: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Snapshot(SQLModel, table=True):
+    __tablename__ = "snapshots"
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    disk_id: str = Field(foreign_key="disks.id", index=True)
+    status: str = "creating"
+    strategy: str = "chunks"
+    size: int = 0
+    bytes_stored: int = 0
+    kind: str = "user"  # user | safety
+    expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class VaultRecord(SQLModel, table=True):
+    __tablename__ = "vaults"
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    kind: str = "local"  # local | s3
+    location: str = ""  # /path or s3://bucket/prefix
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "auto"
+    request_checksum: str = "when_required"
+    chunk_size: int = 4 << 20
+    encrypted: bool = False
+    status: str = "available"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Backup(SQLModel, table=True):
+    __tablename__ = "backups"
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    vault_id: str = Field(foreign_key="vaults.id", index=True)
+    # copy of the source disk's metadata: no foreign key, the disk may be deleted
+    disk_id: str = Field(index=True)
+    disk_name: str = ""
+    disk_size: int = 0
+    server_name: str | None = None
+    role: str = "data"
+    status: str = "creating"
+    size: int = 0
+    bytes_new: int = 0
+    bytes_reused: int = 0
+    bytes_zero: int = 0
+    bytes_stored: int = 0
+    digest: str | None = None
+    parent_id: str | None = None
+    policy_id: str | None = None
+    duration: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+
+class Policy(SQLModel, table=True):
+    __tablename__ = "policies"
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    schedule: str = "0 2 * * *"
+    vault_id: str | None = Field(default=None, foreign_key="vaults.id")
+    keep_last: int | None = 7
+    keep_days: int | None = None
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyTarget(SQLModel, table=True):
+    __tablename__ = "policy_targets"
+    policy_id: str = Field(foreign_key="policies.id", primary_key=True)
+    disk_id: str = Field(primary_key=True)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    id: str = Field(primary_key=True)
+    kind: str  # backup | restore | snapshot | rollback | verify | gc | reinstall | import
+    status: str = "queued"  # queued | running | cancelling | succeeded | failed | cancelled
+    target_kind: str = ""
+    target_id: str = ""
+    target_name: str = ""
+    disk_id: str | None = Field(default=None, index=True)
+    actor: str = ""
+    pid: int | None = None
+    host: str | None = None
+    phase: str = ""
+    bytes_done: int = 0
+    bytes_total: int = 0
+    rate: float = 0.0
+    eta: float | None = None
+    error: str | None = None
+    result: str | None = None  # JSON of the result object
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """Audit log: who (user@host), what, when."""
+
+    __tablename__ = "events"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str
+    action: str
+    object_kind: str
+    object_id: str
+    object_name: str = ""
+    detail: str = ""

@@ -1,0 +1,139 @@
+"""Plain dicts of catalog rows with their relations, for JSON output and the console."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from core.catalog.models import Backup, Disk, Job, Server, Snapshot, VaultRecord, iso
+
+
+def allocated_bytes(path: str) -> int | None:
+    """Bytes really allocated by a disk image (sparse files allocate less than their size)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_blocks * 512 if os.path.isfile(path) else st.st_size
+
+
+def disk_view(
+    disk: Disk, *, server: Server | None, status: str | None = None, last_backup_at=None
+) -> dict[str, Any]:
+    return {
+        "id": disk.id,
+        "name": disk.name,
+        "status": status or disk.status,
+        "size": disk.size,
+        "allocated": allocated_bytes(disk.path),
+        "created_at": iso(disk.created_at),
+        "path": disk.path,
+        "managed": disk.managed,
+        "device_kind": disk.device_kind,
+        "server": server.name if server else None,
+        "server_id": disk.server_id,
+        "role": disk.role,
+        "snapshot_strategy": disk.snapshot_strategy,
+        "restore_incomplete": disk.restore_incomplete,
+        "last_backup_at": iso(last_backup_at),
+    }
+
+
+def server_view(server: Server, *, disks: list[Disk]) -> dict[str, Any]:
+    data = server.public()
+    data["disks"] = [{"id": d.id, "name": d.name, "role": d.role} for d in disks]
+    data["size"] = sum(d.size for d in disks)
+    return data
+
+
+def snapshot_view(
+    snapshot: Snapshot, *, disk: Disk | None, server: Server | None
+) -> dict[str, Any]:
+    return {
+        "id": snapshot.id,
+        "name": snapshot.name,
+        "status": snapshot.status,
+        "size": snapshot.size,
+        "bytes_stored": snapshot.bytes_stored,
+        "created_at": iso(snapshot.created_at),
+        "expires_at": iso(snapshot.expires_at),
+        "kind": snapshot.kind,
+        "strategy": snapshot.strategy,
+        "disk_id": snapshot.disk_id,
+        "disk_name": disk.name if disk else None,
+        "server": server.name if server else None,
+        "role": disk.role if disk else None,
+        "path": disk.path if disk else None,
+    }
+
+
+def backup_view(backup: Backup, *, vault: VaultRecord | None, disk_exists: bool) -> dict[str, Any]:
+    return {
+        "id": backup.id,
+        "name": backup.name,
+        "status": backup.status,
+        "size": backup.size,
+        "created_at": iso(backup.created_at),
+        "completed_at": iso(backup.completed_at),
+        "disk_id": backup.disk_id,
+        "disk_name": backup.disk_name,
+        "disk_size": backup.disk_size,
+        "disk_deleted": not disk_exists,
+        "server": backup.server_name,
+        "role": backup.role,
+        "vault": vault.name if vault else None,
+        "vault_id": backup.vault_id,
+        "parent_id": backup.parent_id,
+        "bytes_new": backup.bytes_new,
+        "bytes_reused": backup.bytes_reused,
+        "bytes_zero": backup.bytes_zero,
+        "bytes_stored": backup.bytes_stored,
+        "digest": backup.digest,
+        "duration": backup.duration,
+        "policy_id": backup.policy_id,
+    }
+
+
+def vault_view(vault: VaultRecord, **stats: Any) -> dict[str, Any]:
+    return {
+        "id": vault.id,
+        "name": vault.name,
+        "status": vault.status,
+        "kind": vault.kind,
+        "location": vault.location,
+        "endpoint_url": vault.endpoint_url,
+        "region": vault.region,
+        "profile": vault.profile,
+        "addressing_style": vault.addressing_style,
+        "request_checksum": vault.request_checksum,
+        "chunk_size": vault.chunk_size,
+        "encrypted": vault.encrypted,
+        "created_at": iso(vault.created_at),
+        "size": stats.get("logical_bytes"),
+        **stats,
+    }
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "size": job.bytes_total,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "target_kind": job.target_kind,
+        "target_id": job.target_id,
+        "target_name": job.target_name,
+        "disk_id": job.disk_id,
+        "actor": job.actor,
+        "phase": job.phase,
+        "bytes_done": job.bytes_done,
+        "bytes_total": job.bytes_total,
+        "rate": job.rate,
+        "eta": job.eta,
+        "error": job.error,
+        "result": job.result,
+    }

@@ -1,0 +1,547 @@
+"""The block pipeline shared by backups and chunk-store snapshots: backup, restore, verify.
+
+A disk is read in fixed chunks by a bounded pool of threads (BLAKE3, zstd, AES and socket I/O
+release the GIL). Holes are skipped without reading, all-zero chunks are never stored,
+chunks already in the vault are never sent again. Memory stays bounded by the number of
+chunks in flight, whatever the disk size. Write order (I3): every chunk durable, then the
+manifest, create-only; the caller adds the catalog row last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import blake3
+
+from core.base.errors import Cancelled, DeviceError, IntegrityError, StoreError, UserError
+from core.base.progress import ProgressReporter
+from core.engine import devices
+from core.repo.manifest import Manifest, Stats
+from core.repo.repository import Repository
+
+T = TypeVar("T")
+STATE_FLUSH_SECONDS = 1.0
+
+
+class _Timer:
+    """Adds the wall time of a block to a reporter stage (the bottleneck estimate)."""
+
+    def __init__(self, reporter: ProgressReporter | None, stage: str) -> None:
+        self.reporter, self.stage = reporter, stage
+
+    def __enter__(self) -> None:
+        self.start = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.reporter is not None:
+            self.reporter.stage_time(self.stage, time.monotonic() - self.start)
+
+
+def run_bounded(
+    items: Iterable[T],
+    fn: Callable[[T], None],
+    *,
+    workers: int,
+    cancel: threading.Event | None,
+    in_flight: int | None = None,
+) -> None:
+    """Run `fn` over items on `workers` threads with at most `in_flight` outstanding.
+
+    The first error stops submission and is re-raised once running tasks finish; a set
+    `cancel` event raises Cancelled the same way.
+    """
+    workers = max(1, workers)
+    slots = threading.Semaphore(in_flight or workers + 2)
+    errors: list[BaseException] = []
+
+    def done(future: Future) -> None:
+        slots.release()
+        exc = future.exception()
+        if exc is not None:
+            errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bv-chunk") as pool:
+        for item in items:
+            slots.acquire()
+            if errors:
+                slots.release()
+                break
+            if cancel is not None and cancel.is_set():
+                slots.release()
+                errors.append(Cancelled("cancelled"))
+                break
+            pool.submit(fn, item).add_done_callback(done)
+    if errors:
+        first = next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+        raise first
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
+
+
+def _zero_ids(vault: Repository, size: int, chunk_size: int) -> dict[int, str]:
+    lengths = {chunk_size, size % chunk_size or chunk_size} if size else set()
+    return {n: vault.chunk_id(devices.zeros(n)) for n in lengths}
+
+
+def disk_digest(vault: Repository, chunks: list[str | None], size: int, chunk_size: int) -> str:
+    """BLAKE3 over every chunk's id in order, zero chunks as the id of their zeros."""
+    zero = _zero_ids(vault, size, chunk_size)
+    hasher = blake3.blake3()
+    for index, chunk_id in enumerate(chunks):
+        length = min(chunk_size, size - index * chunk_size)
+        hasher.update((chunk_id or zero[length]).encode())
+    return hasher.hexdigest()
+
+
+@contextlib.contextmanager
+def _device_errors(what: str, path: Path, offset: int) -> Iterator[None]:
+    """An OSError on a disk becomes a DeviceError naming the disk and the offset."""
+    try:
+        yield
+    except OSError as exc:
+        raise DeviceError(
+            f"{what} {path} at offset {offset} failed: {exc.strerror or exc}"
+        ) from None
+
+
+def _open_disk(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UserError(f"disk image {path} is missing") from None
+    except OSError as exc:
+        raise UserError(f"cannot open {path}: {exc.strerror}") from None
+
+
+# --- backup -----------------------------------------------------------------------------
+
+
+def backup_device(
+    path: Path,
+    vault: Repository,
+    *,
+    manifest_id: str,
+    disk_meta: dict[str, Any],
+    parent_id: str | None = None,
+    name: str | None = None,
+    kind: str = "backup",
+    reporter: ProgressReporter | None = None,
+    cancel: threading.Event | None = None,
+    workers: int = 4,
+    compare_to: tuple[Manifest, Repository] | None = None,
+    differing: set[int] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Manifest:
+    """Store every changed chunk of the disk at `path`, then commit its manifest.
+
+    With `compare_to` (a backup about to be restored onto this disk, same chunk size), chunks
+    whose content equals the backup's are not stored: the restore leaves them as they are,
+    so the backup itself holds them (the manifest's `base`). The indices that differ are
+    added to `differing`: exactly what the restore must write (a safety snapshot and the
+    changed-only comparison in one read of the disk).
+    """
+    started = time.monotonic()
+    chunk_size = vault.chunk_size
+    fd = _open_disk(path, os.O_RDONLY)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        before = os.fstat(fd)
+        count = -(-size // chunk_size)
+        data_map = devices.DataMap(devices.data_ranges(fd, size))
+        # The session is announced before the parent is read: the parent's chunks are reused
+        # unchecked, so a GC between the two must see this writer (or its rescue list).
+        session = vault.begin_session(manifest_id)
+        known: set[str] = set()
+        try:
+            if parent_id:
+                with contextlib.suppress(IntegrityError):
+                    known = vault.read_manifest(parent_id).referenced()
+        except BaseException:
+            session.end()
+            raise
+        trusted = vault.store.durable_puts
+        if not trusted:  # only chunks a committed (synced) manifest names are known good
+            for other in vault.list_manifest_ids():
+                with contextlib.suppress(IntegrityError):
+                    known |= vault.read_manifest(other).referenced()
+        # Into a vault with no chunk at all (a first backup), asking whether each chunk is
+        # there costs a round trip for nothing: the create-only PUT settles races anyway.
+        empty = trusted and not known and not vault.holds_any_chunk()
+        entries: list[str | None] = [None] * count
+        stats = Stats()
+        lock = threading.Lock()
+        seen: set[str] = set()
+
+        def account(**counts: int) -> None:
+            with lock:
+                stats.bytes_new += counts.get("new", 0)
+                stats.bytes_reused += counts.get("reused", 0)
+                stats.bytes_zero += counts.get("zero", 0)
+                stats.bytes_stored += counts.get("stored", 0)
+            if reporter is not None:
+                reporter.add(
+                    done=counts["done"], **{k: v for k, v in counts.items() if k != "done"}
+                )
+
+        base_manifest, base_vault = compare_to if compare_to else (None, None)
+
+        def base_entry(index: int) -> str | bool | None:
+            """The backup's id for this index, None for zero, False past its end."""
+            if base_manifest is None or index >= len(base_manifest.chunks):
+                return False
+            if base_manifest.chunk_length(index) != min(chunk_size, size - index * chunk_size):
+                return False
+            return base_manifest.chunks[index]
+
+        def note_zero(index: int, length: int) -> None:
+            if base_manifest is not None and base_entry(index) is not None:
+                with lock:
+                    differing.add(index)
+            account(done=length, zero=length)
+
+        ahead = max(2, workers) * chunk_size
+
+        def one(index: int) -> None:
+            offset = index * chunk_size
+            length = min(chunk_size, size - offset)
+            if offset + ahead < size:
+                devices.prefetch(fd, offset + ahead, chunk_size)
+            if not data_map.overlaps(offset, offset + length):
+                note_zero(index, length)
+                return
+            with _Timer(reporter, "reading"), _device_errors("reading", path, offset):
+                data = devices.pread_exact(fd, length, offset)
+            if devices.is_zero(data):
+                note_zero(index, length)
+                return
+            with _Timer(reporter, "hashing/compressing"):
+                chunk_id = vault.chunk_id(data)
+            entries[index] = chunk_id
+            if base_manifest is not None:
+                wanted = base_entry(index)
+                same_id = vault.encrypted == base_vault.encrypted and not vault.encrypted
+                if wanted and (chunk_id if same_id else base_vault.chunk_id(data)) == wanted:
+                    account(done=length, reused=length)  # kept by the backup itself
+                    return
+                with lock:
+                    differing.add(index)
+            condemned = chunk_id in session.condemned
+            with lock:
+                duplicate = chunk_id in seen
+                seen.add(chunk_id)
+            if not condemned and (duplicate or chunk_id in known):
+                account(done=length, reused=length)
+                return
+            if not condemned and trusted and not empty:
+                with _Timer(reporter, "network"):
+                    present = vault.has_chunk(chunk_id)
+                if present:
+                    account(done=length, reused=length)
+                    return
+            with _Timer(reporter, "hashing/compressing"):
+                encoded = vault.encode_chunk(chunk_id, data)
+            del data
+            with _Timer(reporter, "network"):
+                if condemned or not trusted:
+                    vault.rewrite_chunk(encoded)  # rescue it from GC, or replace a torn orphan
+                    created = True
+                else:
+                    created = vault.put_chunk(encoded)
+            if created:
+                account(done=length, new=length, stored=len(encoded.blob))
+            else:
+                account(done=length, reused=length)
+
+        try:
+            run_bounded(range(count), one, workers=workers, cancel=cancel)
+            after = os.fstat(fd)
+            warnings = []
+            if (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size):
+                warnings.append(
+                    "the disk was written to while it was read: this copy may be inconsistent "
+                    "(take a snapshot first, or stop the writer)"
+                )
+            stats.duration = time.monotonic() - started
+            manifest = Manifest(
+                id=manifest_id,
+                kind=kind,
+                size=size,
+                chunk_size=chunk_size,
+                chunks=entries,
+                digest=disk_digest(vault, entries, size, chunk_size),
+                disk=disk_meta,
+                name=name,
+                parent=parent_id,
+                stats=stats,
+                base=base,
+                warnings=warnings,
+            )
+            vault.store.flush()  # every chunk durable before the manifest names it (I3)
+            vault.write_manifest(manifest)  # the commit point
+            vault.store.flush()
+        finally:
+            session.end()
+        return manifest
+    finally:
+        os.close(fd)
+
+
+# --- restore ----------------------------------------------------------------------------
+
+
+@dataclass
+class RestoreStats:
+    """What a restore did: bytes fetched from the vault, written, skipped (already right)."""
+
+    bytes_fetched: int = 0
+    bytes_written: int = 0
+    bytes_skipped: int = 0
+    bytes_zeroed: int = 0
+    resumed_chunks: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _RestoreState:
+    """Chunks already durable on the target, saved beside it so a restart resumes (issue 3)."""
+
+    def __init__(self, path: Path | None, manifest: Manifest, fd: int) -> None:
+        self.path, self.fd = path, fd
+        self.manifest_id = manifest.id
+        self.done: set[int] = set()
+        self.lock = threading.Lock()
+        self.last_flush = time.monotonic()
+        if path is not None and path.exists():
+            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+                body = json.loads(path.read_text())
+                if body["manifest"] == manifest.id:
+                    self.done = {int(i) for i in body["done"]}
+
+    def mark(self, index: int) -> None:
+        with self.lock:
+            self.done.add(index)
+            due = time.monotonic() - self.last_flush > STATE_FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.path is None:
+            return
+        with self.lock:
+            snapshot = sorted(self.done)
+            self.last_flush = time.monotonic()
+        os.fdatasync(self.fd)  # only chunks already durable are recorded
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"manifest": self.manifest_id, "done": snapshot}))
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def restore_device(
+    manifest: Manifest,
+    vault: Repository,
+    target: Path,
+    *,
+    compare_existing: bool,
+    reporter: ProgressReporter | None = None,
+    cancel: threading.Event | None = None,
+    workers: int = 4,
+    state_path: Path | None = None,
+    only: set[int] | None = None,
+    fetch: Callable[[int, str], bytes] | None = None,
+) -> RestoreStats:
+    """Write a manifest's content onto `target`, verifying every chunk before it is written.
+
+    `compare_existing` (restore onto the original disk, snapshot rollback): chunks whose
+    current content already matches are neither fetched nor written. An interrupted restore
+    resumes from `state_path`. `only` restricts the work to indices already known to differ
+    (the rest is counted as skipped); `fetch(index, id)` replaces `vault.get_chunk` and must
+    return verified bytes. The whole-disk digest is checked at the end.
+    """
+    get = fetch or (lambda _index, chunk_id: vault.get_chunk(chunk_id))
+    fd = _open_disk(target, os.O_RDWR)
+    try:
+        target_size = os.lseek(fd, 0, os.SEEK_END)
+        if target_size < manifest.size:
+            raise UserError(
+                f"target {target} ({target_size} bytes) is smaller than the backup "
+                f"({manifest.size} bytes)"
+            )
+        block = devices.is_block_device(target)
+        chunk_size = manifest.chunk_size
+        state = _RestoreState(state_path, manifest, fd)
+        stats = RestoreStats(resumed_chunks=len(state.done))
+        ahead = max(2, workers) * chunk_size
+        lock = threading.Lock()
+
+        def account(length: int, **counts: int) -> None:
+            with lock:
+                for key, value in counts.items():
+                    setattr(stats, key, getattr(stats, key) + value)
+            if reporter is not None:
+                reporter.add(done=length)
+
+        def one(index: int) -> None:
+            offset = index * chunk_size
+            length = manifest.chunk_length(index)
+            chunk_id = manifest.chunks[index]
+            if index in state.done or (only is not None and index not in only):
+                account(length, bytes_skipped=length)
+                return
+            if compare_existing:
+                if offset + ahead < manifest.size:
+                    devices.prefetch(fd, offset + ahead, chunk_size)
+                with _Timer(reporter, "reading"), _device_errors("reading", target, offset):
+                    current = devices.pread_exact(fd, length, offset)
+                with _Timer(reporter, "hashing/compressing"):
+                    same = (
+                        devices.is_zero(current)
+                        if chunk_id is None
+                        else (vault.chunk_id(current) == chunk_id)
+                    )
+                del current
+                if same:
+                    state.mark(index)
+                    account(length, bytes_skipped=length)
+                    return
+            if chunk_id is None:
+                with _Timer(reporter, "writing"), _device_errors("writing", target, offset):
+                    devices.punch_hole(fd, offset, length, block_device=block)
+                state.mark(index)
+                account(length, bytes_zeroed=length)
+                return
+            with _Timer(reporter, "network"):
+                try:
+                    data = get(index, chunk_id)
+                except IntegrityError as exc:
+                    raise IntegrityError(
+                        f"backup {manifest.id}: chunk {index} (offset {offset}, {length} bytes) "
+                        f"is damaged: {exc}"
+                    ) from None
+            if len(data) != length:
+                raise IntegrityError(
+                    f"backup {manifest.id}: chunk {index} (offset {offset}) has {len(data)} "
+                    f"bytes, expected {length}"
+                )
+            with _Timer(reporter, "writing"), _device_errors("writing", target, offset):
+                devices.pwrite_all(fd, data, offset)
+            state.mark(index)
+            account(length, bytes_fetched=length, bytes_written=length)
+
+        try:
+            run_bounded(range(len(manifest.chunks)), one, workers=workers, cancel=cancel)
+        except (Cancelled, IntegrityError, StoreError, DeviceError):
+            with contextlib.suppress(OSError):
+                state.flush()
+            raise
+        with _device_errors("writing", target, 0):
+            os.fsync(fd)
+        # every chunk written or kept was checked against its id: the ids are the disk
+        if disk_digest(vault, manifest.chunks, manifest.size, chunk_size) != manifest.digest:
+            raise IntegrityError(
+                f"backup {manifest.id}: the whole-disk digest does not match its manifest"
+            )
+        state.clear()
+        return stats
+    finally:
+        os.close(fd)
+
+
+# --- verify -----------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """Result of reading back every chunk of a backup; `damaged` names index and offset."""
+
+    backup_id: str
+    chunks_checked: int = 0
+    bytes_checked: int = 0
+    damaged: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "chunks_checked": self.chunks_checked,
+            "bytes_checked": self.bytes_checked,
+            "damaged": self.damaged,
+        }
+
+    def describe(self) -> str:
+        """One line naming the first damaged chunks, for the error message."""
+        parts = [
+            f"chunk {d['index']} (offset {d['offset']}, {d['length']} bytes): {d['error']}"
+            for d in self.damaged[:3]
+        ]
+        more = f" and {len(self.damaged) - 3} more" if len(self.damaged) > 3 else ""
+        return f"backup {self.backup_id} is damaged: " + "; ".join(parts) + more
+
+
+def verify_backup(
+    manifest: Manifest,
+    vault: Repository,
+    *,
+    reporter: ProgressReporter | None = None,
+    cancel: threading.Event | None = None,
+    workers: int = 4,
+) -> VerifyReport:
+    """Fetch and check every distinct chunk once; report every index that uses a bad one."""
+    report = VerifyReport(manifest.id)
+    if disk_digest(vault, manifest.chunks, manifest.size, manifest.chunk_size) != manifest.digest:
+        report.damaged.append(
+            {"index": -1, "offset": 0, "length": 0, "error": "manifest digest mismatch"}
+        )
+    users: dict[str, list[int]] = {}
+    for index, chunk_id in enumerate(manifest.chunks):
+        if chunk_id:
+            users.setdefault(chunk_id, []).append(index)
+        elif reporter is not None:
+            reporter.add(done=manifest.chunk_length(index), zero=manifest.chunk_length(index))
+    lock = threading.Lock()
+
+    def one(item: tuple[str, list[int]]) -> None:
+        chunk_id, indices = item
+        error = None
+        try:
+            vault.get_chunk(chunk_id)
+        except IntegrityError as exc:
+            error = str(exc)
+        length = sum(manifest.chunk_length(i) for i in indices)
+        with lock:
+            report.chunks_checked += 1
+            report.bytes_checked += length
+            if error:
+                for i in indices:
+                    report.damaged.append(
+                        {
+                            "index": i,
+                            "offset": i * manifest.chunk_size,
+                            "length": manifest.chunk_length(i),
+                            "chunk_id": chunk_id,
+                            "error": error,
+                        }
+                    )
+        if reporter is not None:
+            reporter.add(done=length)
+
+    run_bounded(users.items(), one, workers=workers, cancel=cancel)
+    report.damaged.sort(key=lambda d: d["index"])
+    return report

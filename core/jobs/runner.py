@@ -1,0 +1,229 @@
+"""Jobs: catalog rows (queued → running → succeeded | failed | cancelled) plus an in-process handle.
+
+A job runs its function in a thread with a cancel event, a progress reporter and a heartbeat
+that mirrors progress into the row about once a second; another process cancels a job by
+setting its row to `cancelling`, which the heartbeat notices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+from core.base.errors import BlockvaultError, Cancelled
+from core.base.ids import new_id
+from core.base.progress import ProgressEvent, ProgressReporter, Subscriber
+from core.catalog.context import Context, record
+from core.catalog.models import Job, utcnow
+
+HEARTBEAT_SECONDS = 1.0
+STALE_SECONDS = 30.0
+
+
+@dataclass
+class JobContext:
+    """Given to a job's function: its id, cancellation and a reporter factory."""
+
+    job_id: str
+    cancel: threading.Event
+    subscribers: list[Subscriber]
+    reporters: list[ProgressReporter] = field(default_factory=list)
+
+    def reporter(self, phase: str, total: int) -> ProgressReporter:
+        """A rate-limited reporter whose events reach every subscriber of the job."""
+        reporter = ProgressReporter(self.job_id, phase, total, subscribers=self.subscribers)
+        self.reporters.append(reporter)
+        return reporter
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("cancelled")
+
+
+class JobHandle:
+    """An in-process job: subscribe to progress, wait for the result, cancel."""
+
+    def __init__(self, ctx: Context, job: Job, fn: Callable[[JobContext], Any]) -> None:
+        self.ctx = ctx
+        self.id = job.id
+        self.kind = job.kind
+        self.cancel_event = threading.Event()
+        self.subscribers: list[Subscriber] = [self._remember]
+        self.latest: ProgressEvent | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.status = "queued"
+        self._fn = fn
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _remember(self, event: ProgressEvent) -> None:
+        self.latest = event
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.append(subscriber)
+
+    def cancel(self) -> None:
+        """Ask the job to stop at the next chunk boundary."""
+        self.cancel_event.set()
+
+    def start(self) -> JobHandle:
+        self._thread = threading.Thread(target=self.run, name=f"job-{self.id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job ends; re-raise its error."""
+        self._done.wait(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def run(self) -> Any:
+        """Run the job in the calling thread, keeping its catalog row current."""
+        _set_status(self.ctx, self.id, "running", started=True)
+        self.status = "running"
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
+        beat.start()
+        context = JobContext(self.id, self.cancel_event, self.subscribers)
+        try:
+            self.result = self._fn(context)
+            self.status = "succeeded"
+            _finish(self.ctx, self.id, "succeeded", result=self.result, latest=self.latest)
+        except Cancelled as exc:
+            self.error, self.status = exc, "cancelled"
+            _finish(self.ctx, self.id, "cancelled", error="cancelled by user", latest=self.latest)
+        except BlockvaultError as exc:
+            self.error, self.status = exc, "failed"
+            _finish(self.ctx, self.id, "failed", error=str(exc), latest=self.latest)
+        except BaseException as exc:  # a bug: keep the job row honest, then re-raise
+            self.error, self.status = exc, "failed"
+            _finish(
+                self.ctx, self.id, "failed", error=f"internal error: {exc!r}", latest=self.latest
+            )
+        finally:
+            stop.set()
+            self._done.set()
+        return self.result
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with self.ctx.catalog.session() as session:
+                job = session.get(Job, self.id)
+                if job is None:
+                    return
+                if job.status == "cancelling":
+                    self.cancel_event.set()
+                job.heartbeat_at = utcnow()
+                _copy_progress(job, self.latest)
+                session.add(job)
+                session.commit()
+
+
+def _copy_progress(job: Job, event: ProgressEvent | None) -> None:
+    if event is None:
+        return
+    job.phase = event.phase
+    job.bytes_done = event.bytes_done
+    job.bytes_total = event.bytes_total
+    job.rate = event.rate
+    job.eta = event.eta
+
+
+def create_job(
+    ctx: Context,
+    kind: str,
+    *,
+    target_kind: str,
+    target_id: str,
+    target_name: str,
+    disk_id: str | None,
+    fn: Callable[[JobContext], Any],
+) -> JobHandle:
+    """Insert a queued job row and return its handle (not started)."""
+    with ctx.catalog.session() as session:
+        job = Job(
+            id=new_id("job"),
+            kind=kind,
+            target_kind=target_kind,
+            target_id=target_id,
+            target_name=target_name,
+            disk_id=disk_id,
+            actor=ctx.actor,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            heartbeat_at=utcnow(),
+        )
+        session.add(job)
+        record(session, ctx, f"job.{kind}.queued", "job", job.id, target_name)
+        session.commit()
+    return JobHandle(ctx, job, fn)
+
+
+def _set_status(ctx: Context, job_id: str, status: str, *, started: bool = False) -> None:
+    with ctx.catalog.session() as session:
+        job = session.get(Job, job_id)
+        job.status = status
+        if started:
+            job.started_at = utcnow()
+        job.heartbeat_at = utcnow()
+        session.add(job)
+        session.commit()
+
+
+def _finish(
+    ctx: Context,
+    job_id: str,
+    status: str,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    latest: ProgressEvent | None = None,
+) -> None:
+    with ctx.catalog.session() as session:
+        job = session.get(Job, job_id)
+        job.status = status
+        job.error = error
+        job.finished_at = utcnow()
+        _copy_progress(job, latest)
+        if result is not None:
+            job.result = json.dumps(result, default=str)
+        session.add(job)
+        record(
+            session, ctx, f"job.{job.kind}.{status}", "job", job.id, job.target_name, error or ""
+        )
+        session.commit()
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def job_is_stale(job: Job, now: float | None = None) -> bool:
+    """A job whose process is gone (same host) or whose heartbeat stopped long ago."""
+    if job.host == socket.gethostname() and not pid_alive(job.pid):
+        return True
+    beat = job.heartbeat_at or job.created_at
+    now = now or time.time()
+    stamp = (beat if beat.tzinfo else beat.replace(tzinfo=UTC)).timestamp()
+    return now - stamp > STALE_SECONDS

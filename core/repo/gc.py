@@ -1,0 +1,174 @@
+"""Garbage collection: delete chunks no manifest references, safely beside running backups.
+
+Two phases, kopia-style, so a backup that reuses a chunk GC is about to delete never loses it:
+
+1. *Condemn*: list manifests, then chunks; the unreferenced ones are written to a
+   `condemned/` list. A writer announces its session before it reads the condemned lists,
+   so a writer that starts later sees the list and rewrites (rescues) any condemned chunk
+   it reuses; one that started earlier is still live, or has committed its manifest.
+2. *Delete* (this run when the grace period is 0, else a later one): only while no writer
+   session is live at all; then a condemned chunk goes if its list is older than the grace
+   period, no manifest listed now references it, and it was not rewritten since.
+
+Writers and the delete phase exclude each other Dekker-style: GC writes its lock
+(`locks/gc`) before it reads the sessions, and a writer writes its session before it reads
+the lock, waiting while a GC holds it. So either GC sees the writer (and defers), or the
+writer waits for GC to finish. The lock has an owner and a lease (I9); a GC that has held it
+longer than half the lease stops before deleting anything more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+
+from core.base.errors import Conflict, ObjectMissing
+from core.repo.repository import GC_LOCK_KEY as LOCK_KEY
+from core.repo.repository import GC_LOCK_LEASE_SECONDS as LOCK_LEASE_SECONDS
+from core.repo.repository import Repository
+
+
+@dataclass
+class GcStats:
+    """What a GC run did."""
+
+    manifests: int = 0
+    chunks: int = 0
+    condemned_chunks: int = 0
+    deleted_chunks: int = 0
+    deleted_bytes: int = 0
+    deferred_chunks: int = 0
+    trash_emptied: int = 0
+    dry_run: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        return (
+            f"{verb} {self.deleted_chunks} chunks ({self.deleted_bytes} bytes), "
+            f"condemned {self.condemned_chunks}, deferred {self.deferred_chunks}"
+        )
+
+
+class _Lock:
+    def __init__(self, vault: Repository) -> None:
+        self.vault = vault
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.taken_at = 0.0
+
+    def acquire(self) -> None:
+        body = json.dumps({"owner": self.owner, "at": time.time()}).encode()
+        if self.vault.store.put(LOCK_KEY, body, create_only=True):
+            self.taken_at = time.monotonic()
+            return
+        stale = [
+            i
+            for i in self.vault.store.list(LOCK_KEY)
+            if i.key == LOCK_KEY and time.time() - i.mtime > LOCK_LEASE_SECONDS
+        ]
+        if not stale:
+            raise Conflict("another garbage collection holds this vault's lock; try later")
+        self.vault.store.delete(LOCK_KEY)  # its holder's lease lapsed: it fences itself
+        if not self.vault.store.put(LOCK_KEY, body, create_only=True):
+            raise Conflict("another garbage collection took this vault's lock; try later")
+        self.taken_at = time.monotonic()
+
+    def check(self) -> None:
+        """Self-fencing: a holder whose lease may have lapsed deletes nothing more."""
+        if time.monotonic() - self.taken_at > LOCK_LEASE_SECONDS / 2:
+            raise Conflict("garbage collection ran past its lock lease; stopped before deleting")
+        try:
+            body = json.loads(self.vault.store.get(LOCK_KEY))
+        except ObjectMissing:
+            raise Conflict("garbage collection lost its lock; stopped before deleting") from None
+        if body.get("owner") != self.owner:
+            raise Conflict("garbage collection lost its lock; stopped before deleting")
+
+    def release(self) -> None:
+        try:
+            body = json.loads(self.vault.store.get(LOCK_KEY))
+            if body.get("owner") == self.owner:
+                self.vault.store.delete(LOCK_KEY)
+        except ObjectMissing:
+            pass
+
+
+def _referenced(vault: Repository) -> tuple[set[str], int]:
+    referenced: set[str] = set()
+    ids = vault.list_manifest_ids()
+    for manifest_id in ids:
+        referenced |= vault.read_manifest(manifest_id).referenced()
+    return referenced, len(ids)
+
+
+def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: GcStats) -> None:
+    now = time.time()
+    pending = vault.condemned_lists()
+    if not pending:
+        return
+    if vault.live_sessions():  # read after the lock is ours: later writers wait for us
+        stats.deferred_chunks += sum(len(ids) for _, ids in pending)
+        return
+    referenced, stats.manifests = _referenced(vault)  # listed after the condemned lists
+    chunks = {info.key.rsplit("/", 1)[1]: info for info in vault.list_chunks()}
+    for info, ids in pending:
+        if now - info.mtime < grace_seconds:
+            stats.deferred_chunks += len(ids)
+            continue
+        lock.check()
+        for count, chunk_id in enumerate(ids):
+            found = chunks.get(chunk_id)
+            if found is None or chunk_id in referenced or found.mtime >= info.mtime:
+                continue  # gone already, used again, or rescued by a writer
+            if count % 256 == 255:
+                lock.check()
+            vault.delete_chunk(chunk_id)
+            stats.deleted_chunks += 1
+            stats.deleted_bytes += found.size
+        vault.store.delete(info.key)
+
+
+def _empty_trash(vault: Repository, grace_seconds: float, stats: GcStats) -> None:
+    now = time.time()
+    for info in list(vault.store.list("trash/")):
+        if now - info.mtime >= grace_seconds:
+            vault.store.delete(info.key)
+            stats.trash_emptied += 1
+
+
+def collect_garbage(vault: Repository, *, grace_seconds: float, dry_run: bool = False) -> GcStats:
+    """Condemn unreferenced chunks and delete those condemned long enough ago (module doc)."""
+    stats = GcStats(dry_run=dry_run)
+    if dry_run:
+        referenced, stats.manifests = _referenced(vault)
+        for info in vault.list_chunks():
+            stats.chunks += 1
+            if info.key.rsplit("/", 1)[1] not in referenced:
+                stats.deleted_chunks += 1
+                stats.deleted_bytes += info.size
+        return stats
+    lock = _Lock(vault)
+    lock.acquire()
+    try:
+        if grace_seconds > 0:  # with no grace, the one pass after condemning does it all
+            _delete_pass(vault, lock, grace_seconds, stats)
+        already = set().union(*(ids for _, ids in vault.condemned_lists()))
+        referenced, stats.manifests = _referenced(vault)
+        chunk_ids = {info.key.rsplit("/", 1)[1] for info in vault.list_chunks()}
+        stats.chunks = len(chunk_ids)
+        unreferenced = chunk_ids - referenced - already
+        if unreferenced:
+            lock.check()
+            vault.write_condemned(unreferenced)
+            stats.condemned_chunks = len(unreferenced)
+        if grace_seconds <= 0:
+            _delete_pass(vault, lock, grace_seconds, stats)
+        _empty_trash(vault, grace_seconds, stats)
+    finally:
+        lock.release()
+    return stats

@@ -1,0 +1,130 @@
+"""The manifest of a backup or snapshot: a self-describing fixed index (Proxmox's shape).
+
+A header (format, kind, source disk metadata, size, chunk size, whole-disk digest, parent,
+stats) and one entry per chunk index: the chunk id, or None for an all-zero chunk. The
+whole-disk digest is BLAKE3 over every chunk's content id in order (zero chunks included as
+the id of their zero bytes), so it changes with any byte of the disk and is checked again,
+from the bytes actually restored, at the end of every restore.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from core.base.errors import IntegrityError
+
+FORMAT = "blockvault-manifest"
+VERSION = 1
+CHUNK_ID = re.compile(r"^[0-9a-f]{64}$")
+MANIFEST_ID = re.compile(r"^[a-z]+-[0-9a-z]{4,32}$")
+
+
+@dataclass
+class Stats:
+    """What a transfer did: bytes new to the vault, reused, zero (holes), stored after zstd."""
+
+    bytes_new: int = 0
+    bytes_reused: int = 0
+    bytes_zero: int = 0
+    bytes_stored: int = 0
+    duration: float = 0.0
+
+
+@dataclass
+class Manifest:
+    """One backup or snapshot, as stored in the vault (see module doc)."""
+
+    id: str
+    kind: str  # backup | snapshot
+    size: int
+    chunk_size: int
+    chunks: list[str | None]
+    digest: str
+    disk: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    parent: str | None = None
+    stats: Stats = field(default_factory=Stats)
+    base: dict[str, Any] | None = None  # a backup holding the chunks not stored here
+    warnings: list[str] = field(default_factory=list)  # e.g. the source changed while read
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def chunk_length(self, index: int) -> int:
+        """Bytes covered by chunk `index` (the last one may be short)."""
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+    def referenced(self) -> set[str]:
+        """Distinct chunk ids this manifest needs."""
+        return {c for c in self.chunks if c}
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "created_at": self.created_at.isoformat(),
+            "disk": self.disk,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "digest": self.digest,
+            "parent": self.parent,
+            "stats": asdict(self.stats),
+            "base": self.base,
+            "warnings": self.warnings,
+            "chunks": self.chunks,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, expected_id: str) -> Manifest:
+        """Parse and validate; anything malformed is an IntegrityError naming the manifest."""
+        where = f"manifest {expected_id}"
+        try:
+            body = json.loads(data)
+            if not isinstance(body, dict) or body.get("format") != FORMAT:
+                raise ValueError("not a blockvault manifest")
+            if body.get("version") != VERSION:
+                raise ValueError(f"unsupported manifest version {body.get('version')!r}")
+            if body["id"] != expected_id:
+                raise ValueError(f"it names itself {body['id']!r}")
+            size, chunk_size = int(body["size"]), int(body["chunk_size"])
+            chunks = body["chunks"]
+            if size < 0 or chunk_size <= 0 or not isinstance(chunks, list):
+                raise ValueError("bad size or chunk list")
+            if len(chunks) != -(-size // chunk_size):
+                raise ValueError("chunk count does not match the size")
+            for entry in chunks:
+                if entry is not None and not (isinstance(entry, str) and CHUNK_ID.match(entry)):
+                    raise ValueError(f"bad chunk id {entry!r}")
+            raw_stats = body.get("stats") or {}
+            if not isinstance(raw_stats, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in raw_stats.values()
+            ):
+                raise ValueError("bad stats")
+            stats = Stats(**{k: v for k, v in raw_stats.items() if k in Stats.__dataclass_fields__})
+            disk, base = body.get("disk") or {}, body.get("base")
+            if not isinstance(disk, dict) or not isinstance(base, dict | None):
+                raise ValueError("bad disk or base metadata")
+            created = datetime.fromisoformat(body["created_at"])
+            return cls(
+                id=body["id"],
+                kind=str(body["kind"]),
+                size=size,
+                chunk_size=chunk_size,
+                chunks=chunks,
+                digest=str(body["digest"]),
+                disk=dict(disk),
+                name=body.get("name"),
+                parent=body.get("parent"),
+                stats=stats,
+                base=base,
+                warnings=[str(w) for w in body.get("warnings") or [] if isinstance(w, str)],
+                created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            raise IntegrityError(f"{where} is damaged: {exc}") from None

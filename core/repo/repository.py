@@ -1,0 +1,458 @@
+"""A vault: content-addressed chunks and manifests in any ObjectStore (local dir or S3).
+
+Layout (docs/vault-format.md):
+    config                      plaintext JSON: format, chunk size, compression, wrapped key
+    chunks/<id[:2]>/<id>        one chunk: envelope(zstd or raw bytes)
+    manifests/<backup-id>       envelope(JSON manifest), written create-only, last
+    trash/<backup-id>           a deleted manifest, kept until GC is past its grace period
+    sessions/<backup-id>        a running writer's heartbeat (GC defers while one is live)
+    condemned/<stamp>-<rand>    chunk ids GC found unreferenced, deleted by a later pass
+    locks/gc                    the single-writer lock of destructive operations (I9)
+
+An envelope is one flag byte then the payload: 0 raw, 1 zstd; 2 sealed (nonce + AES-GCM of
+an inner envelope), bound to the object's key so swapped objects fail authentication.
+Chunk ids are BLAKE3 of the plaintext chunk (keyed in encrypted vaults); every chunk read is
+checked against its id before anyone uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+import zstandard
+
+from core.base.errors import IntegrityError, ObjectMissing, StoreError, UserError
+from core.repo import crypto
+from core.repo.manifest import Manifest
+from core.stores.base import ObjectInfo, ObjectStore
+
+FORMAT = "blockvault-vault"
+VERSION = 1
+RAW, ZSTD, SEALED = 0, 1, 2
+SESSION_LEASE_SECONDS = 600.0
+SESSION_HEARTBEAT_SECONDS = 30.0
+SAMPLE_BYTES = 64 << 10
+GC_LOCK_KEY = "locks/gc"
+GC_LOCK_LEASE_SECONDS = 600.0
+GC_WAIT_POLL_SECONDS = 0.5
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    found = getattr(_local, "decompressor", None)
+    if found is None:
+        found = _local.decompressor = zstandard.ZstdDecompressor()
+    return found
+
+
+def _worth_compressing(data: bytes) -> bool:
+    """A 64 KiB sample at the fastest level predicts whether the whole chunk shrinks;
+    random or already-compressed data (most of a full disk) then skips zstd entirely."""
+    if len(data) <= SAMPLE_BYTES * 4:
+        return True
+    for start in (0, len(data) // 2):  # a partly filled chunk often starts or ends with zeros
+        sample = data[start : start + SAMPLE_BYTES]
+        if len(_compressor(1).compress(sample)) < SAMPLE_BYTES * 0.97:
+            return True
+    return False
+
+
+def chunk_key(chunk_id: str) -> str:
+    return f"chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+@dataclass(frozen=True)
+class VaultStats:
+    """Real usage read from the store."""
+
+    chunks: int
+    stored_bytes: int
+    manifests: int
+    logical_bytes: int
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """A chunk ready for upload, plus what it costs in the store."""
+
+    chunk_id: str
+    blob: bytes
+    compressed: bool
+
+
+class Repository:
+    """Open with `Repository.open(store, passphrase=...)`; thread-safe for parallel chunk I/O."""
+
+    def __init__(self, store: ObjectStore, config: dict, keys: crypto.Keys | None) -> None:
+        self.store = store
+        self.config = config
+        self.keys = keys
+        self.chunk_size = int(config["chunk_size"])
+        self.compression = int(config.get("compression", 3))
+        self.encrypted = keys is not None
+        self.location = store.location
+        self._passphrase_check: bytes | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @staticmethod
+    def exists(store: ObjectStore) -> bool:
+        """True if the store already holds a vault."""
+        return store.exists("config")
+
+    @classmethod
+    def init(
+        cls,
+        store: ObjectStore,
+        *,
+        chunk_size: int,
+        passphrase: str | None = None,
+        compression: int = 3,
+    ) -> Repository:
+        """Write a new vault's config (create-only: two hosts racing get one vault)."""
+        if chunk_size < 4096 or chunk_size > 64 << 20 or chunk_size % 4096:
+            raise UserError("chunk size must be a multiple of 4 KiB between 4 KiB and 64 MiB")
+        config: dict = {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": uuid.uuid4().hex,
+            "chunk_size": chunk_size,
+            "compression": compression,
+            "chunk_hash": "blake3",
+            "encryption": None,
+        }
+        keys = None
+        if passphrase:
+            keys, config["encryption"] = crypto.new_keys(passphrase)
+        data = json.dumps(config, indent=1).encode()
+        if not store.put("config", data, create_only=True):
+            return cls.open(store, passphrase=passphrase)
+        return cls(store, config, keys)
+
+    @classmethod
+    def open(
+        cls,
+        store: ObjectStore,
+        *,
+        passphrase: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> Repository:
+        """Read the config and unwrap the key; clear errors for empty stores and passphrases."""
+        try:
+            raw = store.get("config")
+        except ObjectMissing:
+            raise UserError(f"no blockvault vault at {store.location}") from None
+        try:
+            config = json.loads(raw)
+            if not isinstance(config, dict) or config.get("format") != FORMAT:
+                raise ValueError("not a blockvault vault")
+            if config.get("version") != VERSION:
+                raise ValueError(f"unsupported vault version {config.get('version')!r}")
+            int(config["chunk_size"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"vault config at {store.location} is damaged: {exc}") from None
+        keys = None
+        if config.get("encryption"):
+            if not passphrase:
+                raise UserError(
+                    f"vault at {store.location} is encrypted: set BLOCKVAULT_PASSPHRASE"
+                )
+            keys = crypto.unwrap_keys(config["encryption"], passphrase, vault=store.location)
+        vault = cls(store, config, keys)
+        vault._passphrase_check = crypto.fingerprint(passphrase) if keys else None
+        return vault
+
+    def passphrase_matches(self, passphrase: str | None) -> bool:
+        """True if this open vault was unlocked with `passphrase` (for reuse in-process)."""
+        return self.keys is None or (
+            passphrase is not None and crypto.fingerprint(passphrase) == self._passphrase_check
+        )
+
+    # --- envelopes ----------------------------------------------------------------------
+
+    def _seal(self, inner: bytes, key: str) -> bytes:
+        if self.keys is None:
+            return inner
+        return bytes([SEALED]) + self.keys.seal(inner, aad=key.encode())
+
+    def _unseal(self, blob: bytes, key: str, what: str) -> bytes:
+        if not blob:
+            raise IntegrityError(f"{what} is empty")
+        if self.keys is None:
+            if blob[0] == SEALED:
+                raise IntegrityError(f"{what} is encrypted but the vault is not")
+            return blob
+        if blob[0] != SEALED:
+            raise IntegrityError(f"{what} is not encrypted in an encrypted vault")
+        return self.keys.open(blob[1:], aad=key.encode(), what=what)
+
+    def _pack(self, data: bytes, *, level: int | None = None) -> tuple[bytes, bool]:
+        level = self.compression if level is None else level
+        if level > 0 and _worth_compressing(data):
+            packed = _compressor(level).compress(data)
+            if len(packed) < len(data) - len(data) // 64:
+                return bytes([ZSTD]) + packed, True
+        return bytes([RAW]) + data, False
+
+    @staticmethod
+    def _unpack(inner: bytes, what: str, limit: int) -> bytes | memoryview:
+        """The payload of an envelope; raw payloads come back as a view (no 4 MiB copy)."""
+        if not inner:
+            raise IntegrityError(f"{what} is empty")
+        flag, body = inner[0], memoryview(inner)[1:]
+        if flag == RAW:
+            return body
+        if flag == ZSTD:
+            try:
+                if zstandard.frame_content_size(body) > limit:  # a damaged header: no huge alloc
+                    raise IntegrityError(f"{what} claims more than {limit} bytes")
+                return _decompressor().decompress(body, max_output_size=limit)
+            except (zstandard.ZstdError, MemoryError) as exc:
+                raise IntegrityError(f"{what} does not decompress: {exc}") from None
+        raise IntegrityError(f"{what} has an unknown encoding {flag}")
+
+    # --- chunks -------------------------------------------------------------------------
+
+    def chunk_id(self, data: bytes) -> str:
+        """Content id: BLAKE3, keyed in encrypted vaults so ids leak nothing."""
+        if self.keys is not None:
+            return blake3.blake3(data, key=self.keys.id_key).hexdigest()
+        return blake3.blake3(data).hexdigest()
+
+    def encode_chunk(self, chunk_id: str, data: bytes) -> EncodedChunk:
+        """Compress (and seal) a chunk, then check the result decodes to the same id (restic's
+        lesson: corruption made before upload is the worst kind)."""
+        inner, compressed = self._pack(data)
+        blob = self._seal(inner, chunk_key(chunk_id))
+        if compressed or self.keys is not None:
+            self.decode_chunk(chunk_id, blob)
+        return EncodedChunk(chunk_id, blob, compressed)
+
+    def decode_chunk(self, chunk_id: str, blob: bytes) -> bytes | memoryview:
+        """Open, decompress and verify one chunk; IntegrityError on any mismatch."""
+        what = f"chunk {chunk_id[:16]}"
+        data = self._unpack(self._unseal(blob, chunk_key(chunk_id), what), what, self.chunk_size)
+        if self.chunk_id(data) != chunk_id:
+            raise IntegrityError(f"{what} does not match its content id")
+        return data
+
+    def has_chunk(self, chunk_id: str) -> bool:
+        return self.store.exists(chunk_key(chunk_id))
+
+    def put_chunk(self, encoded: EncodedChunk) -> bool:
+        """Upload; False if it was already there (a repeated PUT is harmless, I6)."""
+        return self.store.put(chunk_key(encoded.chunk_id), encoded.blob, create_only=True)
+
+    def rewrite_chunk(self, encoded: EncodedChunk) -> None:
+        """Overwrite a chunk (fresh mtime): rescues one a GC pass has condemned."""
+        self.store.put(chunk_key(encoded.chunk_id), encoded.blob)
+
+    def get_chunk(self, chunk_id: str) -> bytes | memoryview:
+        """Fetch and verify a chunk; a missing one is an IntegrityError (data loss)."""
+        try:
+            blob = self.store.get(chunk_key(chunk_id))
+        except ObjectMissing:
+            raise IntegrityError(f"chunk {chunk_id[:16]} is missing from the vault") from None
+        return self.decode_chunk(chunk_id, blob)
+
+    def holds_any_chunk(self) -> bool:
+        """One listing call: is there any chunk in the vault yet?"""
+        return next(iter(self.list_chunks()), None) is not None
+
+    def list_chunks(self) -> Iterable[ObjectInfo]:
+        return self.store.list("chunks/")
+
+    def delete_chunk(self, chunk_id: str) -> None:
+        self.store.delete(chunk_key(chunk_id))
+
+    # --- manifests ----------------------------------------------------------------------
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Commit point: create-only; committing the same manifest twice is a no-op (I6)."""
+        key = f"manifests/{manifest.id}"
+        inner, _ = self._pack(manifest.to_bytes(), level=3)
+        if not self.store.put(key, self._seal(inner, key), create_only=True):
+            existing = self.read_manifest(manifest.id)
+            if existing.digest != manifest.digest:
+                raise IntegrityError(f"manifest {manifest.id} already exists with other content")
+
+    def read_manifest(self, manifest_id: str, *, trashed: bool = False) -> Manifest:
+        key = f"{'trash' if trashed else 'manifests'}/{manifest_id}"
+        what = f"manifest {manifest_id}"
+        try:
+            blob = self.store.get(key)
+        except ObjectMissing:
+            raise IntegrityError(f"{what} is missing from the vault") from None
+        data = bytes(self._unpack(self._unseal(blob, key, what), what, 1 << 31))
+        return Manifest.from_bytes(data, expected_id=manifest_id)
+
+    def list_manifest_ids(self) -> list[str]:
+        return sorted(info.key.split("/", 1)[1] for info in self.store.list("manifests/"))
+
+    def manifests(self) -> list[Manifest]:
+        return [self.read_manifest(mid) for mid in self.list_manifest_ids()]
+
+    def trash_manifest(self, manifest_id: str) -> None:
+        """Move a manifest to trash/ (re-sealed under its new key); GC empties the trash."""
+        key = f"manifests/{manifest_id}"
+        try:
+            manifest = self.read_manifest(manifest_id)
+        except IntegrityError:
+            if not self.store.exists(key):
+                return
+            raise
+        trash_key = f"trash/{manifest_id}"
+        inner, _ = self._pack(manifest.to_bytes(), level=3)
+        self.store.put(trash_key, self._seal(inner, trash_key))
+        self.store.delete(key)
+
+    # --- accounting ---------------------------------------------------------------------
+
+    def chunk_sizes(self) -> dict[str, int]:
+        """Stored bytes per chunk id, from one listing."""
+        return {info.key.rsplit("/", 1)[1]: info.size for info in self.list_chunks()}
+
+    def unique_bytes(self, manifest_id: str) -> int:
+        """Stored bytes only this manifest references: what deleting it frees after dedup."""
+        target = self.read_manifest(manifest_id).referenced()
+        for other in self.list_manifest_ids():
+            if other != manifest_id:
+                target -= self.read_manifest(other).referenced()
+                if not target:
+                    return 0
+        sizes = self.chunk_sizes()
+        return sum(sizes.get(c, 0) for c in target)
+
+    def stats(self) -> VaultStats:
+        sizes = self.chunk_sizes()
+        manifests = self.manifests()
+        return VaultStats(
+            chunks=len(sizes),
+            stored_bytes=sum(sizes.values()),
+            manifests=len(manifests),
+            logical_bytes=sum(m.size for m in manifests),
+        )
+
+    # --- writer sessions (see core.gc) --------------------------------------------------
+
+    def begin_session(self, session_id: str) -> WriterSession:
+        """Announce a writer, then read what GC has condemned (the order GC relies on)."""
+        session = WriterSession(self, session_id)
+        session.start()
+        return session
+
+    def live_sessions(self, *, now: float | None = None) -> list[str]:
+        """Writers whose heartbeat is younger than the lease."""
+        now = time.time() if now is None else now
+        return [
+            info.key.split("/", 1)[1]
+            for info in self.store.list("sessions/")
+            if now - info.mtime < SESSION_LEASE_SECONDS
+        ]
+
+    def condemned_lists(self) -> list[tuple[ObjectInfo, set[str]]]:
+        """Every pending condemned list with the chunk ids it names."""
+        found = []
+        for info in self.store.list("condemned/"):
+            try:
+                sealed = self._unseal(self.store.get(info.key), info.key, info.key)
+                body = json.loads(bytes(self._unpack(sealed, info.key, 1 << 31)))
+            except ObjectMissing:
+                continue
+            found.append((info, set(body["chunks"])))
+        return found
+
+    def write_condemned(self, chunk_ids: set[str]) -> str:
+        key = f"condemned/{int(time.time() * 1000):015d}-{os.urandom(4).hex()}"
+        body = json.dumps({"chunks": sorted(chunk_ids)}).encode()
+        inner, _ = self._pack(body, level=3)
+        self.store.put(key, self._seal(inner, key), create_only=True)
+        return key
+
+
+class WriterSession:
+    """A running backup or snapshot into a vault: a heartbeat object plus the condemned set."""
+
+    def __init__(self, vault: Repository, session_id: str) -> None:
+        self.vault = vault
+        self.key = f"sessions/{session_id}"
+        self.condemned: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        body = json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "at": time.time()})
+        self.vault.store.put(self.key, body.encode())
+
+    def start(self) -> None:
+        self._beat()
+        self._wait_for_gc()  # after the beat: GC sees this writer, or this writer sees GC
+        for _, ids in self.vault.condemned_lists():
+            self.condemned |= ids
+        self._thread = threading.Thread(target=self._run, daemon=True, name="vault-session")
+        self._thread.start()
+
+    def _wait_for_gc(self) -> None:
+        """A GC holding its lock may be deleting chunks this writer would reuse: wait until
+        it is done or its lease lapsed (a lapsed holder fences itself, core.gc)."""
+        while True:
+            held = [
+                info
+                for info in self.vault.store.list(GC_LOCK_KEY)
+                if info.key == GC_LOCK_KEY and time.time() - info.mtime < GC_LOCK_LEASE_SECONDS
+            ]
+            if not held or self._gc_holder_died():
+                return
+            self._beat()
+            time.sleep(GC_WAIT_POLL_SECONDS)
+
+    def _gc_holder_died(self) -> bool:
+        """A GC killed on this host leaves its lock; its pid tells us not to wait the lease."""
+        try:
+            body = json.loads(self.vault.store.get(GC_LOCK_KEY))
+            host, pid = str(body["owner"]).split(":")[:2]
+        except (ObjectMissing, ValueError, KeyError, TypeError):
+            return False
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(SESSION_HEARTBEAT_SECONDS):
+            try:
+                self._beat()
+            except StoreError:
+                continue
+
+    def end(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(StoreError):  # a stale session only delays GC (its lease)
+            self.vault.store.delete(self.key)

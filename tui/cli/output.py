@@ -1,0 +1,149 @@
+"""Printing for the CLI: tables, JSON, plans, confirmations and progress bars (rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import humanize
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from core.api import Conflict, Plan, ProgressEvent, UserError, human_size
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SIZE_FIELDS = {
+    "size",
+    "allocated",
+    "bytes_stored",
+    "bytes_new",
+    "disk_size",
+    "logical_bytes",
+    "stored_bytes",
+    "unique_bytes",
+}
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key in SIZE_FIELDS and isinstance(value, int | float):
+        return human_size(int(value))
+    if key.endswith("_at") and isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+            return humanize.naturaltime(datetime.now(UTC) - moment)
+        except ValueError:
+            return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str) -> None:
+    if not rows:
+        out.print(empty)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column.upper().replace("_", " "))
+    for row in rows:
+        table.add_row(*(_cell(c, row.get(c)) for c in columns))
+    out.print(table)
+
+
+def print_object(data: dict[str, Any]) -> None:
+    width = max(len(k) for k in data) if data else 0
+    for key, value in data.items():
+        if isinstance(value, list | dict):
+            value = json.dumps(value, default=str)
+        shown = _cell(key, value)
+        if key.endswith("_at") and isinstance(value, str):
+            shown = f"{value} ({shown})"
+        out.print(f"{key:<{width}}  {shown}")
+
+
+def print_plan(plan: Plan) -> None:
+    for line in plan.lines():
+        out.print(line, markup=False)
+
+
+def confirm(plan: Plan, *, yes: bool) -> None:
+    """Refuse a refused plan; otherwise ask (unless --yes). Never hang a script on a prompt."""
+    if not plan.allowed:
+        raise Conflict(plan.refusal or "refused")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"{plan.action} needs confirmation: run it in a terminal or pass --yes")
+    print_plan(plan)
+    if plan.confirm_text:
+        answer = input(f"Type {plan.confirm_text!r} to confirm: ").strip()
+        ok = answer == plan.confirm_text
+    else:
+        ok = input("Proceed? [y/N] ").strip().lower() in ("y", "yes")
+    if not ok:
+        raise UserError("aborted, nothing changed")
+
+
+class ProgressPrinter:
+    """Progress subscriber: a rich bar on a terminal, JSON lines with --json, quiet otherwise."""
+
+    def __init__(self, *, as_json: bool, description: str) -> None:
+        self.as_json = as_json
+        self.description = description
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> ProgressPrinter:
+        if not self.as_json and err.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[phase]}"),
+                console=err,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=None, phase="")
+        return self
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.as_json:
+            print_json(event.to_dict())
+        elif self.progress is not None:
+            self.progress.update(
+                self.task,
+                total=event.bytes_total or None,
+                completed=event.bytes_done,
+                phase=f"{event.phase} · {event.bottleneck}-bound"
+                if event.bottleneck
+                else event.phase,
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,90 @@
+"""The details panel: every field of the selected server, disk, snapshot or backup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from tui.console import fmt
+
+
+def _short_path(path: str | None, home: str | None) -> str:
+    if not path:
+        return "-"
+    if home and path.startswith(home.rstrip("/") + "/"):
+        return str(Path("$HOME") / Path(path).relative_to(home))
+    return path
+
+
+def fields_of(
+    obj: dict[str, Any] | None, *, now: datetime, home: str | None
+) -> list[tuple[str, str]]:
+    """(label, value) pairs for the panel; absolute timestamps here, relative ones in the panes."""
+    if obj is None:
+        return [("", "nothing selected")]
+    if obj.get("kind") == "server":
+        disks = obj.get("disks", [])
+        roles = ", ".join(f"{d['name']} ({d['role']})" for d in disks) or "none"
+        return [("server", obj["name"]), ("disks", roles)]
+    if obj.get("kind") == "disk":
+        return [
+            ("disk", f"{obj['name']}  {obj['id']}"),
+            ("server", f"{obj['server'] or '-'}  role {obj['role']}"),
+            ("size", f"{fmt.size(obj['size'])}, {fmt.size(obj['allocated'])} allocated"),
+            ("status", f"{obj['status']}  snapshots by {obj['snapshot_strategy']}"),
+            ("created", fmt.absolute(obj["created_at"])),
+            (
+                "backup",
+                f"{fmt.absolute(obj['last_backup_at'])} ({fmt.age(obj['last_backup_at'], now)})",
+            ),
+            ("path", _short_path(obj["path"], home)),
+        ]
+    if obj.get("kind_of") == "snapshot":
+        expires = f", expires {fmt.absolute(obj['expires_at'])}" if obj.get("expires_at") else ""
+        return [
+            ("snapshot", f"{obj['name']}  {obj['id']}"),
+            ("of disk", f"{obj['disk_name']} ({obj['server'] or 'no server'}, {obj['role']})"),
+            ("size", f"{fmt.size(obj['size'])}, {fmt.size(obj['bytes_stored'])} stored"),
+            ("status", f"{obj['status']}  {obj['kind']}{expires}"),
+            ("strategy", obj["strategy"]),
+            ("created", fmt.absolute(obj["created_at"])),
+        ]
+    if obj.get("kind_of") == "backup":
+        deleted = " - disk deleted, backup retained" if obj.get("disk_deleted") else ""
+        return [
+            ("backup", f"{obj['name']}  {obj['id']}"),
+            (
+                "of disk",
+                f"{obj['disk_name']} ({obj['server'] or 'no server'}, {obj['role']}){deleted}",
+            ),
+            (
+                "size",
+                f"{fmt.size(obj['size'])}: {fmt.size(obj['bytes_new'])} new, "
+                f"{fmt.size(obj['bytes_reused'])} reused, {fmt.size(obj['bytes_zero'])} zero",
+            ),
+            ("stored", f"{fmt.size(obj['bytes_stored'])} in vault {obj['vault']}"),
+            ("status", obj["status"]),
+            ("completed", fmt.absolute(obj["completed_at"])),
+        ]
+    return [("", str(obj.get("name", "")))]
+
+
+class DetailsPanel(Static):
+    """Shows `fields_of(...)` as a two-column grid; `plain` keeps the same as text."""
+
+    plain = ""
+
+    def show(self, obj: dict[str, Any] | None, *, now: datetime, home: str | None) -> None:
+        pairs = fields_of(obj, now=now, home=home)
+        self.plain = "\n".join(f"{label} {value}" for label, value in pairs)
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True, min_width=9)
+        grid.add_column(overflow="ellipsis", no_wrap=True)
+        for label, value in pairs:
+            grid.add_row(label, Text(value))
+        self.update(grid)

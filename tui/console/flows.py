@@ -1,0 +1,314 @@
+"""Action flows: plan (in a thread) -> confirmation modal -> start the job. Mixed into MainScreen.
+
+Each flow is an async worker: façade calls run in threads, the modal is awaited with
+`push_screen_wait`, and the started job runs in a thread worker that posts its progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from textual import work
+
+from core.api import BlockvaultError, Plan
+from tui.console.messages import JobFinished, JobProgress
+from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal
+
+
+def cli(*argv: str) -> str:
+    return "blockvault " + " ".join(shlex.quote(a) for a in argv)
+
+
+class ActionFlows:
+    """Needs: self.bv, self.handles, selected_disk(), selected_row(), focused_pane(),
+    focused_object(), table(), load_inventory(), notify(), app."""
+
+    bv: Any
+    handles: dict[str, Any]
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A façade call off the UI thread."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def confirm(self, plan: Plan, command: str, label: str) -> bool:
+        modal = ConfirmationModal(plan, command=command, confirm_label=label)
+        return bool(await self.app.push_screen_wait(modal))  # type: ignore[attr-defined]
+
+    async def ask_name(self, title: str, default: str, hint: str = "") -> str | None:
+        return await self.app.push_screen_wait(NameModal(title, default=default, hint=hint))  # type: ignore[attr-defined]
+
+    async def choose(
+        self, title: str, choices: list[tuple[str, str]], body: str = ""
+    ) -> str | None:
+        return await self.app.push_screen_wait(ChoiceModal(title, choices, body=body))  # type: ignore[attr-defined]
+
+    def track(self, handle: Any, kind: str, target: str) -> None:
+        """Show a started job in the strip and run it in a thread worker."""
+        from tui.console.jobs_strip import JobsStrip
+
+        self.handles[handle.id] = handle
+        self.query_one(JobsStrip).add_job(handle.id, kind, target)  # type: ignore[attr-defined]
+        post = self.post_message  # type: ignore[attr-defined]
+        handle.subscribe(lambda event: post(JobProgress(event)))
+        self.run_job(handle, kind, target)
+
+    @work(thread=True, group="jobs", exit_on_error=False)
+    def run_job(self, handle: Any, kind: str, target: str) -> None:
+        handle.run()  # records success, failure or cancellation in the job row itself
+        result = handle.result if isinstance(handle.result, dict) else {}
+        error = None if handle.error is None or handle.status == "cancelled" else str(handle.error)
+        self.post_message(  # type: ignore[attr-defined]
+            JobFinished(
+                handle.id,
+                kind,
+                target,
+                handle.status,
+                error,
+                result.get("summary", ""),
+                result.get("id"),
+            )
+        )
+
+    async def guarded(self, flow: Callable[[], Any]) -> None:
+        try:
+            await flow()
+        except BlockvaultError as exc:
+            self.notify(str(exc), severity="error", timeout=8)  # type: ignore[attr-defined]
+
+    def need_disk(self) -> dict[str, Any] | None:
+        disk = self.selected_disk()  # type: ignore[attr-defined]
+        if disk is None:
+            self.notify("select a disk first (a row under a server)", severity="warning")  # type: ignore[attr-defined]
+        return disk
+
+    def need_source(self) -> dict[str, Any] | None:
+        """The snapshot or backup under the cursor of the focused pane."""
+        pane = self.focused_pane()  # type: ignore[attr-defined]
+        obj = self.focused_object()  # type: ignore[attr-defined]
+        if pane in ("snapshots", "backups") and obj is not None:
+            return obj
+        self.notify(  # type: ignore[attr-defined]
+            "select a snapshot or a backup first (tab moves to their panes)", severity="warning"
+        )
+        target = "snapshots" if self.table("snapshots").row_count else "backups"  # type: ignore[attr-defined]
+        self.table(target).focus()  # type: ignore[attr-defined]
+        return None
+
+    # --- actions ------------------------------------------------------------------------
+
+    def action_snapshot(self) -> None:
+        if disk := self.need_disk():
+            self.snapshot_flow(disk)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def snapshot_flow(self, disk: dict[str, Any]) -> None:
+        async def flow() -> None:
+            plan = await self.call(self.bv.plan_snapshot, disk["id"])
+            if await self.confirm(plan, cli("snapshot", "create", disk["name"]), "Snapshot"):
+                handle = await self.call(self.bv.start_snapshot, disk["id"])
+                self.track(handle, "snapshot", disk["name"])
+
+        await self.guarded(flow)
+
+    def action_backup(self) -> None:
+        if disk := self.need_disk():
+            self.backup_flow(disk)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def backup_flow(self, disk: dict[str, Any]) -> None:
+        async def flow() -> None:
+            plan = await self.call(self.bv.plan_backup, disk["id"])  # the default vault
+            if await self.confirm(plan, cli("backup", "create", disk["name"]), "Back up"):
+                handle = await self.call(self.bv.start_backup, disk["id"])
+                self.track(handle, "backup", disk["name"])
+
+        await self.guarded(flow)
+
+    def action_restore(self) -> None:
+        if source := self.need_source():
+            self.restore_flow(source)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def restore_flow(self, source: dict[str, Any]) -> None:
+        async def flow() -> None:
+            if source.get("kind_of") == "snapshot":
+                plan = await self.call(self.bv.plan_rollback, source["id"])
+                if await self.confirm(
+                    plan, cli("snapshot", "rollback", source["name"]), "Roll back"
+                ):
+                    handle = await self.call(self.bv.start_rollback, source["id"])
+                    self.track(handle, "rollback", source["disk_name"])
+                return
+            choices = [("cancel", "Cancel"), ("new", "Restore to a new disk…")]
+            if not source.get("disk_deleted"):
+                choices.insert(1, ("original", f"Restore onto {source['disk_name']} (overwrite)"))
+            where = await self.choose(f"Restore backup {source['name']}", choices)
+            if where == "original":
+                plan = await self.call(self.bv.plan_restore, source["id"], to_original=True)
+                command = cli("backup", "restore", source["name"], "--to-original")
+                if await self.confirm(plan, command, "Restore"):
+                    handle = await self.call(self.bv.start_restore, source["id"], to_original=True)
+                    self.track(handle, "restore", source["disk_name"])
+            elif where == "new":
+                await self._restore_to_new(source)
+
+        await self.guarded(flow)
+
+    async def _restore_to_new(self, backup: dict[str, Any]) -> None:
+        name = await self.ask_name(
+            f"New disk from backup {backup['name']}",
+            f"{backup['disk_name']}-restored",
+            "an unattached disk in the pool, at least the backup's size",
+        )
+        if not name:
+            return
+        plan = await self.call(self.bv.plan_restore, backup["id"], to_original=False, new_name=name)
+        command = cli("backup", "restore", backup["name"], "--to-new", name)
+        if await self.confirm(plan, command, "Create disk"):
+            handle = await self.call(
+                self.bv.start_restore, backup["id"], to_original=False, new_name=name
+            )
+            self.track(handle, "restore", name)
+
+    def action_new_disk(self) -> None:
+        if source := self.need_source():
+            self.new_disk_flow(source)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def new_disk_flow(self, source: dict[str, Any]) -> None:
+        async def flow() -> None:
+            if source.get("kind_of") == "backup":
+                await self._restore_to_new(source)
+                return
+            name = await self.ask_name(
+                f"New disk from snapshot {source['name']}", f"{source['disk_name']}-copy"
+            )
+            if not name:
+                return
+            plan = await self.call(self.bv.plan_snapshot_to_disk, source["id"], name)
+            if await self.confirm(
+                plan, cli("snapshot", "to-disk", source["name"], name), "Create disk"
+            ):
+                handle = await self.call(self.bv.start_snapshot_to_disk, source["id"], name)
+                self.track(handle, "to-disk", name)
+
+        await self.guarded(flow)
+
+    def action_delete(self) -> None:
+        obj = self.focused_object()  # type: ignore[attr-defined]
+        if obj is None:
+            self.notify("nothing selected to delete", severity="warning")  # type: ignore[attr-defined]
+            return
+        self.delete_flow(obj)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def delete_flow(self, obj: dict[str, Any]) -> None:
+        bv = self.bv
+        if obj.get("kind_of") == "snapshot":
+            plan_fn, do_fn, noun = bv.plan_delete_snapshot, bv.delete_snapshot, "snapshot"
+        elif obj.get("kind_of") == "backup":
+            plan_fn, do_fn, noun = bv.plan_delete_backup, bv.delete_backup, "backup"
+        elif obj.get("kind") == "disk":
+            plan_fn, do_fn, noun = bv.plan_delete_disk, bv.delete_disk, "disk"
+        else:
+            plan_fn, do_fn, noun = bv.plan_delete_server, bv.delete_server, "server"
+
+        async def flow() -> None:
+            plan = await self.call(plan_fn, obj["id"] if noun != "server" else obj["name"])
+            if await self.confirm(plan, cli(noun, "delete", obj["name"]), "Delete"):
+                await self.call(do_fn, obj["id"] if noun != "server" else obj["name"])
+                self.notify(f"deleted {noun} {obj['name']}")  # type: ignore[attr-defined]
+                self.load_inventory()  # type: ignore[attr-defined]
+
+        await self.guarded(flow)
+
+    def action_undo(self) -> None:
+        if disk := self.need_disk():
+            self.undo_flow(disk)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def undo_flow(self, disk: dict[str, Any]) -> None:
+        async def flow() -> None:
+            plan = await self.call(self.bv.plan_undo, disk["id"])
+            if await self.confirm(plan, cli("disk", "undo", disk["name"]), "Undo"):
+                handle = await self.call(self.bv.start_undo, disk["id"])
+                self.track(handle, "undo", disk["name"])
+
+        await self.guarded(flow)
+
+    def action_cancel_job(self) -> None:
+        from tui.console.jobs_strip import JobsStrip
+
+        running = self.query_one(JobsStrip).running()  # type: ignore[attr-defined]
+        if not running:
+            self.notify("no running job to cancel", severity="warning")  # type: ignore[attr-defined]
+            return
+        self.cancel_flow(running[0])
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def cancel_flow(self, job_id: str) -> None:
+        from tui.console.jobs_strip import JobsStrip
+
+        async def flow() -> None:
+            body = f"$ {cli('job', 'cancel', job_id)}\nIt stops at the next chunk; nothing partial is kept visible."
+            answer = await self.choose(
+                f"Cancel job {job_id}?",
+                [("keep", "Keep running"), ("stop", "Cancel the job")],
+                body,
+            )
+            if answer != "stop":
+                return
+            handle = self.handles.get(job_id)
+            if handle is not None:
+                handle.cancel()
+            row = self.query_one(JobsStrip).row(job_id)  # type: ignore[attr-defined]
+            if row is not None and row.status == "running":
+                row.text = "cancelling"
+                row.refresh_row()
+            with contextlib.suppress(BlockvaultError):  # it ended meanwhile: its outcome shows
+                await self.call(self.bv.cancel_job, job_id)
+
+        await self.guarded(flow)
+
+    def action_reinstall(self) -> None:
+        row = self.selected_row()  # type: ignore[attr-defined]
+        if row is None or (row.get("kind") == "disk" and not row.get("server")):
+            self.notify("select a server (or one of its disks) first", severity="warning")  # type: ignore[attr-defined]
+            return
+        self.reinstall_flow(row["name"] if row.get("kind") == "server" else row["server"])
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def reinstall_flow(self, server: str) -> None:
+        async def flow() -> None:
+            info = await self.call(self.bv.get_server, server)
+            system = next((d for d in info["disks"] if d["role"] == "system"), None)
+            if system is None:
+                self.notify(f"server {server} has no system disk", severity="warning")  # type: ignore[attr-defined]
+                return
+            backups = await self.call(self.bv.list_backups, disk=system["id"])
+            if not backups:
+                self.notify(f"no backup of {system['name']} to reinstall from", severity="warning")  # type: ignore[attr-defined]
+                return
+            choices = [("cancel", "Cancel")] + [
+                (b["id"], f"from backup {b['name']}") for b in backups[:5]
+            ]
+            image = await self.choose(
+                f"Reinstall the OS of {server} (system disk {system['name']})", choices
+            )
+            if not image:
+                return
+            plan = await self.call(self.bv.plan_reinstall, server, image)
+            name = next(b["name"] for b in backups if b["id"] == image)
+            if await self.confirm(
+                plan, cli("server", "reinstall", server, "--image", name), "Reinstall"
+            ):
+                handle = await self.call(self.bv.start_reinstall, server, image)
+                self.track(handle, "reinstall", server)
+
+        await self.guarded(flow)

@@ -1,0 +1,64 @@
+"""The help screen, written from the action registry (so it can never disagree with the keys)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from tui.console.actions import ACTIONS, key_label
+
+NAVIGATION = (
+    ("tab shift+tab", "move between the panes"),
+    ("j k  up down", "move in a pane"),
+    ("g G", "first / last row"),
+    ("esc", "close a dialog, clear the filter"),
+)
+
+
+def help_table(hidden: set[str]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for keys, what in NAVIGATION:
+        table.add_row(keys, what)
+    categories = list(dict.fromkeys(action.category for action in ACTIONS))
+    for category in categories:
+        shown = [a for a in ACTIONS if a.category == category and a.id not in hidden]
+        if not shown:
+            continue
+        table.add_row("", "")
+        table.add_row(Text(category, style="underline"), "")
+        for action in shown:
+            table.add_row(key_label(action), f"{action.label}: {action.help}")
+    return table
+
+
+def help_text(hidden: set[str]) -> str:
+    """The help table as plain text (what the screen shows)."""
+    console = Console(width=200, file=io.StringIO())
+    console.print(help_table(hidden))
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
+
+    def __init__(self, hidden: set[str]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.hidden = hidden
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help", classes="dialog"):
+            yield Static(Text("blockvault keys (esc closes)", style="bold"))
+            yield Static(help_table(self.hidden))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,324 @@
+"""The main screen: panes, details, jobs strip. It renders and starts workers, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.events import DescendantFocus
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.worker import Worker, WorkerState
+
+from core.api import Blockvault, ProgressEvent
+from tui.console import actions, panes
+from tui.console.details import DetailsPanel
+from tui.console.flows import ActionFlows
+from tui.console.jobs_strip import JobRow, JobsStrip
+from tui.console.messages import ActiveJobs, Inventory, JobFinished, JobProgress, Selection
+from tui.console.panes import PaneTable
+
+JOB_POLL_SECONDS = 2.0
+
+
+class MainScreen(ActionFlows, Screen):
+    BINDINGS = [*actions.bindings(), Binding("escape", "clear_filter", "Clear filter", show=False)]
+
+    def __init__(self, bv: Blockvault, *, read_only: bool = False) -> None:
+        super().__init__(id="main")
+        self.bv = bv
+        self.read_only = read_only
+        self.handles: dict[str, Any] = {}
+        self.inventory: Inventory | None = None
+        self.snapshots: list[dict[str, Any]] = []
+        self.backups: list[dict[str, Any]] = []
+        self.show_all = False
+        self.filter_text = ""
+        self.cursor_target: str | None = None  # an object a finished job made: show it
+
+    # --- layout -------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="≡")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter by name (esc clears)", id="filter")
+                yield PaneTable("Disks", id="disks")
+                yield DetailsPanel(id="details")
+            with Vertical(id="right"):
+                yield PaneTable("Snapshots", id="snapshots")
+                yield PaneTable("Backups", id="backups")
+        yield JobsStrip(id="jobs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table("disks").set_columns(panes.DISK_COLUMNS)
+        self.table("snapshots").set_columns(panes.SNAPSHOT_COLUMNS)
+        self.table("backups").set_columns(panes.BACKUP_COLUMNS)
+        self.query_one("#filter").display = False
+        self.query_one("#details", DetailsPanel).border_title = "Details"
+        if self.read_only:
+            self.query_one("#jobs-empty", Static).update("no jobs (read-only: nothing can start)")
+        self.table("disks").focus()
+        self.load_inventory()
+        self.set_interval(JOB_POLL_SECONDS, self.poll_jobs)
+
+    def table(self, name: str) -> PaneTable:
+        return self.query_one(f"#{name}", PaneTable)
+
+    def now(self):  # type: ignore[no-untyped-def]
+        return self.app.clock()
+
+    # --- selection ----------------------------------------------------------------------
+
+    def selected_row(self) -> dict[str, Any] | None:
+        """The selected row of the disks pane: a server header or a disk."""
+        return self.table("disks").selected()
+
+    def selected_disk(self) -> dict[str, Any] | None:
+        row = self.selected_row()
+        return row if row and row.get("kind") == "disk" else None
+
+    def focused_pane(self) -> str:
+        focused = self.focused
+        return focused.id if isinstance(focused, PaneTable) and focused.id else "disks"
+
+    def focused_object(self) -> dict[str, Any] | None:
+        return self.table(self.focused_pane()).selected()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action in actions.MUTATING)
+
+    # --- loading (workers post, handlers render) ----------------------------------------
+
+    @work(thread=True, exclusive=True, group="inventory", exit_on_error=False)
+    def load_inventory(self) -> None:
+        bv = self.bv
+        status = bv.status()  # vaults included; nothing is created under --read-only
+        self.post_message(
+            Inventory(
+                disks=bv.list_disks(),
+                jobs=bv.list_jobs(active=True),
+                status={**status, "servers_list": [s["name"] for s in bv.list_servers()]},
+            )
+        )
+
+    @work(thread=True, exclusive=True, group="selection", exit_on_error=False)
+    def load_selection(self, disk_id: str | None, show_all: bool) -> None:
+        bv = self.bv
+        snapshots = bv.list_snapshots(disk=disk_id) if disk_id else []
+        if show_all:
+            backups = bv.list_backups(include_deleted_disks=True)
+        else:
+            backups = bv.list_backups(disk=disk_id) if disk_id else []
+        self.post_message(Selection(disk_id, show_all, snapshots, backups))
+
+    @on(Inventory)
+    def _inventory(self, message: Inventory) -> None:
+        self.inventory = message
+        self._render_header(message.status)
+        self._render_disks()
+        self._reload_selection()
+
+    @on(Selection)
+    def _selection(self, message: Selection) -> None:
+        disk = self.selected_disk()
+        if message.disk_id != (disk["id"] if disk else None) or message.show_all != self.show_all:
+            return  # a stale answer: the cursor moved on while it was loading
+        self.snapshots, self.backups = message.snapshots, message.backups
+        self._render_selection()
+
+    def _render_header(self, status: dict[str, Any]) -> None:
+        vaults = ", ".join(f"{n} {s} ({c})" for n, s, c in status["vaults"]) or "none yet"
+        backend = str(status["catalog"]).split(":", 1)[0].split("+", 1)[0]
+        mode = " · READ-ONLY" if self.read_only else ""
+        self.app.sub_title = (
+            f"{status['actor']} · {backend} v{status['schema_version']} · vault {vaults}{mode}"
+        )
+
+    def _matches(self, *names: str | None) -> bool:
+        needle = self.filter_text.lower()
+        return not needle or any(needle in (n or "").lower() for n in names)
+
+    def _render_disks(self) -> None:
+        if self.inventory is None:
+            return
+        inv = self.inventory
+        disks = [d for d in inv.disks if self._matches(d["name"], d["server"])]
+        servers = [s for s in inv.status["servers_list"] if self._matches(s)]
+        rows = panes.disk_rows(disks, servers, self.now())
+        table = self.table("disks")
+        table.replace_rows(rows, len(inv.disks))
+        if table.selected() is None or (
+            table.cursor_row == 0 and len(rows) > 1 and rows[0][1]["kind"] == "server"
+        ):
+            table.move_cursor(row=1 if len(rows) > 1 else 0)
+        self._move_to_target()
+        self._show_details()
+
+    def _reload_selection(self) -> None:
+        disk = self.selected_disk()
+        self.load_selection(disk["id"] if disk else None, self.show_all)
+
+    def _render_selection(self) -> None:
+        now = self.now()
+        snaps = [s for s in self.snapshots if self._matches(s["name"], s["disk_name"])]
+        backups = [b for b in self.backups if self._matches(b["name"], b["disk_name"])]
+        self.table("snapshots").replace_rows(panes.snapshot_rows(snaps, now), len(self.snapshots))
+        self.table("backups").replace_rows(panes.backup_rows(backups, now), len(self.backups))
+        self.table("backups").border_title = "Backups (all)" if self.show_all else "Backups"
+        self._move_to_target()
+        self._show_details()
+
+    def _move_to_target(self) -> None:
+        """Put the cursor on the snapshot, backup or disk a job just made, once it is listed."""
+        key = self.cursor_target
+        if key is None:
+            return
+        for name in ("disks", "snapshots", "backups"):
+            table = self.table(name)
+            if key in table.rows_by_key:
+                self.cursor_target = None
+                table.move_cursor(row=table.get_row_index(key))
+                return
+
+    def _show_details(self) -> None:
+        home = self.inventory.status.get("home") if self.inventory else None
+        self.query_one(DetailsPanel).show(self.focused_object(), now=self.now(), home=home)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "disks":
+            self._reload_selection()
+        self._show_details()
+
+    @on(DescendantFocus)
+    def _focus_moved(self) -> None:
+        self._show_details()
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """Any worker failure becomes a notification with its cause, never a crash."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.notify(
+                f"{event.worker.name}: {error}", title="error", severity="error", timeout=10
+            )
+
+    @on(DataTable.RowSelected, "#disks")
+    def _drill_in(self) -> None:
+        """enter on a disk moves to its snapshots."""
+        self.table("snapshots").focus()
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def poll_jobs(self) -> None:
+        self.post_message(ActiveJobs(self.bv.list_jobs(active=True)))
+
+    @on(ActiveJobs)
+    def _active_jobs(self, message: ActiveJobs) -> None:
+        """Show jobs of other processes (e.g. a cron backup) from their catalog rows."""
+        strip = self.query_one(JobsStrip)
+        active = {job["id"]: job for job in message.jobs if job["id"] not in self.handles}
+        for job_id, job in active.items():
+            row = strip.row(job_id)
+            if row is None:
+                row = strip.add_job(job_id, job["kind"], job["target_name"])
+                row.external = True
+            if not row.external:
+                continue  # our own job: its progress comes straight from its handle
+            row.progress(
+                ProgressEvent(
+                    job_id,
+                    job["phase"] or job["status"],
+                    job["bytes_done"],
+                    job["bytes_total"],
+                    rate=job["rate"] or 0.0,
+                    eta=job["eta"],
+                )
+            )
+        ended = [
+            r
+            for r in strip.query(JobRow)
+            if r.external and r.status == "running" and r.job_id not in active
+        ]
+        for row in ended:
+            row.finish("ended", "see blockvault job show")
+        if ended:
+            self.load_inventory()
+
+    @on(JobProgress)
+    def _progress(self, message: JobProgress) -> None:
+        row = self.query_one(JobsStrip).row(message.event.job_id)
+        if row is not None and row.status == "running":
+            row.progress(message.event)
+
+    @on(JobFinished)
+    def _finished(self, message: JobFinished) -> None:
+        self.handles.pop(message.job_id, None)
+        if message.status == "succeeded" and message.result_id:
+            self.cursor_target = message.result_id
+        row = self.query_one(JobsStrip).row(message.job_id)
+        text = message.error or message.summary
+        if row is not None:
+            row.finish(message.status, text)
+        what = f"{message.kind} {message.target}"
+        if message.status == "failed":
+            self.notify(f"{what} failed: {message.error}", severity="error", timeout=10)
+        elif message.status == "cancelled":
+            self.notify(f"{what} cancelled", severity="warning")
+        else:
+            self.notify(f"{what} done{': ' + message.summary if message.summary else ''}")
+        self.load_inventory()
+
+    # --- view actions -------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self.load_inventory()
+
+    def action_toggle_all(self) -> None:
+        self.show_all = not self.show_all
+        self._reload_selection()
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self._render_disks()
+        self._render_selection()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.table("disks").focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.display:
+            field.value = ""
+            field.display = False
+            self.table("disks").focus()
+
+    def action_help(self) -> None:
+        from tui.console.help import HelpScreen
+
+        hidden = set(actions.MUTATING) if self.read_only else set()
+        self.app.push_screen(HelpScreen(hidden))
+
+    def action_palette(self) -> None:
+        self.app.action_command_palette()
+
+    def action_toggle_theme(self) -> None:
+        self.app.toggle_theme()
+
+    def action_quit(self) -> None:
+        for handle in list(self.handles.values()):
+            handle.cancel()
+        self.app.exit()

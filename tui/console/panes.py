@@ -1,0 +1,181 @@
+"""The three browsing panes: disks grouped by server, snapshots and backups of the selection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from tui.console import fmt
+
+MAX_ROWS = 500  # a pane never renders more rows than this; the title says how many exist
+NO_SERVER = "(no server)"
+
+
+class PaneTable(DataTable):
+    """A row-cursor table with vim movement; rows keyed by the object id they show."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+    ]
+
+    def __init__(self, title: str, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self.pane_title = title
+        self.border_title = title
+        self.rows_by_key: dict[str, dict[str, Any]] = {}
+
+    def selected(self) -> dict[str, Any] | None:
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:  # cursor outside the table while it is being rebuilt
+            return None
+        return self.rows_by_key.get(key or "")
+
+    def set_columns(self, columns: tuple[tuple[str, int], ...]) -> None:
+        """Fixed widths: the layout never jumps as rows come and go."""
+        for label, width in columns:
+            self.add_column(label, width=width)
+
+    def replace_rows(self, rows: list[tuple[str, dict[str, Any], list[Any]]], total: int) -> None:
+        """Swap the content, keeping the cursor on the same object when it is still there."""
+        current = self.selected()
+        current_key = current.get("_key") if current else None
+        self.clear()
+        self.rows_by_key = {}
+        for key, obj, cells in rows[:MAX_ROWS]:
+            self.rows_by_key[key] = {**obj, "_key": key}
+            self.add_row(*cells, key=key)
+        shown = min(len(rows), MAX_ROWS)
+        self.border_subtitle = f"{shown} of {total}" if total > shown else str(total)
+        if current_key in self.rows_by_key:
+            self.move_cursor(row=self.get_row_index(current_key))
+
+    def action_scroll_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_scroll_bottom(self) -> None:
+        self.move_cursor(row=max(self.row_count - 1, 0))
+
+
+def status_text(status: str) -> Text:
+    """Status words stay words (colour is never the only signal)."""
+    style = {
+        "available": "",
+        "in-use": "bold",
+        "deleted-disk": "italic",
+    }.get(status, "bold")
+    if status.startswith("error"):
+        style = "bold reverse"
+    return Text(status, style=style)
+
+
+def disk_rows(disks: list[dict[str, Any]], servers: list[str], now: datetime):
+    """Rows for the disks pane: one header row per server, then its disks."""
+    by_server: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    for disk in disks:
+        by_server.setdefault(disk["server"] or NO_SERVER, []).append(disk)
+    rows = []
+    for server in sorted(by_server, key=lambda s: (s == NO_SERVER, s)):
+        members = by_server[server]
+        header = {"kind": "server", "name": server, "id": server, "disks": members}
+        rows.append(
+            (
+                f"server:{server}",
+                header,
+                [
+                    Text(f"▾ {server} ({len(members)})", style="bold"),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ],
+            )
+        )
+        for disk in members:
+            rows.append(
+                (
+                    disk["id"],
+                    {**disk, "kind": "disk"},
+                    [
+                        f"  {disk['name']}",
+                        "sys" if disk["role"] == "system" else disk["role"],
+                        status_text(disk["status"]),
+                        fmt.short_age(disk["last_backup_at"], now),
+                        fmt.short_size(disk["size"]),
+                        fmt.short_size(disk["allocated"]),
+                        disk["snapshot_strategy"],
+                    ],
+                )
+            )
+    return rows
+
+
+DISK_COLUMNS = (
+    ("Disk", 14),
+    ("Role", 4),
+    ("Status", 9),
+    ("Backup", 7),
+    ("Size", 7),
+    ("Alloc", 7),
+    ("Snaps", 7),
+)
+SNAPSHOT_COLUMNS = (("Snapshot", 24), ("Age", 7), ("Kind", 6), ("Stored", 8), ("Status", 9))
+BACKUP_COLUMNS = (
+    ("Backup", 24),
+    ("Age", 7),
+    ("Stored", 8),
+    ("Size", 8),
+    ("Vault", 6),
+    ("Disk", 22),
+)
+
+
+def snapshot_rows(snapshots: list[dict[str, Any]], now: datetime):
+    return [
+        (
+            s["id"],
+            {**s, "kind_of": "snapshot"},
+            [
+                s["name"],
+                fmt.short_age(s["created_at"], now),
+                s["kind"],
+                fmt.short_size(s["bytes_stored"]),
+                status_text(s["status"]),
+            ],
+        )
+        for s in snapshots
+    ]
+
+
+def backup_rows(backups: list[dict[str, Any]], now: datetime):
+    rows = []
+    for b in backups:
+        disk = Text(b["disk_name"] or "-")
+        if b.get("disk_deleted"):
+            disk = Text(f"{b['disk_name']} (deleted)", style="italic")
+        rows.append(
+            (
+                b["id"],
+                {**b, "kind_of": "backup"},
+                [
+                    b["name"],
+                    fmt.short_age(b["completed_at"] or b["created_at"], now),
+                    fmt.short_size(b["bytes_stored"]),
+                    fmt.short_size(b["size"]),
+                    b["vault"] or "-",
+                    disk,
+                ],
+            )
+        )
+    return rows

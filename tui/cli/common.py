@@ -1,23 +1,47 @@
-"""Helpers shared by the CLI's nouns: argument types, printing results, plans and prompts."""
+"""What the CLI's nouns share: the parser class, parent parsers, argument types, printing, plans,
+jobs and prompts. Imports no noun module, so the nouns and main.py can all import it."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.api import Plan, UserError, parse_size
+from core.api import Blockvault, Cancelled, Plan, UserError, parse_size
 from tui.cli import output
 
+Handler = Callable[[Blockvault, argparse.Namespace], Any]
+Nouns = argparse._SubParsersAction  # what `add_subparsers()` returns: nouns or a noun's verbs
 
-def size_arg(text: str) -> int:
-    try:
-        return parse_size(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+# `vault import` and `backup list` print the same table
+BACKUP_COLUMNS = (
+    "id",
+    "name",
+    "disk_name",
+    "server",
+    "role",
+    "size",
+    "bytes_new",
+    "bytes_stored",
+    "vault",
+    "status",
+    "created_at",
+)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports mistakes in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"blockvault: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+# --- building the parser --------------------------------------------------------------------
 
 
 def json_parent() -> argparse.ArgumentParser:
@@ -31,6 +55,37 @@ def confirm_parent() -> argparse.ArgumentParser:
     parent.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parent.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     return parent
+
+
+def add_noun(nouns: Nouns, name: str, help: str) -> Nouns:
+    """A `blockvault <name> VERB` noun; returns what its verbs are added to."""
+    return nouns.add_parser(name, help=help).add_subparsers(
+        dest="verb", metavar="VERB", required=True, parser_class=ArgumentParser
+    )
+
+
+def add_verb(
+    verbs: Nouns,
+    name: str,
+    handler: Handler,
+    *,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    help: str = "",
+) -> ArgumentParser:
+    """A verb that runs `handler(bv, args)`; returns its parser for the arguments."""
+    sub = verbs.add_parser(name, parents=list(parents), help=help, description=help)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# --- printing results -----------------------------------------------------------------------
 
 
 def show_list(columns: tuple[str, ...], empty: str) -> Callable[[Any, argparse.Namespace], None]:
@@ -52,6 +107,9 @@ def show_object(data: Any, args: argparse.Namespace) -> None:
         output.print_json(data)
     else:
         output.print_object(data)
+
+
+# --- plans and jobs -------------------------------------------------------------------------
 
 
 def print_dry_run(args: argparse.Namespace, plan: Plan) -> None:
@@ -81,6 +139,39 @@ def run_planned(
     if show_result:
         show_object(result, args)
     return result
+
+
+def run_job(handle: Any, args: argparse.Namespace, description: str) -> Any:
+    """Run a job in the foreground with a progress bar or JSON lines; Ctrl-C cancels it."""
+    with output.ProgressPrinter(as_json=args.json, description=description) as printer:
+        handle.subscribe(printer)
+        handle.start()
+        try:
+            while not handle.done:
+                handle.wait(0.2)
+        except KeyboardInterrupt:
+            handle.cancel()
+            with contextlib.suppress(Cancelled):
+                handle.wait()
+            raise Cancelled("cancelled") from None
+    result = handle.wait()
+    if args.json:
+        output.print_json({"type": "result", "job_id": handle.id, **result})
+    elif "summary" in result:
+        output.out.print(result["summary"], markup=False)
+    else:
+        output.print_object(result)
+    return result
+
+
+def run_planned_job(
+    args: argparse.Namespace, plan: Plan, start: Callable[[], Any], *, description: str
+) -> None:
+    """`run_planned` for a job: dry run, or confirm, then `run_job(start())`."""
+    run_planned(args, plan, lambda: run_job(start(), args, description), show_result=False)
+
+
+# --- prompts --------------------------------------------------------------------------------
 
 
 def read_new_passphrase() -> str:

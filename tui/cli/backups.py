@@ -1,0 +1,114 @@
+"""`blockvault backup`: block-level, deduplicated backups in a vault; restore and verify."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.api import Blockvault
+from tui.cli.common import (
+    BACKUP_COLUMNS,
+    Nouns,
+    add_noun,
+    add_verb,
+    confirm_parent,
+    json_parent,
+    print_dry_run,
+    run_job,
+    run_planned,
+    run_planned_job,
+    show_list,
+    show_object,
+    size_arg,
+)
+
+
+def backup_create(bv: Blockvault, a: argparse.Namespace) -> Any:
+    plan = bv.plan_backup(a.disk, vault=a.vault)
+    if a.dry_run:
+        return print_dry_run(a, plan)
+    return run_job(bv.start_backup(a.disk, vault=a.vault, name=a.name), a, f"backup {a.disk}")
+
+
+def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
+    to_original = a.to_original
+    plan = bv.plan_restore(
+        a.backup, to_original=to_original, new_name=a.to_new, new_size=a.size, force=a.force
+    )
+
+    def start():
+        return bv.start_restore(
+            a.backup, to_original=to_original, new_name=a.to_new, new_size=a.size, force=a.force
+        )
+
+    if not plan.destructive:
+        a.yes = True  # creating a new disk overwrites nothing: no question to ask
+    run_planned_job(a, plan, start, description="restore")
+
+
+def add_to(nouns: Nouns) -> None:
+    js, cf = json_parent(), confirm_parent()
+    backup = add_noun(nouns, "backup", "block-level, deduplicated backups in a vault")
+    p = add_verb(
+        backup,
+        "create",
+        backup_create,
+        parents=[js],
+        help="back up a disk (full first, then incremental)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan, back up nothing")
+    p.add_argument("disk")
+    p.add_argument("--vault")
+    p.add_argument("--name")
+    p = add_verb(
+        backup,
+        "list",
+        lambda bv, a: show_list(BACKUP_COLUMNS, "no backups")(
+            bv.list_backups(disk=a.disk, include_deleted_disks=a.all), a
+        ),
+        parents=[js],
+        help="list backups",
+    )
+    p.add_argument("--disk")
+    p.add_argument("--all", action="store_true", help="include retained backups of deleted disks")
+    p = add_verb(
+        backup,
+        "show",
+        lambda bv, a: show_object(bv.get_backup(a.backup), a),
+        parents=[js],
+        help="show a backup, with the bytes only it references",
+    )
+    p.add_argument("backup")
+    p = add_verb(
+        backup,
+        "restore",
+        backup_restore,
+        parents=[js, cf],
+        help="restore to the original disk or to a new disk",
+    )
+    p.add_argument("backup")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-original", action="store_true")
+    target.add_argument("--to-new", metavar="NAME")
+    p.add_argument("--size", type=size_arg, help="size of the new disk (at least the backup's)")
+    p.add_argument(
+        "--force", action="store_true", help="restore even if another process holds the disk open"
+    )
+    p = add_verb(
+        backup,
+        "verify",
+        lambda bv, a: run_job(bv.start_verify(a.backup), a, "verify"),
+        parents=[js],
+        help="fetch and check every chunk",
+    )
+    p.add_argument("backup")
+    p = add_verb(
+        backup,
+        "delete",
+        lambda bv, a: run_planned(
+            a, bv.plan_delete_backup(a.backup), lambda: bv.delete_backup(a.backup)
+        ),
+        parents=[js, cf],
+        help="delete a backup (vault gc frees its chunks)",
+    )
+    p.add_argument("backup")

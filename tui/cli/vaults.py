@@ -1,0 +1,157 @@
+"""`blockvault vault`: where backups live, a local directory or S3-compatible storage."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.api import Blockvault, Plan, PlanItem
+from tui.cli.common import (
+    BACKUP_COLUMNS,
+    Nouns,
+    add_noun,
+    add_verb,
+    confirm_parent,
+    json_parent,
+    read_new_passphrase,
+    run_job,
+    run_planned,
+    show_list,
+    show_object,
+    size_arg,
+)
+
+VAULT_COLUMNS = (
+    "id",
+    "name",
+    "kind",
+    "location",
+    "backups",
+    "logical_bytes",
+    "stored_bytes",
+    "dedup_ratio",
+    "encrypted",
+)
+
+
+def vault_add(bv: Blockvault, a: argparse.Namespace) -> None:
+    show_object(
+        bv.add_vault(
+            a.name,
+            path=a.path,
+            s3_url=a.s3,
+            endpoint_url=a.endpoint_url,
+            region=a.region,
+            profile=a.profile,
+            addressing_style=a.addressing_style,
+            request_checksum=a.request_checksum,
+            chunk_size=a.chunk_size,
+            passphrase=read_new_passphrase() if a.encrypt else None,
+            create_bucket=a.create_bucket,
+        ),
+        a,
+    )
+
+
+def vault_remove(bv: Blockvault, a: argparse.Namespace) -> None:
+    vault = bv.get_vault(a.vault, deep=False)
+    plan = Plan(
+        "remove vault",
+        f"{vault['name']} ({vault['location']})",
+        (
+            PlanItem(
+                "delete",
+                "vault",
+                vault["id"],
+                vault["name"],
+                note="catalog entry only; data stays in the store",
+            ),
+        ),
+    )
+    run_planned(a, plan, lambda: bv.remove_vault(a.vault, force=a.force))
+
+
+def add_to(nouns: Nouns) -> None:
+    js, cf = json_parent(), confirm_parent()
+    vault = add_noun(
+        nouns, "vault", "where backups live: a local directory or S3-compatible storage"
+    )
+    p = add_verb(
+        vault,
+        "add",
+        vault_add,
+        parents=[js],
+        help="add a vault (--path DIR or --s3 s3://bucket/prefix)",
+    )
+    p.add_argument("name")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--path", help="a local directory")
+    where.add_argument("--s3", help="s3://bucket/prefix")
+    p.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph RGW, OBS, SeaweedFS)"
+    )
+    p.add_argument("--region")
+    p.add_argument("--profile", help="AWS profile name (credentials come from the AWS chain)")
+    p.add_argument("--addressing-style", default="auto", choices=("auto", "path", "virtual"))
+    p.add_argument(
+        "--request-checksum",
+        default="when_required",
+        choices=("when_required", "when_supported"),
+        help="when_required suits most S3-compatible services",
+    )
+    p.add_argument("--chunk-size", type=size_arg, help="fixed per vault (default 4M)")
+    p.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt client-side; passphrase from BLOCKVAULT_PASSPHRASE or a prompt",
+    )
+    p.add_argument("--create-bucket", action="store_true", help="create the bucket if missing")
+    add_verb(
+        vault,
+        "list",
+        lambda bv, a: show_list(VAULT_COLUMNS, "no vaults")(bv.list_vaults(), a),
+        parents=[js],
+        help="list vaults",
+    )
+    p = add_verb(
+        vault,
+        "show",
+        lambda bv, a: show_object(bv.get_vault(a.vault), a),
+        parents=[js],
+        help="show a vault with its real usage",
+    )
+    p.add_argument("vault", nargs="?")
+    p = add_verb(
+        vault,
+        "remove",
+        vault_remove,
+        parents=[js, cf],
+        help="forget a vault (refused while backups reference it)",
+    )
+    p.add_argument("vault")
+    p.add_argument(
+        "--force", action="store_true", help="also forget its backups (data stays in the store)"
+    )
+    p = add_verb(
+        vault,
+        "gc",
+        lambda bv, a: run_job(
+            bv.start_gc(a.vault, dry_run=a.dry_run, grace_seconds=a.grace), a, "gc"
+        ),
+        parents=[js],
+        help="delete chunks no backup references",
+    )
+    p.add_argument("vault", nargs="?")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument(
+        "--grace", type=float, help="keep unreferenced chunks younger than this many seconds"
+    )
+    p = add_verb(
+        vault,
+        "import",
+        lambda bv, a: show_list(BACKUP_COLUMNS, "nothing new to import")(
+            bv.import_vault(a.vault), a
+        ),
+        parents=[js],
+        help="register every backup found in a vault",
+    )
+    p.add_argument("vault", nargs="?")

@@ -39,9 +39,9 @@ MiB = 1 << 20
 def build_catalog(home: Path, disks: int, backups: int) -> None:
     from sqlalchemy import insert
 
-    from core.ops import vaults
-    from core.catalog.models import Backup, Disk, Server
     from core.api import Blockvault
+    from core.catalog.models import Backup, Disk, Server
+    from core.ops import vaults
 
     bv = Blockvault.open(home=home)
     vault = vaults.default_vault(bv.ctx)

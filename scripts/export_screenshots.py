@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.demo import build_demo  # noqa: E402
-from core.base.progress import ProgressEvent  # noqa: E402
 from core.api import Blockvault  # noqa: E402
+from core.base.progress import ProgressEvent  # noqa: E402
+from core.demo import build_demo  # noqa: E402
 from tests.support.console import FROZEN_NOW, freeze_times  # noqa: E402
 from tui.console.app import BlockvaultApp  # noqa: E402
 from tui.console.help import HelpScreen  # noqa: E402

@@ -6,6 +6,7 @@ Regenerate after an intended change with `pytest tests/test_console_snapshots.py
 from __future__ import annotations
 
 import pytest
+from textual.widgets import Input
 
 from core.api import Blockvault
 from core.base.progress import ProgressEvent
@@ -116,6 +117,8 @@ def test_new_disk_name(snap_compare, app) -> None:  # type: ignore[no-untyped-de
         app.main.table("snapshots").focus()
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, NameModal))
+        # a blinking cursor is on or off depending on when the shot is taken: hold it on
+        app.screen.query_one("#name", Input).cursor_blink = False
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

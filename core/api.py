@@ -18,11 +18,11 @@ from core.base.progress import ProgressEvent
 from core.base.units import human_size, parse_size
 from core.catalog.context import Context, current_actor, record, resolve
 from core.catalog.db import Catalog
-from core.catalog.models import Backup, Disk, Event, Job, Server, iso, utcnow
+from core.catalog.models import Backup, Disk, Event, Job, Server, iso
 from core.catalog.views import disk_view, job_view, server_view, vault_view
 from core.engine import devices
-from core.jobs.runner import JobHandle, job_is_stale
-from core.ops import backups, inventory, policies, vaults
+from core.jobs.runner import JobHandle
+from core.ops import backups, disks, housekeeping, policies, restores, safety, servers, vaults
 from core.ops import snapshots as snapshot_ops
 from core.rules.plans import Plan, PlanItem
 from core.rules.states import JOB_ACTIVE
@@ -39,13 +39,6 @@ __all__ = [
     "human_size",
     "parse_size",
 ]
-
-INTERRUPTED_DISK_STATUS = {
-    "backing-up": "available",
-    "snapshotting": "available",
-    "restoring": "error-restoring",
-    "rolling-back": "error-rolling-back",
-}
 
 
 class Blockvault:
@@ -82,25 +75,9 @@ class Blockvault:
     # --- housekeeping ---------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Mark jobs whose process died as failed and put their disks in an honest state."""
-        with self.ctx.catalog.session() as session:
-            active = session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
-            for job in active:
-                if job_is_stale(job):
-                    job.status = "failed"
-                    job.error = "interrupted: its process ended before the job finished"
-                    job.finished_at = utcnow()
-                    session.add(job)
-            session.commit()
-            still_active = {
-                j.disk_id
-                for j in session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
-            }
-            for disk in session.exec(select(Disk)).all():
-                if disk.status in INTERRUPTED_DISK_STATUS and disk.id not in still_active:
-                    disk.status = INTERRUPTED_DISK_STATUS[disk.status]
-                    session.add(disk)
-            session.commit()
+        """Fail jobs whose process died, release their claims honestly, drop their
+        unfinished snapshots and backups (see `housekeeping.reconcile`)."""
+        housekeeping.reconcile(self.ctx)
 
     def status(self) -> dict[str, Any]:
         """What the console header shows: catalog location, actor, counts, and each vault as
@@ -121,7 +98,7 @@ class Blockvault:
     # --- servers ----------------------------------------------------------------------------
 
     def create_server(self, name: str) -> dict[str, Any]:
-        server = inventory.create_server(self.ctx, name)
+        server = servers.create_server(self.ctx, name)
         return server_view(server, disks=[])
 
     def list_servers(self) -> list[dict[str, Any]]:
@@ -139,23 +116,25 @@ class Blockvault:
             return server_view(server, disks=list(disks))
 
     def plan_delete_server(self, ref: str, *, detach_disks: bool = False) -> Plan:
-        return inventory.plan_server_delete(self.ctx, ref, detach_disks=detach_disks)
+        return servers.plan_server_delete(self.ctx, ref, detach_disks=detach_disks)
 
-    def delete_server(self, ref: str, *, detach_disks: bool = False) -> Plan:
-        return inventory.delete_server(self.ctx, ref, detach_disks=detach_disks)
+    def delete_server(
+        self, ref: str, *, detach_disks: bool = False, plan: Plan | None = None
+    ) -> Plan:
+        return servers.delete_server(self.ctx, ref, detach_disks=detach_disks, plan=plan)
 
     # --- disks ------------------------------------------------------------------------------
 
     def create_disk(
         self, name: str, size: int, *, server: str | None = None, role: str = "data"
     ) -> dict[str, Any]:
-        disk = inventory.create_disk(self.ctx, name, size, server=server, role=role)
+        disk = disks.create_disk(self.ctx, name, size, server=server, role=role)
         return self.get_disk(disk.id)
 
     def register_disk(
         self, name: str, path: str, *, server: str | None = None, role: str = "data"
     ) -> dict[str, Any]:
-        disk = inventory.register_disk(self.ctx, name, path, server=server, role=role)
+        disk = disks.register_disk(self.ctx, name, path, server=server, role=role)
         return self.get_disk(disk.id)
 
     @staticmethod
@@ -190,18 +169,18 @@ class Blockvault:
             return self._disk_views(session, [resolve(session, Disk, ref, "disk")])[0]
 
     def attach_disk(self, ref: str, server: str, *, role: str = "data") -> dict[str, Any]:
-        disk = inventory.attach_disk(self.ctx, ref, server, role=role)
+        disk = disks.attach_disk(self.ctx, ref, server, role=role)
         return self.get_disk(disk.id)
 
     def detach_disk(self, ref: str) -> dict[str, Any]:
-        disk = inventory.detach_disk(self.ctx, ref)
+        disk = disks.detach_disk(self.ctx, ref)
         return self.get_disk(disk.id)
 
     def plan_delete_disk(self, ref: str) -> Plan:
-        return inventory.plan_disk_delete(self.ctx, ref)
+        return disks.plan_disk_delete(self.ctx, ref)
 
-    def delete_disk(self, ref: str) -> Plan:
-        return inventory.delete_disk(self.ctx, ref)
+    def delete_disk(self, ref: str, *, plan: Plan | None = None) -> Plan:
+        return disks.delete_disk(self.ctx, ref, plan=plan)
 
     # --- jobs and events --------------------------------------------------------------------
 
@@ -296,19 +275,21 @@ class Blockvault:
             manifests=stats.manifests,
         )
 
-    def remove_vault(self, ref: str, *, force: bool = False) -> dict[str, Any]:
-        vault = vaults.remove_vault(self.ctx, ref, force=force)
-        return self._vault_dict(vault, (0, 0, 0))
+    def plan_remove_vault(self, ref: str, *, force: bool = False) -> Plan:
+        return vaults.plan_remove_vault(self.ctx, ref, force=force)
+
+    def remove_vault(self, ref: str, *, force: bool = False, plan: Plan | None = None) -> Plan:
+        return vaults.remove_vault(self.ctx, ref, force=force, plan=plan)
 
     def import_vault(
         self, ref: str | None, *, passphrase: str | None = None
     ) -> list[dict[str, Any]]:
-        return backups.import_vault(self.ctx, ref, passphrase=passphrase)
+        return vaults.import_vault(self.ctx, ref, passphrase=passphrase)
 
     def start_gc(
         self, ref: str | None, *, dry_run: bool = False, grace_seconds: float | None = None
     ) -> JobHandle:
-        return backups.start_gc(self.ctx, ref, dry_run=dry_run, grace_seconds=grace_seconds)
+        return vaults.start_gc(self.ctx, ref, dry_run=dry_run, grace_seconds=grace_seconds)
 
     # --- backups ----------------------------------------------------------------------------
 
@@ -322,9 +303,10 @@ class Blockvault:
         vault: str | None = None,
         name: str | None = None,
         passphrase: str | None = None,
+        plan: Plan | None = None,
     ) -> JobHandle:
         return backups.start_backup(
-            self.ctx, disk, vault_ref=vault, name=name, passphrase=passphrase
+            self.ctx, disk, vault_ref=vault, name=name, passphrase=passphrase, plan=plan
         )
 
     def list_backups(
@@ -346,7 +328,7 @@ class Blockvault:
         new_size: int | None = None,
         force: bool = False,
     ) -> Plan:
-        return backups.plan_restore(
+        return restores.plan_restore(
             self.ctx,
             ref,
             to_original=to_original,
@@ -363,14 +345,16 @@ class Blockvault:
         new_name: str | None = None,
         new_size: int | None = None,
         force: bool = False,
+        plan: Plan | None = None,
     ) -> JobHandle:
-        return backups.start_restore(
+        return restores.start_restore(
             self.ctx,
             ref,
             to_original=to_original,
             new_name=new_name,
             new_size=new_size,
             force=force,
+            plan=plan,
         )
 
     def start_verify(self, ref: str) -> JobHandle:
@@ -379,16 +363,18 @@ class Blockvault:
     def plan_delete_backup(self, ref: str) -> Plan:
         return backups.plan_delete_backup(self.ctx, ref)
 
-    def delete_backup(self, ref: str) -> Plan:
-        return backups.delete_backup(self.ctx, ref)
+    def delete_backup(self, ref: str, *, plan: Plan | None = None) -> Plan:
+        return backups.delete_backup(self.ctx, ref, plan=plan)
 
     # --- snapshots --------------------------------------------------------------------------
 
     def plan_snapshot(self, disk: str) -> Plan:
         return snapshot_ops.plan_create(self.ctx, disk)
 
-    def start_snapshot(self, disk: str, *, name: str | None = None) -> JobHandle:
-        return snapshot_ops.start_create(self.ctx, disk, name=name)
+    def start_snapshot(
+        self, disk: str, *, name: str | None = None, plan: Plan | None = None
+    ) -> JobHandle:
+        return snapshot_ops.start_create(self.ctx, disk, name=name, plan=plan)
 
     def list_snapshots(self, *, disk: str | None = None) -> list[dict[str, Any]]:
         return snapshot_ops.list_snapshots(self.ctx, disk_ref=disk)
@@ -399,38 +385,49 @@ class Blockvault:
     def plan_delete_snapshot(self, ref: str) -> Plan:
         return snapshot_ops.plan_delete(self.ctx, ref)
 
-    def delete_snapshot(self, ref: str) -> Plan:
-        return snapshot_ops.delete_snapshot(self.ctx, ref)
+    def delete_snapshot(self, ref: str, *, plan: Plan | None = None) -> Plan:
+        return snapshot_ops.delete_snapshot(self.ctx, ref, plan=plan)
 
     def plan_rollback(self, ref: str, *, force: bool = False) -> Plan:
         return snapshot_ops.plan_rollback(self.ctx, ref, force=force)
 
-    def start_rollback(self, ref: str, *, force: bool = False) -> JobHandle:
-        return snapshot_ops.start_rollback(self.ctx, ref, force=force)
+    def start_rollback(
+        self, ref: str, *, force: bool = False, plan: Plan | None = None
+    ) -> JobHandle:
+        return snapshot_ops.start_rollback(self.ctx, ref, force=force, plan=plan)
 
     def plan_snapshot_to_disk(self, ref: str, new_name: str) -> Plan:
         return snapshot_ops.plan_to_disk(self.ctx, ref, new_name)
 
-    def start_snapshot_to_disk(self, ref: str, new_name: str) -> JobHandle:
-        return snapshot_ops.start_to_disk(self.ctx, ref, new_name)
+    def start_snapshot_to_disk(
+        self, ref: str, new_name: str, *, plan: Plan | None = None
+    ) -> JobHandle:
+        return snapshot_ops.start_to_disk(self.ctx, ref, new_name, plan=plan)
 
-    def plan_undo(self, disk: str) -> Plan:
-        return snapshot_ops.plan_undo(self.ctx, disk)
+    def plan_undo(self, disk: str, *, force: bool = False) -> Plan:
+        return safety.plan_undo(self.ctx, disk, force=force)
 
-    def start_undo(self, disk: str, *, force: bool = False) -> JobHandle:
-        return snapshot_ops.start_undo(self.ctx, disk, force=force)
+    def start_undo(self, disk: str, *, force: bool = False, plan: Plan | None = None) -> JobHandle:
+        return safety.start_undo(self.ctx, disk, force=force, plan=plan)
 
     def plan_reinstall(self, server: str, image: str, *, force: bool = False) -> Plan:
-        return snapshot_ops.plan_reinstall(self.ctx, server, image, force=force)
+        return servers.plan_reinstall(self.ctx, server, image, force=force)
 
-    def start_reinstall(self, server: str, image: str, *, force: bool = False) -> JobHandle:
-        return snapshot_ops.start_reinstall(self.ctx, server, image, force=force)
+    def start_reinstall(
+        self, server: str, image: str, *, force: bool = False, plan: Plan | None = None
+    ) -> JobHandle:
+        return servers.start_reinstall(self.ctx, server, image, force=force, plan=plan)
+
+    def reinstall_sources(self, server: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The system disk of a server and the backups of it a reinstall can use."""
+        system, found = servers.reinstall_sources(self.ctx, server)
+        return system, [{"id": b.id, "name": b.name} for b in found]
 
     def plan_os_changed(self, server: str) -> Plan:
-        return snapshot_ops.plan_os_changed(self.ctx, server)
+        return servers.plan_os_changed(self.ctx, server)
 
-    def os_changed(self, server: str) -> Plan:
-        return snapshot_ops.os_changed(self.ctx, server)
+    def os_changed(self, server: str, *, plan: Plan | None = None) -> Plan:
+        return servers.os_changed(self.ctx, server, plan=plan)
 
     # --- policies ---------------------------------------------------------------------------
 
@@ -460,8 +457,28 @@ class Blockvault:
     def get_policy(self, ref: str) -> dict[str, Any]:
         return policies.get_policy(self.ctx, ref)
 
-    def delete_policy(self, ref: str) -> dict[str, Any]:
-        return policies.delete_policy(self.ctx, ref)
+    def plan_delete_policy(self, ref: str) -> Plan:
+        return policies.plan_delete_policy(self.ctx, ref)
+
+    def delete_policy(self, ref: str, *, plan: Plan | None = None) -> Plan:
+        return policies.delete_policy(self.ctx, ref, plan=plan)
+
+    def plan_policy_run(
+        self, *, policy: str | None = None, force: bool = False
+    ) -> list[dict[str, Any]]:
+        """What `policy run` would do now: the disks each due policy backs up, and its
+        retention plan as of now (before the new backups)."""
+        return [
+            {
+                "policy": p.name,
+                "backs_up": [d.name for d in disks],
+                "retention": policies.plan_retention_of(self.ctx, p.id).to_dict(),
+            }
+            for p, disks in policies.due_policies(self.ctx, force=force, policy_ref=policy)
+        ]
+
+    def plan_retention(self, policy: str) -> Plan:
+        return policies.plan_retention_of(self.ctx, policy)
 
     def run_policies(
         self, *, policy: str | None = None, force: bool = False

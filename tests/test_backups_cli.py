@@ -241,7 +241,9 @@ def test_backup_plan_says_full_then_incremental_and_refuses_a_half_restored_disk
 
     bv = Blockvault.open(home=cli.home)
     bv.create_disk("half", MiB)
-    from core.jobs.claims import set_disk_status
+    from core.jobs.claims import release_disk
 
-    set_disk_status(bv.ctx, bv.get_disk("half")["id"], "error-restoring", incomplete=True)
+    release_disk(
+        bv.ctx, bv.get_disk("half")["id"], job_id=None, status="error-restoring", incomplete=True
+    )
     assert "incomplete" in cli.fails("backup", "create", "half")

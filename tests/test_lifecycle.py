@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from core.catalog.models import Backup, Disk, Server, Snapshot
+from core.catalog.models import Backup, Disk, Job, Server, Snapshot
 from core.rules import lifecycle
+from core.rules.lifecycle import DiskFacts
 
 SERVER = Server(id="srv-000001", name="web1")
 SYSTEM = Disk(
@@ -42,21 +43,25 @@ def backup(disk: Disk, n: int, size: int | None = None) -> Backup:
     )
 
 
+JOB = Job(id="job-000009", kind="backup", host="admin1", status="running")
+
+
 def test_deleting_a_disk_deletes_its_snapshots_and_keeps_its_backups() -> None:
     plan = lifecycle.plan_disk_delete(
-        DATA, allocated=5 << 20, snapshots=[snap(DATA, 1), snap(DATA, 2)], backups=[backup(DATA, 1)]
+        DiskFacts(DATA),
+        freed=7 << 20,
+        snapshots=[snap(DATA, 1), snap(DATA, 2)],
+        backups=[backup(DATA, 1)],
     )
     assert plan.allowed
     assert [i.id for i in plan.of("delete", "snapshot")] == ["snap-000001", "snap-000002"]
     assert [i.id for i in plan.of("keep", "backup")] == ["bk-000001"]
-    assert plan.bytes_freed == (5 << 20) + 2 * (1 << 20)
+    assert plan.bytes_freed == 7 << 20  # the folder's exclusive bytes, counted once
 
 
-def test_deleting_a_disk_used_by_a_running_job_is_refused() -> None:
-    plan = lifecycle.plan_disk_delete(
-        DATA, allocated=0, snapshots=[], backups=[], running_job_kinds=["backup"]
-    )
-    assert not plan.allowed and "running backup" in plan.refusal
+def test_deleting_a_disk_used_by_a_running_job_is_refused_naming_job_and_host() -> None:
+    plan = lifecycle.plan_disk_delete(DiskFacts(DATA, owner=JOB), freed=0, snapshots=[], backups=[])
+    assert plan.refusal == "disk web1-data is busy (job job-000009 on host admin1: backup)"
 
 
 def test_os_reinstall_deletes_system_snapshots_only_after_success_and_keeps_data_snapshots() -> (
@@ -70,6 +75,7 @@ def test_os_reinstall_deletes_system_snapshots_only_after_success_and_keeps_data
         image_size=1 << 30,
     )
     assert plan.allowed and plan.confirm_text == SYSTEM.name
+    assert plan.of("create", "snapshot"), "a safety snapshot comes before the overwrite"
     deleted = plan.of("delete", "snapshot")
     assert [i.id for i in deleted] == ["snap-000001"] and deleted[0].when == "after-success"
     assert [i.id for i in plan.of("keep", "snapshot")] == ["snap-000002"]
@@ -110,54 +116,107 @@ def test_server_delete_refused_while_it_has_disks_unless_detached() -> None:
     assert plan.allowed and len(plan.of("detach", "disk")) == 2 and not plan.of("delete", "disk")
 
 
-def test_restore_to_original_takes_a_safety_snapshot_and_asks_for_the_disk_name() -> None:
-    plan = lifecycle.plan_restore(backup(DATA, 1), target=DATA)
-    assert plan.allowed and plan.confirm_text == DATA.name
-    assert plan.of("create", "snapshot") and plan.of("overwrite", "disk")[0].id == DATA.id
-
-
-def test_restore_refuses_smaller_target_disk_in_use_and_foreign_disk() -> None:
-    big = backup(DATA, 1, size=DATA.size + 1)
-    assert "smaller than the source" in lifecycle.plan_restore(big, target=DATA).refusal
-    busy = lifecycle.plan_restore(backup(DATA, 1), target=DATA, running_job_kinds=["snapshot"])
-    assert "running snapshot" in busy.refusal
-    held = lifecycle.plan_restore(backup(DATA, 1), target=DATA, writers=["qemu (pid 7)"])
-    assert "held open for writing by qemu" in held.refusal
-    assert lifecycle.plan_restore(
-        backup(DATA, 1), target=DATA, writers=["qemu (pid 7)"], force=True
-    ).allowed
-    assert (
-        "restore it to a new disk" in lifecycle.plan_restore(backup(DATA, 1), target=SYSTEM).refusal
+def restore(b: Backup, target: Disk | None, **facts: object) -> lifecycle.Plan:
+    return lifecycle.plan_restore(
+        b, to_original=True, target=DiskFacts(target, **facts) if target else None
     )
 
 
-def test_restore_to_new_disk_needs_at_least_the_backup_size() -> None:
-    plan = lifecycle.plan_restore(backup(DATA, 1), target=None, new_name="copy", new_size=1 << 20)
+def test_restore_to_original_takes_a_safety_snapshot_and_asks_for_the_disk_name() -> None:
+    plan = restore(backup(DATA, 1), DATA, undo_hours=6)
+    assert plan.allowed and plan.confirm_text == DATA.name
+    assert plan.of("create", "snapshot") and plan.of("overwrite", "disk")[0].id == DATA.id
+    assert "(6 h)" in plan.of("create", "snapshot")[0].note, "the configured window, not 24 h"
+
+
+def test_restore_refuses_smaller_target_disk_in_use_foreign_and_deleted_disk() -> None:
+    big = backup(DATA, 1, size=DATA.size + 1)
+    assert "smaller than the source" in restore(big, DATA).refusal
+    assert "is busy (job job-000009" in restore(backup(DATA, 1), DATA, owner=JOB).refusal
+    held = restore(backup(DATA, 1), DATA, writers=["qemu (pid 7)"])
+    assert "held open for writing by qemu" in held.refusal
+    assert "restore it to a new disk" in restore(backup(DATA, 1), SYSTEM).refusal
+    assert "was deleted; use --to-new" in restore(backup(DATA, 1), None).refusal
+    full = restore(backup(DATA, 1), DATA, snapshots=8, snapshot_limit=8)
+    assert "snapshot limit" in full.refusal, "no room for the safety snapshot"
+
+
+def test_restore_forced_past_a_writer() -> None:
+    plan = lifecycle.plan_restore(
+        backup(DATA, 1),
+        to_original=True,
+        target=DiskFacts(DATA, writers=["qemu (pid 7)"]),
+        force=True,
+    )
+    assert plan.allowed
+
+
+def test_restore_to_new_disk_needs_at_least_the_backup_size_and_a_free_name() -> None:
+    b = backup(DATA, 1)
+    plan = lifecycle.plan_restore(
+        b, to_original=False, target=None, new_name="copy", new_size=1 << 20
+    )
     assert "smaller than the backup" in plan.refusal
-    ok = lifecycle.plan_restore(backup(DATA, 1), target=None, new_name="copy")
+    ok = lifecycle.plan_restore(b, to_original=False, target=None, new_name="copy")
     assert ok.allowed and not ok.destructive and ok.of("create", "disk")[0].bytes == DATA.size
+    half = Disk(**{**DATA.model_dump(), "restore_incomplete": True, "status": "error-restoring"})
+    taken = lifecycle.plan_restore(
+        b, to_original=False, target=None, new_name=DATA.name, existing=half
+    )
+    assert "already exists" in taken.refusal, "an interrupted restore of another kind"
+    mine = Disk(**{**half.model_dump(), "origin": f"backup:{b.id}"})
+    resume = lifecycle.plan_restore(
+        b, to_original=False, target=None, new_name=DATA.name, existing=mine
+    )
+    assert resume.allowed and "resume" in resume.of("create", "disk")[0].note
 
 
 def test_rollback_only_onto_its_own_disk_with_safety_snapshot() -> None:
-    plan = lifecycle.plan_rollback(snap(DATA, 1), disk=DATA)
+    plan = lifecycle.plan_rollback(snap(DATA, 1), facts=DiskFacts(DATA))
     assert plan.allowed and plan.of("create", "snapshot") and plan.of("keep", "snapshot")
-    assert "another disk" in lifecycle.plan_rollback(snap(DATA, 1), disk=SYSTEM).refusal
-    assert (
-        "held open"
-        in lifecycle.plan_rollback(snap(DATA, 1), disk=DATA, writers=["vm (pid 1)"]).refusal
-    )
+    other = lifecycle.plan_rollback(snap(DATA, 1), facts=DiskFacts(SYSTEM))
+    assert "another disk" in other.refusal
+    held = lifecycle.plan_rollback(snap(DATA, 1), facts=DiskFacts(DATA, writers=["vm (pid 1)"]))
+    assert "held open" in held.refusal
 
 
-def test_snapshot_limit_and_one_snapshot_in_progress() -> None:
-    assert (
-        "limit 256"
-        in lifecycle.plan_snapshot_create(DATA, existing=256, limit=256, strategy="chunks").refusal
+def test_snapshot_limit_and_one_owner_at_a_time() -> None:
+    full = lifecycle.plan_snapshot_create(
+        DiskFacts(DATA, snapshots=256, snapshot_limit=256), strategy="chunks"
     )
+    assert "limit 256" in full.refusal
     busy = Disk(**{**DATA.model_dump(), "status": "snapshotting"})
-    assert (
-        "already in progress"
-        in lifecycle.plan_snapshot_create(busy, existing=0, limit=256, strategy="chunks").refusal
+    owner = Job(id="job-000001", kind="snapshot", host="h", status="running")
+    plan = lifecycle.plan_snapshot_create(DiskFacts(busy, owner=owner), strategy="chunks")
+    assert "is busy (job job-000001 on host h: snapshot)" in plan.refusal
+
+
+def test_a_snapshot_or_backup_being_read_cannot_be_deleted() -> None:
+    reader = Job(id="job-000002", kind="rollback", host="h", status="running")
+    plan = lifecycle.plan_snapshot_delete(
+        snap(DATA, 1), disk=DATA, owner=None, readers=[reader], freed=0
     )
+    assert "being read by job job-000002" in plan.refusal
+    assert (
+        "being read"
+        in lifecycle.plan_backup_delete(backup(DATA, 1), unique_bytes=0, readers=[reader]).refusal
+    )
+
+
+def test_undo_clears_an_interrupted_restore_and_consumes_its_safety_snapshot() -> None:
+    half = Disk(**{**DATA.model_dump(), "restore_incomplete": True, "status": "error-restoring"})
+    safety = Snapshot(**{**snap(DATA, 3).model_dump(), "kind": "safety"})
+    plan = lifecycle.plan_undo(DiskFacts(half), safety=safety)
+    assert plan.allowed and "clears the incomplete mark" in plan.of("overwrite")[0].note
+    assert plan.of("delete", "snapshot")[0].when == "after-success"
+    assert "nothing to undo" in lifecycle.plan_undo(DiskFacts(DATA), safety=None).refusal
+
+
+def test_plans_compare_by_what_they_do_not_by_sizes() -> None:
+    a = lifecycle.plan_backup_delete(backup(DATA, 1), unique_bytes=1)
+    b = lifecycle.plan_backup_delete(backup(DATA, 1), unique_bytes=999)
+    assert a.same_as(b)
+    assert not a.same_as(lifecycle.plan_backup_delete(backup(DATA, 2), unique_bytes=1))
 
 
 def test_backup_delete_frees_only_its_unique_bytes() -> None:
@@ -167,7 +226,7 @@ def test_backup_delete_frees_only_its_unique_bytes() -> None:
 
 def test_plan_lines_are_readable() -> None:
     lines = lifecycle.plan_disk_delete(
-        DATA, allocated=1 << 30, snapshots=[snap(DATA, 1)], backups=[backup(DATA, 1)]
+        DiskFacts(DATA), freed=1 << 30, snapshots=[snap(DATA, 1)], backups=[backup(DATA, 1)]
     ).lines()
     text = "\n".join(lines)
     assert "DELETE" in text and "keep" in text and "frees" in text

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.catalog.models import Backup, Policy
-from core.ops.policies import due, retention_victims
+from core.rules.retention import due, retention_victims
 from tests.support.cli import CLI
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -128,12 +128,18 @@ def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_pat
     backup = job(cli, "backup", "create", "root")
     victim = next(p for p in sorted((cli.home / "vault" / "chunks").rglob("*")) if p.is_file())
     victim.write_bytes(b"garbage")
+    before = Path(root["path"]).read_bytes()
     failed = cli("server", "reinstall", "web1", "--image", backup["id"], "--yes")
     assert failed.code != 0 and "Traceback" not in failed.err
-    assert sorted(s["name"] for s in cli.ok("snapshot", "list")) == ["data-s1", "root-s1"]
+    kept = cli.ok("snapshot", "list")
+    assert sorted(s["name"] for s in kept if s["kind"] == "user") == ["data-s1", "root-s1"]
+    assert [s["disk_name"] for s in kept if s["kind"] == "safety"] == ["root"]
     assert cli.ok("disk", "show", "root")["status"] == "error-restoring"
-    # roll back from the kept snapshot is the way back
-    job(cli, "snapshot", "rollback", "root-s1", "--yes")
+    # the safety snapshot taken before the reinstall is the way back, in one step
+    job(cli, "disk", "undo", "root", "--yes")
+    shown = cli.ok("disk", "show", "root")
+    assert (shown["status"], shown["restore_incomplete"]) == ("available", False)
+    assert Path(root["path"]).read_bytes() == before
     # a successful reinstall from an image file
     image = tmp_path / "debian.img"
     image.write_bytes(b"OSIMAGE" * 100_000)
@@ -144,6 +150,7 @@ def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_pat
     job(cli, "server", "reinstall", "web1", "--image", str(image), "--yes")
     names = [s["name"] for s in cli.ok("snapshot", "list") if s["kind"] == "user"]
     assert names == ["data-s1"]
+    assert [s["kind"] for s in cli.ok("snapshot", "list", "--disk", "root")] == ["safety"]
     content = Path(root["path"]).read_bytes()
     assert (
         content.startswith(image.read_bytes())

@@ -54,3 +54,15 @@ class StoreError(BlockvaultError):
 
 class ObjectMissing(StoreError):
     """The key is not in the store."""
+
+
+class Busy(InUse):
+    """Another job owns the object (a disk has one owner at a time): names the job and host."""
+
+
+class PlanChanged(Conflict):
+    """The state changed between the plan a user saw and its execution; carries the new plan."""
+
+    def __init__(self, message: str, *, plan: object) -> None:
+        super().__init__(message)
+        self.plan = plan

@@ -20,13 +20,18 @@ from core.catalog.models import Event
 T = TypeVar("T", bound=SQLModel)
 
 
+def host_id() -> str:
+    """This host's identity in a shared catalog: BLOCKVAULT_HOST_ID, else the hostname."""
+    return os.environ.get("BLOCKVAULT_HOST_ID") or socket.gethostname()
+
+
 def current_actor() -> str:
     """user@host, as shown in the audit log and the console header."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{host_id()}"
 
 
 @dataclass
@@ -37,6 +42,7 @@ class Context:
     locations: Locations
     settings: Settings
     actor: str
+    host: str = field(default_factory=host_id)
     #: open vaults, reused by every job of this process (opening an S3 client costs ~0.2 s)
     repositories: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from alembic.operations import Operations
 from core.base.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+CLAIM_LOCK_KEY = "claim_lock"  # the meta row every claiming transaction updates first
 
 
 def _v2_restore_marker_and_heartbeat(op: Operations) -> None:
@@ -33,7 +34,30 @@ def _v2_restore_marker_and_heartbeat(op: Operations) -> None:
         batch.add_column(sa.Column("heartbeat_at", sa.DateTime(), nullable=True))
 
 
-MIGRATIONS: dict[int, Callable[[Operations], None]] = {2: _v2_restore_marker_and_heartbeat}
+def _v3_claims(op: Operations) -> None:
+    """v3: a version and an owning job per claimable row (compare-and-set claims); jobs name
+    the snapshot or backup they read; disks remember the backup a new disk is restored from."""
+    present = set(sa.inspect(op.get_bind()).get_table_names())  # later tables come complete
+    for table in ("disks", "snapshots", "vaults", "backups"):
+        if table not in present:
+            continue
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(
+                sa.Column("version", sa.Integer(), nullable=False, server_default=sa.text("0"))
+            )
+            if table in ("disks", "snapshots"):
+                batch.add_column(sa.Column("claim_job_id", sa.String(), nullable=True))
+    with op.batch_alter_table("disks") as batch:
+        batch.add_column(sa.Column("origin", sa.String(), nullable=True))
+    if "jobs" in present:
+        with op.batch_alter_table("jobs") as batch:
+            batch.add_column(sa.Column("source_id", sa.String(), nullable=True))
+
+
+MIGRATIONS: dict[int, Callable[[Operations], None]] = {
+    2: _v2_restore_marker_and_heartbeat,
+    3: _v3_claims,
+}
 
 
 def _enable_sqlite_pragmas(engine: Engine) -> None:
@@ -98,6 +122,8 @@ def migrate(engine: Engine) -> int:
 def _stamp(engine: Engine, version: int) -> None:
     with Session(engine) as session:
         session.merge(models.Meta(key="schema_version", value=str(version)))
+        if session.get(models.Meta, CLAIM_LOCK_KEY) is None:
+            session.add(models.Meta(key=CLAIM_LOCK_KEY, value="claims"))
         session.commit()
 
 
@@ -113,6 +139,24 @@ class Catalog:
     def session(self) -> Iterator[Session]:
         """A session whose transaction the caller commits (one unit of work)."""
         with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def writer(self) -> Iterator[Session]:
+        """A session that first takes the catalog's claim lock, then reads.
+
+        Every transaction that claims objects or takes names starts here, so "check the plan,
+        then claim" is one atomic step on SQLite (the first statement is a write: the
+        transaction holds the write lock before it reads anything) and on PostgreSQL (the
+        lock row stays locked until commit). The caller commits; leaving without a commit
+        rolls everything back and releases the lock.
+        """
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.execute(
+                sa.update(models.Meta)
+                .where(models.Meta.key == CLAIM_LOCK_KEY)
+                .values(value=models.Meta.value)
+            )
             yield session
 
     def integrity_ok(self) -> bool:

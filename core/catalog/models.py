@@ -66,6 +66,9 @@ class Disk(SQLModel, table=True):
     status: str = "available"
     snapshot_strategy: str = "chunks"  # reflink | chunks
     restore_incomplete: bool = False
+    version: int = 0  # bumped by every claim and release (compare-and-set)
+    claim_job_id: str | None = None  # the job that owns the disk while it is busy
+    origin: str | None = None  # "backup:<id>" for a disk made by restoring that backup
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -80,6 +83,8 @@ class Snapshot(SQLModel, table=True):
     bytes_stored: int = 0
     kind: str = "user"  # user | safety
     expires_at: datetime | None = None
+    version: int = 0
+    claim_job_id: str | None = None  # the job creating or deleting it
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -97,6 +102,7 @@ class VaultRecord(SQLModel, table=True):
     chunk_size: int = 4 << 20
     encrypted: bool = False
     status: str = "available"
+    version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -121,6 +127,7 @@ class Backup(SQLModel, table=True):
     parent_id: str | None = None
     policy_id: str | None = None
     duration: float = 0.0
+    version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
 
@@ -152,6 +159,7 @@ class Job(SQLModel, table=True):
     target_id: str = ""
     target_name: str = ""
     disk_id: str | None = Field(default=None, index=True)
+    source_id: str | None = Field(default=None, index=True)  # the snapshot or backup it reads
     actor: str = ""
     pid: int | None = None
     host: str | None = None

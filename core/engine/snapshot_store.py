@@ -15,16 +15,17 @@ import fcntl
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.base.errors import Cancelled, IntegrityError, UserError
+from core.base.errors import Cancelled, IntegrityError, ObjectMissing, UserError
 from core.base.progress import ProgressReporter
-from core.engine import pipeline
+from core.engine import devices, pipeline
+from core.engine.imaging import copy_image
 from core.repo.gc import collect_garbage
 from core.repo.manifest import Manifest
-from core.repo.repository import Repository
+from core.repo.repository import Repository, chunk_key
 from core.stores.local import LocalStore
 
 FICLONE = 0x40049409
@@ -64,8 +65,6 @@ class RestoreSource:
     manifest: Manifest
     vault: Repository
     base: dict[str, Any] | None  # None: the chunks it keeps are in the snapshot store itself
-    differing: set[int] = field(default_factory=set)
-    compared: bool = False
 
 
 BaseOpener = Callable[[dict[str, Any]], tuple[Manifest, Repository]]
@@ -77,6 +76,9 @@ class SnapshotInfo:
 
     strategy: str
     bytes_stored: int
+    #: with `restore_of` on the chunk strategy: the chunk indices the overwrite must write
+    #: (the snapshot compared them while reading); None when it did not compare
+    differing: frozenset[int] | None = None
 
 
 class SnapshotEngine:
@@ -120,7 +122,7 @@ class SnapshotEngine:
 
         `restore_of`: a safety snapshot before that backup is restored onto this disk. On the
         chunk strategy (same chunk size) it stores only the chunks the restore will overwrite
-        and fills `restore_of.differing`, so the restore reads the disk once in all.
+        and returns their indices (`SnapshotInfo.differing`), so the disk is read once in all.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.strategy == "reflink":
@@ -138,6 +140,7 @@ class SnapshotEngine:
                 return SnapshotInfo("reflink", 0)  # shares every extent until the disk diverges
         store = self._store()
         fused = restore_of is not None and restore_of.manifest.chunk_size == store.chunk_size
+        differing: set[int] = set()
         manifest = pipeline.backup_device(
             self.disk_path,
             store,
@@ -148,12 +151,12 @@ class SnapshotEngine:
             cancel=cancel,
             workers=workers,
             compare_to=(restore_of.manifest, restore_of.vault) if fused else None,
-            differing=restore_of.differing if fused else None,
+            differing=differing if fused else None,
             base=restore_of.base if fused else None,
         )
-        if fused:
-            restore_of.compared = True
-        return SnapshotInfo("chunks", manifest.stats.bytes_stored)
+        return SnapshotInfo(
+            "chunks", manifest.stats.bytes_stored, frozenset(differing) if fused else None
+        )
 
     def rollback(
         self,
@@ -264,9 +267,24 @@ class SnapshotEngine:
     @staticmethod
     def _copy(source: Path, target: Path) -> None:
         """A reflink image onto a target on another filesystem: a plain kernel copy."""
-        from core.engine.imaging import copy_image
-
         copy_image(source, target)
+
+    def freed_by_delete(self, snapshot_id: str, *, pool: Path) -> int:
+        """Bytes deleting this snapshot gives back: a clone's extents that no other file of the
+        pool shares, or the stored chunks no other snapshot of the disk references."""
+        image = self._image(snapshot_id)
+        if image.exists():
+            return devices.exclusive_bytes([image], universe=pool)
+        if not (self.folder / "store").exists():
+            return 0
+        store = self._store()
+        try:
+            chunks = store.unique_chunks(snapshot_id)
+        except ObjectMissing:
+            return 0
+        root = self.folder / "store"
+        files = [root / chunk_key(c) for c in chunks] + [root / "manifests" / snapshot_id]
+        return sum(f.stat().st_blocks * 512 for f in files if f.exists())
 
     def delete(self, snapshot_id: str) -> None:
         """Free the snapshot's bytes: its clone, or the chunks no other snapshot uses."""

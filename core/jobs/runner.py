@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+from sqlmodel import Session
+
 from core.base.errors import BlockvaultError, Cancelled
-from core.base.ids import new_id
 from core.base.progress import ProgressEvent, ProgressReporter, Subscriber
-from core.catalog.context import Context, record
+from core.catalog.context import Context, host_id, record
 from core.catalog.models import Job, utcnow
+from core.catalog.names import unique_id
 
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 30.0
@@ -142,6 +143,37 @@ def _copy_progress(job: Job, event: ProgressEvent | None) -> None:
     job.eta = event.eta
 
 
+def new_job(
+    ctx: Context,
+    session: Session,
+    kind: str,
+    *,
+    target_kind: str,
+    target_id: str,
+    target_name: str,
+    disk_id: str | None,
+    source_id: str | None = None,
+) -> Job:
+    """Add a queued job row to the caller's claiming transaction (committed with the claims)."""
+    job = Job(
+        id=unique_id(session, Job, "job"),
+        kind=kind,
+        target_kind=target_kind,
+        target_id=target_id,
+        target_name=target_name,
+        disk_id=disk_id,
+        source_id=source_id,
+        actor=ctx.actor,
+        pid=os.getpid(),
+        host=ctx.host,
+        heartbeat_at=utcnow(),
+    )
+    session.add(job)
+    record(session, ctx, f"job.{kind}.queued", "job", job.id, target_name)
+    session.flush()
+    return job
+
+
 def create_job(
     ctx: Context,
     kind: str,
@@ -152,22 +184,17 @@ def create_job(
     disk_id: str | None,
     fn: Callable[[JobContext], Any],
 ) -> JobHandle:
-    """Insert a queued job row and return its handle (not started)."""
-    with ctx.catalog.session() as session:
-        job = Job(
-            id=new_id("job"),
-            kind=kind,
+    """A job that claims nothing (verify, gc): its own transaction, handle not started."""
+    with ctx.catalog.writer() as session:
+        job = new_job(
+            ctx,
+            session,
+            kind,
             target_kind=target_kind,
             target_id=target_id,
             target_name=target_name,
             disk_id=disk_id,
-            actor=ctx.actor,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            heartbeat_at=utcnow(),
         )
-        session.add(job)
-        record(session, ctx, f"job.{kind}.queued", "job", job.id, target_name)
         session.commit()
     return JobHandle(ctx, job, fn)
 
@@ -221,7 +248,7 @@ def pid_alive(pid: int | None) -> bool:
 
 def job_is_stale(job: Job, now: float | None = None) -> bool:
     """A job whose process is gone (same host) or whose heartbeat stopped long ago."""
-    if job.host == socket.gethostname() and not pid_alive(job.pid):
+    if job.host == host_id() and not pid_alive(job.pid):
         return True
     beat = job.heartbeat_at or job.created_at
     now = now or time.time()

@@ -1,37 +1,34 @@
-"""Backups: create (full, then incremental), restore, verify, delete, garbage-collect, import.
+"""Backups: create (full, then incremental), list, show, verify, delete.
 
 Commit order (RELIABILITY I3): chunks, then the manifest (create-only, by the pipeline), then
-the catalog row here. No row exists for a backup that did not reach its manifest, so a
-cancelled or crashed backup is never listed; its chunks are reused by the next run.
+the catalog row turns `available`. The row is inserted as `creating` in the transaction that
+claims the disk, so the backup's name is taken atomically; a `creating` row is never listed
+and never restorable, and a crashed backup's row is dropped by the next process (its chunks
+are reused by the next run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, select
 
-from core.base.errors import Conflict, IntegrityError, UserError
+from core.base.errors import IntegrityError, ObjectMissing, UserError
 from core.base.units import human_size
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, VaultRecord, utcnow
-from core.catalog.views import backup_view
+from core.catalog.names import check_new_name, commit_unique, default_name, unique_id
+from core.catalog.views import allocated_bytes, backup_view
 from core.engine import pipeline
-from core.jobs.claims import claim_disk, default_name, disk_metadata, set_disk_status
-from core.jobs.runner import JobContext, JobHandle, create_job
-from core.ops.inventory import (
-    check_new_name,
-    create_disk,
-    disk_folder,
-    running_job_kinds,
-    unique_id,
-    writers_of,
-)
+from core.jobs.claims import active_readers, claim, disk_metadata, release_disk
+from core.jobs.runner import JobContext, JobHandle, create_job, new_job
+from core.ops.facts import check_plan, disk_facts
 from core.ops.vaults import get_vault, open_repository
-from core.repo.gc import collect_garbage
 from core.rules import lifecycle
+from core.rules.plans import Plan
 
 
 def summary_line(backup: Backup) -> str:
@@ -45,7 +42,7 @@ def summary_line(backup: Backup) -> str:
     )
 
 
-def _latest_backup(session: Session, disk_id: str, vault_id: str) -> Backup | None:
+def latest_backup(session: Session, disk_id: str, vault_id: str) -> Backup | None:
     return session.exec(
         select(Backup)
         .where(Backup.disk_id == disk_id, Backup.vault_id == vault_id, Backup.status == "available")
@@ -53,17 +50,23 @@ def _latest_backup(session: Session, disk_id: str, vault_id: str) -> Backup | No
     ).first()
 
 
-def plan_backup(ctx: Context, disk_ref: str, *, vault_ref: str | None = None) -> lifecycle.Plan:
+def _backup_plan(
+    ctx: Context, session: Session, disk: Disk, vault: VaultRecord, *, measure: bool
+) -> Plan:
+    return lifecycle.plan_backup(
+        disk_facts(ctx, session, disk, writers=False),
+        vault_name=vault.name,
+        parent=latest_backup(session, disk.id, vault.id),
+        data_bytes=allocated_bytes(disk.path) if measure else None,
+    )
+
+
+def plan_backup(ctx: Context, disk_ref: str, *, vault_ref: str | None = None) -> Plan:
     """What `backup create` will do: full or incremental (from which backup), into which vault."""
     vault = get_vault(ctx, vault_ref)
     with ctx.catalog.session() as session:
         disk = resolve(session, Disk, disk_ref, "disk")
-        return lifecycle.plan_backup(
-            disk,
-            vault_name=vault.name,
-            parent=_latest_backup(session, disk.id, vault.id),
-            running_job_kinds=running_job_kinds(session, disk.id),
-        )
+        return _backup_plan(ctx, session, disk, vault, measure=True)
 
 
 def start_backup(
@@ -74,40 +77,65 @@ def start_backup(
     name: str | None = None,
     policy_id: str | None = None,
     passphrase: str | None = None,
+    plan: Plan | None = None,
 ) -> JobHandle:
-    """Queue a backup job of a disk into a vault (full the first time, then incremental)."""
+    """Claim the disk and the backup's name in one transaction, then back it up."""
     vault = get_vault(ctx, vault_ref)
-    plan = plan_backup(ctx, disk_ref, vault_ref=vault.id)
-    if not plan.allowed:
-        raise Conflict(plan.refusal)
-    with ctx.catalog.session() as session:
+    open_repository(ctx, vault, passphrase=passphrase)  # fail early: credentials, passphrase
+    with ctx.catalog.writer() as session:
         disk = resolve(session, Disk, disk_ref, "disk")
-        if name:
-            check_new_name(session, Backup, name, "backup")
+        check_plan(plan, _backup_plan(ctx, session, disk, vault, measure=False))
+        name = check_new_name(session, Backup, name, "backup") if name else None
         name = name or default_name(session, Backup, disk.name)
-        backup_id = unique_id(session, Backup, "backup")
+        parent = latest_backup(session, disk.id, vault.id)
         meta = disk_metadata(session, disk)
-        parent = _latest_backup(session, disk.id, vault.id)
-    open_repository(ctx, vault, passphrase=passphrase)  # fail early: bad credentials, passphrase
-    claim_disk(ctx, disk.id, "backing-up")
+        job = new_job(
+            ctx,
+            session,
+            "backup",
+            target_kind="disk",
+            target_id=disk.id,
+            target_name=disk.name,
+            disk_id=disk.id,
+        )
+        claim(session, disk, "backing-up", job_id=job.id)
+        backup = Backup(
+            id=unique_id(session, Backup, "backup"),
+            name=name,
+            vault_id=vault.id,
+            disk_id=disk.id,
+            disk_name=disk.name,
+            disk_size=disk.size,
+            server_name=meta["server"],
+            role=disk.role,
+            status="creating",
+            parent_id=parent.id if parent else None,
+            policy_id=policy_id,
+        )
+        session.add(backup)
+        commit_unique(session, f"a backup named {name!r}")
 
-    def run(job: JobContext) -> dict[str, Any]:
+    def run(context: JobContext) -> dict[str, Any]:
+        ok = False
         try:
-            return _run_backup(
-                ctx, job, disk, vault, backup_id, name, meta, parent, policy_id, passphrase
-            )
+            result = _run_backup(ctx, context, disk, vault, backup, meta, passphrase)
+            ok = True
+            return result
         finally:
-            set_disk_status(ctx, disk.id, "available")
+            if not ok:
+                _drop_unfinished(ctx, backup.id)
+            release_disk(ctx, disk.id, job_id=job.id, status="available")
 
-    return create_job(
-        ctx,
-        "backup",
-        target_kind="disk",
-        target_id=disk.id,
-        target_name=disk.name,
-        disk_id=disk.id,
-        fn=run,
-    )
+    return JobHandle(ctx, job, run)
+
+
+def _drop_unfinished(ctx: Context, backup_id: str) -> None:
+    """A backup that did not reach its commit point leaves no row (I2)."""
+    with ctx.catalog.writer() as session:
+        row = session.get(Backup, backup_id)
+        if row is not None and row.status == "creating":
+            session.delete(row)
+            session.commit()
 
 
 def _run_backup(
@@ -115,11 +143,8 @@ def _run_backup(
     job: JobContext,
     disk: Disk,
     vault: VaultRecord,
-    backup_id: str,
-    name: str,
+    backup: Backup,
     meta: dict[str, Any],
-    parent: Backup | None,
-    policy_id: str | None,
     passphrase: str | None,
 ) -> dict[str, Any]:
     repo = open_repository(ctx, vault, passphrase=passphrase)
@@ -128,49 +153,35 @@ def _run_backup(
     manifest = pipeline.backup_device(
         Path(disk.path),
         repo,
-        manifest_id=backup_id,
+        manifest_id=backup.id,
         disk_meta=meta,
-        parent_id=parent.id if parent else None,
-        name=name,
+        parent_id=backup.parent_id,
+        name=backup.name,
         reporter=reporter,
         cancel=job.cancel,
         workers=ctx.settings.workers,
     )
     stats = manifest.stats
-    backup = Backup(
-        id=backup_id,
-        name=name,
-        vault_id=vault.id,
-        disk_id=disk.id,
-        disk_name=disk.name,
-        disk_size=disk.size,
-        server_name=meta["server"],
-        role=disk.role,
-        status="available",
-        size=manifest.size,
-        bytes_new=stats.bytes_new,
-        bytes_reused=stats.bytes_reused,
-        bytes_zero=stats.bytes_zero,
-        bytes_stored=stats.bytes_stored,
-        digest=manifest.digest,
-        parent_id=parent.id if parent else None,
-        policy_id=policy_id,
-        duration=time.monotonic() - started,
-        completed_at=utcnow(),
-    )
-    with ctx.catalog.session() as session:
-        session.add(backup)
-        record(
-            session, ctx, "backup.create", "backup", backup.id, backup.name, summary_line(backup)
-        )
+    with ctx.catalog.writer() as session:
+        row = session.get(Backup, backup.id)
+        row.status = "available"
+        row.size = manifest.size
+        row.bytes_new, row.bytes_reused = stats.bytes_new, stats.bytes_reused
+        row.bytes_zero, row.bytes_stored = stats.bytes_zero, stats.bytes_stored
+        row.digest = manifest.digest
+        row.duration = time.monotonic() - started
+        row.completed_at = utcnow()
+        row.version += 1
+        session.add(row)
+        record(session, ctx, "backup.create", "backup", row.id, row.name, summary_line(row))
         session.commit()
-    summary = summary_line(backup)
+    summary = summary_line(row)
     if manifest.warnings:
         summary += "; warning: " + "; ".join(manifest.warnings)
     reporter.message = summary
     reporter.emit(final=True)
     return {
-        **backup_view(backup, vault=vault, disk_exists=True),
+        **backup_view(row, vault=vault, disk_exists=True),
         "summary": summary,
         "warnings": manifest.warnings,
     }
@@ -184,7 +195,7 @@ def list_backups(
 ) -> list[dict[str, Any]]:
     """Backups of existing disks (or of one disk); `include_deleted_disks` adds retained ones."""
     with ctx.catalog.session() as session:
-        query = select(Backup).order_by(Backup.created_at.desc())  # type: ignore[attr-defined]
+        query = select(Backup).where(Backup.status != "creating").order_by(Backup.created_at.desc())  # type: ignore[attr-defined]
         if disk_ref:
             disk = session.exec(
                 select(Disk).where((Disk.id == disk_ref) | (Disk.name == disk_ref))
@@ -215,8 +226,10 @@ def unique_bytes(
     ctx: Context, backup: Backup, vault: VaultRecord, *, passphrase: str | None = None
 ) -> int:
     """Bytes only this backup references: what deleting it really frees after deduplication."""
-    repo = open_repository(ctx, vault, passphrase=passphrase)
-    return repo.unique_bytes(backup.id)
+    try:
+        return open_repository(ctx, vault, passphrase=passphrase).unique_bytes(backup.id)
+    except ObjectMissing:
+        return 0
 
 
 def get_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> dict[str, Any]:
@@ -228,159 +241,6 @@ def get_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> dict
     view["unique_bytes"] = unique_bytes(ctx, backup, vault, passphrase=passphrase)
     view["summary"] = summary_line(backup)
     return view
-
-
-# --- restore ------------------------------------------------------------------------------
-
-
-def _restore_rate(session: Session) -> float:
-    return lifecycle.DEFAULT_RESTORE_RATE
-
-
-def plan_restore(
-    ctx: Context,
-    backup_ref: str,
-    *,
-    to_original: bool,
-    new_name: str | None = None,
-    new_size: int | None = None,
-    force: bool = False,
-) -> lifecycle.Plan:
-    with ctx.catalog.session() as session:
-        backup = resolve(session, Backup, backup_ref, "backup")
-        if to_original:
-            target = session.get(Disk, backup.disk_id)
-            if target is None:
-                return lifecycle.Plan(
-                    "restore backup onto its original disk",
-                    backup.name,
-                    refusal=f"the original disk {backup.disk_name} was deleted; use --to-new NAME",
-                )
-            return lifecycle.plan_restore(
-                backup,
-                target=target,
-                running_job_kinds=running_job_kinds(session, target.id),
-                writers=writers_of(target),
-                force=force,
-                rate=_restore_rate(session),
-            )
-        if not new_name:
-            raise UserError("say where to restore: --to-original or --to-new NAME")
-        existing = session.exec(select(Disk).where(Disk.name == new_name)).first()
-        if existing is not None and not existing.restore_incomplete:
-            raise Conflict(f"a disk named {new_name!r} already exists")
-        return lifecycle.plan_restore(
-            backup, target=None, new_name=new_name, new_size=new_size, rate=_restore_rate(session)
-        )
-
-
-def start_restore(
-    ctx: Context,
-    backup_ref: str,
-    *,
-    to_original: bool,
-    new_name: str | None = None,
-    new_size: int | None = None,
-    force: bool = False,
-    passphrase: str | None = None,
-) -> JobHandle:
-    """Restore a backup onto its original disk (after a safety snapshot) or into a new disk."""
-    plan = plan_restore(
-        ctx, backup_ref, to_original=to_original, new_name=new_name, new_size=new_size, force=force
-    )
-    if not plan.allowed:
-        raise Conflict(plan.refusal)
-    with ctx.catalog.session() as session:
-        backup = resolve(session, Backup, backup_ref, "backup")
-        vault = session.get(VaultRecord, backup.vault_id)
-        target = session.get(Disk, backup.disk_id) if to_original else None
-        if not to_original:
-            target = session.exec(select(Disk).where(Disk.name == new_name)).first()
-    repo = open_repository(ctx, vault, passphrase=passphrase)
-    if target is None:  # a new pool disk, marked incomplete until the restore finishes
-        created = create_disk(ctx, new_name, max(new_size or 0, backup.size))
-        set_disk_status(ctx, created.id, "error-restoring", incomplete=True)
-        target = created
-    overwrite = to_original
-    claim_disk(ctx, target.id, "restoring")
-    set_disk_status(ctx, target.id, "restoring", incomplete=True)
-
-    def run(job: JobContext) -> dict[str, Any]:
-        ok = False
-        try:
-            manifest = repo.read_manifest(backup.id)
-            source = None
-            if overwrite:
-                from core.engine.snapshot_store import RestoreSource
-                from core.ops.snapshots import take_safety_snapshot
-
-                source = RestoreSource(
-                    manifest, repo, {"vault_id": vault.id, "backup_id": backup.id}
-                )
-                take_safety_snapshot(
-                    ctx,
-                    target.id,
-                    reason=f"before restore of {backup.name}",
-                    job=job,
-                    restore_of=source,
-                )
-            compared = source is not None and source.compared
-            reporter = job.reporter("restoring", manifest.size)
-            stats = pipeline.restore_device(
-                manifest,
-                repo,
-                Path(target.path),
-                compare_existing=overwrite and not compared,
-                reporter=reporter,
-                cancel=job.cancel,
-                workers=ctx.settings.workers,
-                state_path=disk_folder(ctx, target.id) / f"restore-{backup.id}.state",
-                only=source.differing if compared else None,
-            )
-            reporter.emit(final=True)
-            ok = True
-        finally:
-            set_disk_status(
-                ctx, target.id, "available" if ok else "error-restoring", incomplete=not ok
-            )
-        with ctx.catalog.session() as session:
-            record(
-                session,
-                ctx,
-                "backup.restore",
-                "disk",
-                target.id,
-                target.name,
-                f"from {backup.name}",
-            )
-            session.commit()
-        return {
-            "id": target.id,
-            "name": target.name,
-            "status": "available",
-            "size": target.size,
-            "created_at": None,
-            "disk_id": target.id,
-            "disk_name": target.name,
-            "path": target.path,
-            "backup_id": backup.id,
-            "bytes_fetched": stats.bytes_fetched,
-            "bytes_written": stats.bytes_written,
-            "bytes_skipped": stats.bytes_skipped,
-        }
-
-    return create_job(
-        ctx,
-        "restore",
-        target_kind="backup",
-        target_id=backup.id,
-        target_name=backup.name,
-        disk_id=target.id,
-        fn=run,
-    )
-
-
-# --- verify, delete, gc, import -------------------------------------------------------------
 
 
 def start_verify(ctx: Context, backup_ref: str, *, passphrase: str | None = None) -> JobHandle:
@@ -411,104 +271,44 @@ def start_verify(ctx: Context, backup_ref: str, *, passphrase: str | None = None
     )
 
 
-def plan_delete_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> lifecycle.Plan:
-    with ctx.catalog.session() as session:
-        backup = resolve(session, Backup, ref, "backup")
+def _delete_plan(
+    ctx: Context, session: Session, backup: Backup, *, passphrase: str | None, measure: bool
+) -> Plan:
+    freed = 0
+    if measure:
         vault = session.get(VaultRecord, backup.vault_id)
+        freed = unique_bytes(ctx, backup, vault, passphrase=passphrase)
     return lifecycle.plan_backup_delete(
-        backup, unique_bytes=unique_bytes(ctx, backup, vault, passphrase=passphrase)
+        backup, unique_bytes=freed, readers=active_readers(session, backup.id)
     )
 
 
-def delete_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> lifecycle.Plan:
-    """Trash the manifest in the vault, then drop the row; `vault gc` frees the chunks."""
-    plan = plan_delete_backup(ctx, ref, passphrase=passphrase)
+def plan_delete_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> Plan:
     with ctx.catalog.session() as session:
         backup = resolve(session, Backup, ref, "backup")
-        vault = session.get(VaultRecord, backup.vault_id)
-        open_repository(ctx, vault, passphrase=passphrase).trash_manifest(backup.id)
-        session.delete(backup)
-        record(session, ctx, "backup.delete", "backup", backup.id, backup.name)
-        session.commit()
-    return plan
+        return _delete_plan(ctx, session, backup, passphrase=passphrase, measure=True)
 
 
-def start_gc(
-    ctx: Context,
-    vault_ref: str | None,
-    *,
-    dry_run: bool = False,
-    grace_seconds: float | None = None,
-    passphrase: str | None = None,
-) -> JobHandle:
-    vault = get_vault(ctx, vault_ref)
-    repo = open_repository(ctx, vault, passphrase=passphrase)
-
-    def run(job: JobContext) -> dict[str, Any]:
-        stats = collect_garbage(
-            repo,
-            grace_seconds=ctx.settings.gc_grace_seconds if grace_seconds is None else grace_seconds,
-            dry_run=dry_run,
+def delete_backup(
+    ctx: Context, ref: str, *, passphrase: str | None = None, plan: Plan | None = None
+) -> Plan:
+    """Mark it deleting under the claim lock (refused while a job reads it), trash the
+    manifest in the vault, then drop the row; `vault gc` frees the chunks."""
+    with ctx.catalog.writer() as session:
+        backup = resolve(session, Backup, ref, "backup")
+        now = check_plan(
+            plan, _delete_plan(ctx, session, backup, passphrase=passphrase, measure=False)
         )
-        with ctx.catalog.session() as session:
-            record(session, ctx, "vault.gc", "vault", vault.id, vault.name, str(stats))
-            session.commit()
-        return {"id": vault.id, "name": vault.name, **stats.to_dict()}
-
-    return create_job(
-        ctx,
-        "gc",
-        target_kind="vault",
-        target_id=vault.id,
-        target_name=vault.name,
-        disk_id=None,
-        fn=run,
-    )
-
-
-def import_vault(
-    ctx: Context, vault_ref: str | None, *, passphrase: str | None = None
-) -> list[dict[str, Any]]:
-    """Register every completed backup found in a vault (the catalog is only a cache, I7)."""
-    vault = get_vault(ctx, vault_ref)
-    repo = open_repository(ctx, vault, passphrase=passphrase)
-    imported = []
-    with ctx.catalog.session() as session:
-        known = {b.id for b in session.exec(select(Backup)).all()}
-        for manifest_id in repo.list_manifest_ids():
-            if manifest_id in known:
-                continue
-            manifest = repo.read_manifest(manifest_id)
-            if manifest.kind != "backup":
-                continue
-            meta = manifest.disk
-            name = manifest.name or manifest_id
-            if session.exec(select(Backup).where(Backup.name == name)).first():
-                name = f"{name}-{manifest_id}"
-            backup = Backup(
-                id=manifest_id,
-                name=name,
-                vault_id=vault.id,
-                disk_id=meta.get("id", ""),
-                disk_name=meta.get("name", ""),
-                disk_size=meta.get("size", manifest.size),
-                server_name=meta.get("server"),
-                role=meta.get("role") or "data",
-                status="available",
-                size=manifest.size,
-                bytes_new=manifest.stats.bytes_new,
-                bytes_reused=manifest.stats.bytes_reused,
-                bytes_zero=manifest.stats.bytes_zero,
-                bytes_stored=manifest.stats.bytes_stored,
-                digest=manifest.digest,
-                parent_id=manifest.parent,
-                duration=manifest.stats.duration,
-                created_at=manifest.created_at,
-                completed_at=manifest.created_at,
-            )
-            session.add(backup)
-            record(session, ctx, "backup.import", "backup", backup.id, backup.name, vault.name)
-            imported.append(backup)
+        vault = session.get(VaultRecord, backup.vault_id)
+        backup.status, backup.version = "deleting", backup.version + 1
+        session.add(backup)
         session.commit()
-        disks = {d.id for d in session.exec(select(Disk)).all()}
-    return [backup_view(b, vault=vault, disk_exists=b.disk_id in disks) for b in imported]
+    with contextlib.suppress(ObjectMissing):  # already trashed by a deletion cut short
+        open_repository(ctx, vault, passphrase=passphrase).trash_manifest(backup.id)
+    with ctx.catalog.writer() as session:
+        row = session.get(Backup, backup.id)
+        if row is not None:
+            session.delete(row)
+            record(session, ctx, "backup.delete", "backup", backup.id, backup.name)
+            session.commit()
+    return plan or now

@@ -7,29 +7,27 @@ and anything younger than `keep_days`), never deleting the newest backup of a di
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from cronsim import CronSim, CronSimError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from core.base.errors import BlockvaultError, UserError
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Policy, PolicyTarget, iso
-from core.ops.inventory import check_new_name, unique_id
+from core.catalog.names import check_new_name, commit_unique, unique_id
+from core.ops import backups
+from core.ops.facts import check_plan
 from core.ops.vaults import get_vault
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def validate_schedule(schedule: str) -> str:
-    try:
-        CronSim(schedule, datetime.now(UTC))
-    except CronSimError as exc:
-        raise UserError(f"invalid schedule {schedule!r}: {exc}") from None
-    return schedule
+from core.rules import lifecycle
+from core.rules.plans import Plan
+from core.rules.retention import (
+    due,
+    next_run,
+    plan_retention,
+    retention_victims,
+    validate_schedule,
+)
 
 
 def policy_view(policy: Policy, disks: list[Disk]) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def policy_view(policy: Policy, disks: list[Disk]) -> dict[str, Any]:
         "keep_last": policy.keep_last,
         "keep_days": policy.keep_days,
         "disks": [{"id": d.id, "name": d.name} for d in disks],
-        "next_run_at": iso(next(iter(CronSim(policy.schedule, datetime.now(UTC))))),
+        "next_run_at": iso(next_run(policy.schedule, datetime.now(UTC))),
     }
 
 
@@ -72,7 +70,7 @@ def create_policy(
     if keep_days is not None and keep_days < 1:
         raise UserError("--keep-days must be at least 1")
     target_vault = get_vault(ctx, vault)
-    with ctx.catalog.session() as session:
+    with ctx.catalog.writer() as session:
         check_new_name(session, Policy, name, "policy")
         policy = Policy(
             id=unique_id(session, Policy, "policy"),
@@ -87,7 +85,7 @@ def create_policy(
         for disk in resolved:
             session.add(PolicyTarget(policy_id=policy.id, disk_id=disk.id))
         record(session, ctx, "policy.create", "policy", policy.id, name, schedule)
-        session.commit()
+        commit_unique(session, f"a policy named {name!r}")
         return policy_view(policy, resolved)
 
 
@@ -105,11 +103,19 @@ def get_policy(ctx: Context, ref: str) -> dict[str, Any]:
         return policy_view(policy, _targets(session, policy))
 
 
-def delete_policy(ctx: Context, ref: str) -> dict[str, Any]:
-    """Deleting a policy stops future backups; the backups it made are kept."""
+def plan_delete_policy(ctx: Context, ref: str) -> Plan:
     with ctx.catalog.session() as session:
         policy = resolve(session, Policy, ref, "policy")
-        view = policy_view(policy, _targets(session, policy))
+        return lifecycle.plan_policy_delete(policy, disks=_targets(session, policy))
+
+
+def delete_policy(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
+    """Deleting a policy stops future backups; the backups it made are kept."""
+    with ctx.catalog.writer() as session:
+        policy = resolve(session, Policy, ref, "policy")
+        now = check_plan(
+            plan, lifecycle.plan_policy_delete(policy, disks=_targets(session, policy))
+        )
         for target in session.exec(
             select(PolicyTarget).where(PolicyTarget.policy_id == policy.id)
         ).all():
@@ -118,45 +124,44 @@ def delete_policy(ctx: Context, ref: str) -> dict[str, Any]:
         session.delete(policy)
         record(session, ctx, "policy.delete", "policy", policy.id, policy.name)
         session.commit()
-        return view
+        return plan or now
 
 
-def retention_victims(
-    backups: list[Backup], *, keep_last: int | None, keep_days: int | None, now: datetime
-) -> list[Backup]:
-    """Backups of one disk that retention removes: beyond keep_last AND older than keep_days.
-
-    Pure; the newest backup is always kept.
-    """
-    if keep_last is None and keep_days is None:
-        return []
-    ordered = sorted(backups, key=lambda b: _aware(b.created_at), reverse=True)
-    victims = []
-    for index, backup in enumerate(ordered[1:], start=1):
-        kept_by_count = keep_last is not None and index < keep_last
-        kept_by_age = keep_days is not None and _aware(backup.created_at) >= now - timedelta(
-            days=keep_days
+def _retention_plan(
+    ctx: Context, session: Session, policy: Policy, *, now: datetime, measure: bool
+) -> Plan:
+    victims: list[Backup] = []
+    for disk in _targets(session, policy):
+        mine = session.exec(
+            select(Backup).where(
+                Backup.policy_id == policy.id,
+                Backup.disk_id == disk.id,
+                Backup.status == "available",
+            )
+        ).all()
+        victims += retention_victims(
+            list(mine), keep_last=policy.keep_last, keep_days=policy.keep_days, now=now
         )
-        if not kept_by_count and not kept_by_age:
-            victims.append(backup)
-    return victims
+    freed = (
+        {b.id: backups.plan_delete_backup(ctx, b.id).bytes_freed for b in victims}
+        if measure
+        else None
+    )
+    return plan_retention(policy, victims, freed=freed)
 
 
-def due(policy: Policy, *, last_run: datetime | None, now: datetime) -> bool:
-    """True if the schedule fired after the last run (or after creation) and by now."""
-    start = _aware(last_run or policy.created_at)
-    fire = next(iter(CronSim(policy.schedule, start)))
-    return fire <= now
+def plan_retention_of(ctx: Context, ref: str, *, now: datetime | None = None) -> Plan:
+    """What retention would delete now (what `policy run --dry-run` shows)."""
+    with ctx.catalog.session() as session:
+        policy = resolve(session, Policy, ref, "policy")
+        return _retention_plan(ctx, session, policy, now=now or datetime.now(UTC), measure=True)
 
 
-def run_due(
+def due_policies(
     ctx: Context, *, now: datetime | None = None, force: bool = False, policy_ref: str | None = None
-) -> list[dict[str, Any]]:
-    """Back up the disks of every due policy, then apply its retention. Returns what happened."""
-    from core.ops import backups
-
+) -> list[tuple[Policy, list[Disk]]]:
+    """Policies whose schedule fired since their last run (or the one named, with `force`)."""
     now = now or datetime.now(UTC)
-    outcomes: list[dict[str, Any]] = []
     with ctx.catalog.session() as session:
         policies = (
             [resolve(session, Policy, policy_ref, "policy")]
@@ -174,7 +179,16 @@ def run_due(
             ).first()
             if force or due(policy, last_run=last, now=now):
                 plans.append((policy, _targets(session, policy)))
-    for policy, disks in plans:
+        return plans
+
+
+def run_due(
+    ctx: Context, *, now: datetime | None = None, force: bool = False, policy_ref: str | None = None
+) -> list[dict[str, Any]]:
+    """Back up the disks of every due policy, then apply its retention plan."""
+    now = now or datetime.now(UTC)
+    outcomes: list[dict[str, Any]] = []
+    for policy, disks in due_policies(ctx, now=now, force=force, policy_ref=policy_ref):
         for disk in disks:
             try:
                 handle = backups.start_backup(
@@ -200,24 +214,15 @@ def run_due(
                         "error": str(exc),
                     }
                 )
-            with ctx.catalog.session() as session:
-                mine = list(
-                    session.exec(
-                        select(Backup).where(
-                            Backup.policy_id == policy.id, Backup.disk_id == disk.id
-                        )
-                    ).all()
-                )
-            for victim in retention_victims(
-                mine, keep_last=policy.keep_last, keep_days=policy.keep_days, now=now
-            ):
-                backups.delete_backup(ctx, victim.id)
-                outcomes.append(
-                    {
-                        "policy": policy.name,
-                        "disk": disk.name,
-                        "backup": victim.id,
-                        "status": "expired",
-                    }
-                )
+        with ctx.catalog.session() as session:
+            retention = _retention_plan(ctx, session, policy, now=now, measure=False)
+        for item in retention.of("delete", "backup"):
+            try:
+                backups.delete_backup(ctx, item.id)
+                status, error = "expired", None
+            except BlockvaultError as exc:
+                status, error = "failed", str(exc)
+            outcomes.append(
+                {"policy": policy.name, "backup": item.id, "status": status, "error": error}
+            )
     return outcomes

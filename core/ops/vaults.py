@@ -1,4 +1,4 @@
-"""Vaults in the catalog: adding, opening, listing, removing; the embedded local default.
+"""Vaults: add, open, list, remove, garbage-collect, import; the embedded local default.
 
 A vault row stores where the vault is (path, or bucket/prefix/region/endpoint/profile), never
 a secret: credentials come from the standard AWS chain, passphrases from the environment
@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session, func, select
 
 from core.base.errors import Conflict, UserError
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, VaultRecord
-from core.ops.inventory import check_new_name, unique_id
+from core.catalog.models import Backup, Disk, Job, Policy, VaultRecord
+from core.catalog.names import check_new_name, commit_unique, unique_id
+from core.catalog.views import backup_view
+from core.jobs.runner import JobContext, JobHandle, create_job
+from core.ops.facts import check_plan
+from core.repo.gc import collect_garbage
 from core.repo.repository import Repository
+from core.rules import lifecycle
+from core.rules.plans import Plan
+from core.rules.states import JOB_ACTIVE
 from core.stores.factory import open_store, parse_s3_url
 
 DEFAULT_VAULT_NAME = "local"
@@ -79,7 +87,7 @@ def add_vault(
     """Register a vault; initialise it if the location is empty, adopt it if it holds one."""
     if bool(path) == bool(s3_url):
         raise UserError("give exactly one of --path DIR or --s3 s3://bucket/prefix")
-    with ctx.catalog.session() as session:
+    with ctx.catalog.writer() as session:
         check_new_name(session, VaultRecord, name, "vault")
         row = VaultRecord(
             id=unique_id(session, VaultRecord, "vault"),
@@ -107,7 +115,7 @@ def add_vault(
             Repository.init(store, chunk_size=row.chunk_size, passphrase=passphrase)
         session.add(row)
         record(session, ctx, "vault.add", "vault", row.id, name, row.location)
-        session.commit()
+        commit_unique(session, f"a vault named {name!r}")
         return row
 
 
@@ -151,18 +159,33 @@ def backup_counts(session: Session) -> dict[str, tuple[int, int, int]]:
     return {vid: (n, int(logical or 0), int(stored or 0)) for vid, n, logical, stored in rows}
 
 
-def remove_vault(ctx: Context, ref: str, *, force: bool) -> VaultRecord:
-    """Forget a vault. Its data stays in the store; refused while backups reference it."""
+def _remove_plan(session: Session, vault: VaultRecord, *, force: bool) -> Plan:
+    backups = session.exec(select(Backup).where(Backup.vault_id == vault.id)).all()
+    running = session.exec(
+        select(Job).where(
+            Job.target_id == vault.id,
+            Job.status.in_(JOB_ACTIVE),  # type: ignore[attr-defined]
+        )
+    ).all()
+    policies = session.exec(select(Policy).where(Policy.vault_id == vault.id)).all()
+    return lifecycle.plan_vault_remove(
+        vault, backups=backups, force=force, running=running, policies=[p.name for p in policies]
+    )
+
+
+def plan_remove_vault(ctx: Context, ref: str, *, force: bool = False) -> Plan:
     with ctx.catalog.session() as session:
+        return _remove_plan(session, resolve(session, VaultRecord, ref, "vault"), force=force)
+
+
+def remove_vault(ctx: Context, ref: str, *, force: bool, plan: Plan | None = None) -> Plan:
+    """Forget a vault. Its data stays in the store; refused while backups reference it."""
+    with ctx.catalog.writer() as session:
         vault = resolve(session, VaultRecord, ref, "vault")
-        backups = session.exec(select(Backup).where(Backup.vault_id == vault.id)).all()
-        if backups and not force:
-            raise Conflict(
-                f"vault {vault.name} holds {len(backups)} backup(s); delete them or use --force "
-                "(the data stays in the store and can be imported again)"
-            )
-        for backup in backups:
-            session.delete(backup)
+        now = check_plan(plan, _remove_plan(session, vault, force=force))
+        for item in now.of("delete", "backup"):
+            session.delete(session.get(Backup, item.id))
+            record(session, ctx, "backup.forget", "backup", item.id, item.name, vault.name)
         session.flush()  # backups first: they point at the vault
         session.delete(vault)
         record(
@@ -172,7 +195,89 @@ def remove_vault(ctx: Context, ref: str, *, force: bool) -> VaultRecord:
             "vault",
             vault.id,
             vault.name,
-            f"{len(backups)} backups forgotten",
+            f"{len(now.of('delete', 'backup'))} backups forgotten",
         )
         session.commit()
-        return vault
+    ctx.repositories.clear()
+    return plan or now
+
+
+def start_gc(
+    ctx: Context,
+    vault_ref: str | None,
+    *,
+    dry_run: bool = False,
+    grace_seconds: float | None = None,
+    passphrase: str | None = None,
+) -> JobHandle:
+    vault = get_vault(ctx, vault_ref)
+    repo = open_repository(ctx, vault, passphrase=passphrase)
+
+    def run(job: JobContext) -> dict[str, Any]:
+        stats = collect_garbage(
+            repo,
+            grace_seconds=ctx.settings.gc_grace_seconds if grace_seconds is None else grace_seconds,
+            dry_run=dry_run,
+        )
+        with ctx.catalog.writer() as session:
+            record(session, ctx, "vault.gc", "vault", vault.id, vault.name, str(stats))
+            session.commit()
+        return {"id": vault.id, "name": vault.name, **stats.to_dict()}
+
+    return create_job(
+        ctx,
+        "gc",
+        target_kind="vault",
+        target_id=vault.id,
+        target_name=vault.name,
+        disk_id=None,
+        fn=run,
+    )
+
+
+def import_vault(
+    ctx: Context, vault_ref: str | None, *, passphrase: str | None = None
+) -> list[dict[str, Any]]:
+    """Register every completed backup found in a vault (the catalog is only a cache, I7)."""
+    vault = get_vault(ctx, vault_ref)
+    repo = open_repository(ctx, vault, passphrase=passphrase)
+    imported = []
+    with ctx.catalog.session() as session:
+        known = {b.id for b in session.exec(select(Backup)).all()}
+    found = [repo.read_manifest(m) for m in repo.list_manifest_ids() if m not in known]
+    with ctx.catalog.writer() as session:  # read the vault first, then hold the lock briefly
+        for manifest in found:
+            manifest_id = manifest.id
+            if manifest.kind != "backup" or session.get(Backup, manifest_id) is not None:
+                continue
+            meta = manifest.disk
+            name = manifest.name or manifest_id
+            if session.exec(select(Backup).where(Backup.name == name)).first():
+                name = f"{name}-{manifest_id}"
+            backup = Backup(
+                id=manifest_id,
+                name=name,
+                vault_id=vault.id,
+                disk_id=meta.get("id", ""),
+                disk_name=meta.get("name", ""),
+                disk_size=meta.get("size", manifest.size),
+                server_name=meta.get("server"),
+                role=meta.get("role") or "data",
+                status="available",
+                size=manifest.size,
+                bytes_new=manifest.stats.bytes_new,
+                bytes_reused=manifest.stats.bytes_reused,
+                bytes_zero=manifest.stats.bytes_zero,
+                bytes_stored=manifest.stats.bytes_stored,
+                digest=manifest.digest,
+                parent_id=manifest.parent,
+                duration=manifest.stats.duration,
+                created_at=manifest.created_at,
+                completed_at=manifest.created_at,
+            )
+            session.add(backup)
+            record(session, ctx, "backup.import", "backup", backup.id, backup.name, vault.name)
+            imported.append(backup)
+        session.commit()
+        disks = {d.id for d in session.exec(select(Disk)).all()}
+    return [backup_view(b, vault=vault, disk_exists=b.disk_id in disks) for b in imported]

@@ -332,14 +332,21 @@ class Repository:
         """Stored bytes per chunk id, from one listing."""
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.list_chunks()}
 
-    def unique_bytes(self, manifest_id: str) -> int:
-        """Stored bytes only this manifest references: what deleting it frees after dedup."""
+    def unique_chunks(self, manifest_id: str) -> set[str]:
+        """Chunk ids only this manifest references (no other live manifest does)."""
         target = self.read_manifest(manifest_id).referenced()
         for other in self.list_manifest_ids():
             if other != manifest_id:
                 target -= self.read_manifest(other).referenced()
                 if not target:
-                    return 0
+                    break
+        return target
+
+    def unique_bytes(self, manifest_id: str) -> int:
+        """Stored bytes only this manifest references: what deleting it frees after dedup."""
+        target = self.unique_chunks(manifest_id)
+        if not target:
+            return 0
         sizes = self.chunk_sizes()
         return sum(sizes.get(c, 0) for c in target)
 

@@ -1,25 +1,44 @@
 """Lifecycle rules as pure functions returning plans: what is created, overwritten, deleted, kept.
 
 Every rule of the product lives here and nowhere else. The confirmation dialog and `--dry-run`
-show the plan; the façade executes it. Functions take plain catalog rows and facts (running
-jobs, writers) and never touch the database or the disks. docs/lifecycle.md maps each rule to
-the test that proves it.
+show the plan; the executor in `core.ops` computes the same plan again inside the transaction
+that claims its objects and runs it only if it is the same (`Plan.same_as`). Functions take
+plain catalog rows and facts (the job that owns a disk, writers, byte counts) and never touch
+the database or the disks. docs/lifecycle.md maps each rule to the test that proves it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from core.base.units import human_size
-from core.catalog.models import Backup, Disk, Server, Snapshot
+from core.catalog.models import Backup, Disk, Job, Policy, Server, Snapshot, VaultRecord
 from core.rules.plans import Plan, PlanItem
+from core.rules.states import DISK_BUSY_VERB
 
 DEFAULT_RESTORE_RATE = 200 << 20  # bytes/s used for estimates before we have measured one
+INCOMPLETE_STATUSES = ("error-restoring", "error-rolling-back")
 
 
-def _disk_busy(disk: Disk, running_job_kinds: Sequence[str]) -> str | None:
-    if running_job_kinds:
-        return f"disk {disk.name} is used by a running {running_job_kinds[0]} job"
+@dataclass(frozen=True)
+class DiskFacts:
+    """What the rules need to know about a disk now, besides its row."""
+
+    disk: Disk
+    owner: Job | None = None  # the active job that holds the disk
+    writers: Sequence[str] = ()  # other processes holding it open for writing
+    snapshots: int = 0  # how many snapshots it has
+    snapshot_limit: int = 256
+    undo_hours: float = 24.0
+
+
+def disk_busy(disk: Disk, owner: Job | None) -> str | None:
+    """A disk has one owner at a time: refused while a job holds it, naming the job and host."""
+    if owner is not None:
+        return f"disk {disk.name} is busy (job {owner.id} on host {owner.host}: {owner.kind})"
+    if disk.status in DISK_BUSY_VERB:
+        return f"disk {disk.name} is busy: {DISK_BUSY_VERB[disk.status]}"
     return None
 
 
@@ -32,31 +51,80 @@ def _writers_refusal(disk: Disk, writers: Sequence[str], force: bool) -> str | N
     return None
 
 
-def snapshot_item(snapshot: Snapshot, op: str, *, when: str = "now") -> PlanItem:
-    return PlanItem(op, "snapshot", snapshot.id, snapshot.name, snapshot.bytes_stored, when=when)
+def _readers_refusal(kind: str, name: str, readers: Sequence[Job]) -> str | None:
+    if readers:
+        job = readers[0]
+        return f"{kind} {name} is being read by job {job.id} on host {job.host} ({job.kind})"
+    return None
+
+
+def safety_snapshot_item(facts: DiskFacts) -> PlanItem:
+    return PlanItem(
+        "create",
+        "snapshot",
+        "",
+        "safety snapshot",
+        0,
+        f"of disk {facts.disk.name}, for disk undo ({facts.undo_hours:g} h)",
+    )
+
+
+def _safety_refusal(facts: DiskFacts) -> str | None:
+    """Every overwrite takes a safety snapshot first, so it needs room under the limit."""
+    if facts.snapshots >= facts.snapshot_limit:
+        return (
+            f"disk {facts.disk.name} has reached its snapshot limit ({facts.snapshot_limit}); "
+            "a safety snapshot is needed before an overwrite: delete a snapshot first"
+        )
+    return None
+
+
+def _overwrite_refusal(facts: DiskFacts, *, source_size: int, force: bool) -> str | None:
+    disk = facts.disk
+    if source_size > disk.size:
+        return (
+            f"disk {disk.name} ({human_size(disk.size)}) is smaller than the source "
+            f"({human_size(source_size)})"
+        )
+    return (
+        disk_busy(disk, facts.owner)
+        or _writers_refusal(disk, facts.writers, force)
+        or _safety_refusal(facts)
+    )
+
+
+def snapshot_item(snapshot: Snapshot, op: str, *, when: str = "now", freed: int = 0) -> PlanItem:
+    return PlanItem(op, "snapshot", snapshot.id, snapshot.name, freed, when=when)
 
 
 def backup_keep_item(backup: Backup) -> PlanItem:
     return PlanItem("keep", "backup", backup.id, backup.name, backup.size, "retained in vault")
 
 
+# --- inventory ---------------------------------------------------------------------------
+
+
 def plan_disk_delete(
-    disk: Disk,
+    facts: DiskFacts,
     *,
-    allocated: int,
+    freed: int,
     snapshots: Sequence[Snapshot],
     backups: Sequence[Backup],
-    running_job_kinds: Sequence[str] = (),
+    readers: Sequence[Job] = (),
 ) -> Plan:
-    """Deleting a disk deletes its snapshots (they live with its data) and keeps its backups."""
+    """Deleting a disk deletes its snapshots (they live with its data) and keeps its backups.
+
+    `freed` is what the disk's pool folder really frees: its image and its snapshots, shared
+    extents counted once."""
+    disk = facts.disk
     items = [
         PlanItem(
             "delete",
             "disk",
             disk.id,
             disk.name,
-            allocated if disk.managed else 0,
-            "" if disk.managed else "registered: the file/device itself is left in place",
+            freed,
+            "with its snapshots" if disk.managed else "registered: the file itself stays",
         )
     ]
     items += [snapshot_item(s, "delete") for s in snapshots]
@@ -65,7 +133,8 @@ def plan_disk_delete(
         action="delete disk",
         target=f"{disk.name} ({disk.id})",
         items=tuple(items),
-        refusal=_disk_busy(disk, running_job_kinds),
+        refusal=disk_busy(disk, facts.owner)
+        or _readers_refusal("a snapshot of disk", disk.name, readers),
     )
 
 
@@ -83,6 +152,10 @@ def plan_server_delete(server: Server, *, disks: Sequence[Disk], detach_disks: b
     return Plan("delete server", f"{server.name} ({server.id})", tuple(items), refusal=refusal)
 
 
+def system_disk(disks: Sequence[Disk]) -> Disk | None:
+    return next((d for d in disks if d.role == "system"), None)
+
+
 def plan_os_reinstall(
     server: Server,
     *,
@@ -90,21 +163,24 @@ def plan_os_reinstall(
     snapshots_by_disk: dict[str, Sequence[Snapshot]],
     image_name: str | None,
     image_size: int | None,
+    facts: DiskFacts | None = None,
     already_happened: bool = False,
-    running_job_kinds: Sequence[str] = (),
-    writers: Sequence[str] = (),
     force: bool = False,
 ) -> Plan:
     """An OS reinstall or change deletes the system disk's snapshots, only after it succeeded;
-    data-disk snapshots stay usable; backups are retained."""
-    system = next((d for d in disks if d.role == "system"), None)
+    data-disk snapshots stay usable; backups are retained. A reinstall through blockvault
+    takes a safety snapshot of the system disk first: `disk undo` returns the old system for
+    the undo window, and the snapshot is kept whatever happens to the reinstall."""
+    system = system_disk(disks)
     action = "OS changed" if already_happened else "reinstall OS"
     if system is None:
         return Plan(action, server.name, refusal=f"server {server.name} has no system disk")
+    facts = facts or DiskFacts(system)
     items: list[PlanItem] = []
     refusal = None
     when = "now" if already_happened else "after-success"
     if not already_happened:
+        items.append(safety_snapshot_item(facts))
         items.append(
             PlanItem(
                 "overwrite", "disk", system.id, system.name, image_size or 0, f"with {image_name}"
@@ -115,11 +191,7 @@ def plan_os_reinstall(
                 f"image {image_name} ({human_size(image_size)}) is larger than the system disk "
                 f"{system.name} ({human_size(system.size)})"
             )
-        refusal = (
-            refusal
-            or _disk_busy(system, running_job_kinds)
-            or _writers_refusal(system, writers, force)
-        )
+        refusal = refusal or _overwrite_refusal(facts, source_size=image_size or 0, force=force)
     items += [snapshot_item(s, "delete", when=when) for s in snapshots_by_disk.get(system.id, ())]
     for disk in disks:
         if disk.role != "system":
@@ -133,74 +205,37 @@ def plan_os_reinstall(
     )
 
 
+# --- backups -----------------------------------------------------------------------------
+
+
 def plan_backup(
-    disk: Disk,
-    *,
-    vault_name: str,
-    parent: Backup | None,
-    running_job_kinds: Sequence[str] = (),
+    facts: DiskFacts, *, vault_name: str, parent: Backup | None, data_bytes: int | None = None
 ) -> Plan:
     """A backup never overwrites anything: full into an empty vault, then only changed chunks.
 
-    Refused while the disk is being restored or rolled back (its content is in flux) or
-    already being backed up."""
-    refusal = None
-    if disk.status in ("restoring", "rolling-back", "backing-up"):
-        refusal = f"disk {disk.name} is {disk.status}"
-    elif disk.status in ("error-restoring", "error-rolling-back"):
+    Refused while another job owns the disk, and on a half-restored disk (its content is
+    incomplete). `data_bytes` (allocated bytes) is what will be read; an incremental sends
+    only the chunks the vault does not hold yet, which nobody knows before reading."""
+    disk = facts.disk
+    refusal = disk_busy(disk, facts.owner)
+    if refusal is None and (disk.status in INCOMPLETE_STATUSES or disk.restore_incomplete):
         refusal = (
             f"disk {disk.name} is {disk.status}: its content is incomplete; "
             "finish or repeat the restore first"
         )
-    elif "backup" in running_job_kinds:
-        refusal = f"a backup of disk {disk.name} is already running"
-    route = (
-        f"incremental from {parent.name}: only changed chunks travel"
-        if parent
-        else "full: the first backup of this disk in this vault"
-    )
+    readable = disk.size if data_bytes is None else min(data_bytes, disk.size)
+    if parent:
+        route = f"incremental from {parent.name}: reads {human_size(readable)}, sends only changed chunks"
+        item = PlanItem("create", "backup", "", "", 0, f"into vault {vault_name}, incremental")
+    else:
+        route = f"full: the first backup of this disk in this vault, reads {human_size(readable)}"
+        item = PlanItem("create", "backup", "", "", readable, f"into vault {vault_name}")
     return Plan(
-        "backup",
-        f"disk {disk.name}",
-        (PlanItem("create", "backup", "", "", disk.size, f"into vault {vault_name}"),),
-        refusal=refusal,
-        destructive=False,
-        route=route,
+        "backup", f"disk {disk.name}", (item,), refusal=refusal, destructive=False, route=route
     )
 
 
-def plan_snapshot_create(disk: Disk, *, existing: int, limit: int, strategy: str) -> Plan:
-    """At most `limit` snapshots per disk; at most one snapshot in progress (status check)."""
-    refusal = None
-    if existing >= limit:
-        refusal = (
-            f"disk {disk.name} already has {existing} snapshots (limit {limit}); delete some "
-            "or raise max_snapshots_per_disk"
-        )
-    elif disk.status == "snapshotting":
-        refusal = f"a snapshot of disk {disk.name} is already in progress"
-    elif disk.status not in ("available",):
-        refusal = f"disk {disk.name} is {disk.status}"
-    return Plan(
-        "snapshot",
-        f"disk {disk.name}",
-        (PlanItem("create", "snapshot", "", "", 0, strategy),),
-        refusal=refusal,
-        destructive=False,
-        route=strategy,
-    )
-
-
-def plan_snapshot_delete(snapshot: Snapshot, *, disk: Disk | None) -> Plan:
-    """Deleting a snapshot never touches disks made from it."""
-    return Plan(
-        "delete snapshot",
-        f"{snapshot.name} ({snapshot.id})",
-        (snapshot_item(snapshot, "delete"),),
-    )
-
-
-def plan_backup_delete(backup: Backup, *, unique_bytes: int) -> Plan:
+def plan_backup_delete(backup: Backup, *, unique_bytes: int, readers: Sequence[Job] = ()) -> Plan:
     """The bytes freed are the ones only this backup references (after deduplication)."""
     return Plan(
         "delete backup",
@@ -215,111 +250,138 @@ def plan_backup_delete(backup: Backup, *, unique_bytes: int) -> Plan:
                 "freed by the next vault gc",
             ),
         ),
+        refusal=_readers_refusal("backup", backup.name, readers),
     )
-
-
-def _overwrite_checks(
-    disk: Disk,
-    *,
-    source_size: int,
-    running_job_kinds: Sequence[str],
-    writers: Sequence[str],
-    force: bool,
-) -> str | None:
-    if source_size > disk.size:
-        return (
-            f"disk {disk.name} ({human_size(disk.size)}) is smaller than the source "
-            f"({human_size(source_size)})"
-        )
-    return _disk_busy(disk, running_job_kinds) or _writers_refusal(disk, writers, force)
 
 
 def plan_restore(
     backup: Backup,
     *,
-    target: Disk | None,
+    to_original: bool,
+    target: DiskFacts | None,
     new_name: str | None = None,
     new_size: int | None = None,
-    running_job_kinds: Sequence[str] = (),
-    writers: Sequence[str] = (),
+    existing: Disk | None = None,
     force: bool = False,
     rate: float = DEFAULT_RESTORE_RATE,
-    original_exists: bool = True,
 ) -> Plan:
     """Restore to the original disk (a safety snapshot first, only differing chunks written)
-    or to a new, unattached pool disk of at least the backup's size."""
-    if target is None:
-        size = new_size or backup.size
+    or to a new, unattached pool disk of at least the backup's size. A new disk's name must be
+    free, except to resume the interrupted restore of this same backup into it."""
+    estimate = (backup.size - backup.bytes_zero) / rate
+    if not to_original:
+        size = max(new_size or 0, backup.size)
         refusal = None
-        if size < backup.size:
+        if new_size is not None and new_size < backup.size:
             refusal = (
-                f"new disk size {human_size(size)} is smaller than the backup "
+                f"new disk size {human_size(new_size)} is smaller than the backup "
                 f"({human_size(backup.size)})"
             )
+        note = f"from backup {backup.name}"
+        disk_id = ""
+        if existing is not None:
+            disk_id = existing.id
+            if existing.origin == f"backup:{backup.id}" and existing.restore_incomplete:
+                note = f"resume the interrupted restore of {backup.name}"
+                refusal = refusal or disk_busy(existing, target.owner if target else None)
+            else:
+                refusal = f"a disk named {new_name!r} already exists; choose another name"
         return Plan(
             "restore backup to a new disk",
             f"{backup.name} -> new disk {new_name}",
-            (PlanItem("create", "disk", "", new_name or "", size, f"from backup {backup.name}"),),
+            (PlanItem("create", "disk", disk_id, new_name or "", size, note),),
             refusal=refusal,
             destructive=False,
             route="full restore into a new sparse disk",
-            estimate_seconds=(backup.size - backup.bytes_zero) / rate,
+            estimate_seconds=estimate,
         )
-    if target.id != backup.disk_id:
+    if target is None:
+        return Plan(
+            "restore backup onto its original disk",
+            backup.name,
+            refusal=f"the original disk {backup.disk_name} was deleted; use --to-new NAME",
+        )
+    disk = target.disk
+    if disk.id != backup.disk_id:
         refusal: str | None = (
-            f"backup {backup.name} was taken from disk {backup.disk_name}, not {target.name}; "
+            f"backup {backup.name} was taken from disk {backup.disk_name}, not {disk.name}; "
             "restore it to a new disk instead"
         )
     else:
-        refusal = _overwrite_checks(
-            target,
-            source_size=backup.size,
-            running_job_kinds=running_job_kinds,
-            writers=writers,
-            force=force,
-        )
+        refusal = _overwrite_refusal(target, source_size=backup.size, force=force)
     return Plan(
         "restore backup onto its original disk",
-        f"{backup.name} -> disk {target.name}",
+        f"{backup.name} -> disk {disk.name}",
         (
-            PlanItem("create", "snapshot", "", "safety snapshot", 0, "for disk undo (24 h)"),
-            PlanItem("overwrite", "disk", target.id, target.name, backup.size),
+            safety_snapshot_item(target),
+            PlanItem("overwrite", "disk", disk.id, disk.name, backup.size),
         ),
         refusal=refusal,
-        confirm_text=target.name,
+        confirm_text=disk.name,
         route="changed chunks only (blocks that already match are neither fetched nor written)",
-        estimate_seconds=(backup.size - backup.bytes_zero) / rate,
+        estimate_seconds=estimate,
     )
 
 
-def plan_rollback(
-    snapshot: Snapshot,
-    *,
-    disk: Disk,
-    running_job_kinds: Sequence[str] = (),
-    writers: Sequence[str] = (),
-    force: bool = False,
+# --- snapshots ---------------------------------------------------------------------------
+
+
+def plan_snapshot_create(facts: DiskFacts, *, strategy: str) -> Plan:
+    """At most `snapshot_limit` snapshots per disk; one owner of a disk at a time."""
+    disk = facts.disk
+    refusal = disk_busy(disk, facts.owner)
+    if refusal is None and facts.snapshots >= facts.snapshot_limit:
+        refusal = (
+            f"disk {disk.name} already has {facts.snapshots} snapshots (limit "
+            f"{facts.snapshot_limit}); delete some or raise max_snapshots_per_disk"
+        )
+    elif refusal is None and disk.status != "available":
+        refusal = f"disk {disk.name} is {disk.status}"
+    return Plan(
+        "snapshot",
+        f"disk {disk.name}",
+        (PlanItem("create", "snapshot", "", "", 0, strategy),),
+        refusal=refusal,
+        destructive=False,
+        route=strategy,
+    )
+
+
+def plan_snapshot_delete(
+    snapshot: Snapshot, *, disk: Disk, owner: Job | None, readers: Sequence[Job], freed: int
 ) -> Plan:
-    """Roll a disk back to one of its own snapshots, after a safety snapshot for undo."""
-    refusal = _overwrite_checks(
-        disk,
-        source_size=snapshot.size,
-        running_job_kinds=running_job_kinds,
-        writers=writers,
-        force=force,
+    """Deleting a snapshot never touches disks made from it; refused while a job reads it or
+    writes the disk's snapshot store. `freed`: bytes no other snapshot of the disk shares."""
+    refusal = _readers_refusal("snapshot", snapshot.name, readers)
+    if refusal is None and snapshot.status == "creating":
+        refusal = f"snapshot {snapshot.name} is still being created"
+    if refusal is None and owner is not None and owner.kind in ("snapshot", "rollback", "undo"):
+        refusal = disk_busy(disk, owner)
+    return Plan(
+        "delete snapshot",
+        f"{snapshot.name} ({snapshot.id})",
+        (snapshot_item(snapshot, "delete", freed=freed),),
+        refusal=refusal,
     )
+
+
+def plan_rollback(snapshot: Snapshot, *, facts: DiskFacts, force: bool = False) -> Plan:
+    """Roll a disk back to one of its own snapshots, after a safety snapshot for undo."""
+    disk = facts.disk
+    refusal = None
     if snapshot.disk_id != disk.id:
         refusal = f"snapshot {snapshot.name} belongs to another disk"
-    if snapshot.status != "available":
-        refusal = refusal or f"snapshot {snapshot.name} is {snapshot.status}"
+    elif snapshot.status != "available":
+        refusal = f"snapshot {snapshot.name} is {snapshot.status}"
+    refusal = refusal or _overwrite_refusal(facts, source_size=snapshot.size, force=force)
     route = "reflink clone (constant time)" if snapshot.strategy == "reflink" else "changed chunks"
     return Plan(
         "roll back disk",
         f"disk {disk.name} to snapshot {snapshot.name}",
         (
-            PlanItem("create", "snapshot", "", "safety snapshot", 0, "for disk undo (24 h)"),
+            safety_snapshot_item(facts),
             PlanItem("overwrite", "disk", disk.id, disk.name, snapshot.size),
-            PlanItem("keep", "snapshot", snapshot.id, snapshot.name, snapshot.bytes_stored),
+            PlanItem("keep", "snapshot", snapshot.id, snapshot.name, 0),
         ),
         refusal=refusal,
         confirm_text=disk.name,
@@ -328,7 +390,13 @@ def plan_rollback(
 
 
 def plan_new_disk_from(
-    source_kind: str, source_id: str, source_name: str, *, size: int, new_name: str
+    source_kind: str,
+    source_id: str,
+    source_name: str,
+    *,
+    size: int,
+    new_name: str,
+    name_taken: bool = False,
 ) -> Plan:
     """A new, unattached pool disk made from a snapshot or backup; nothing is overwritten."""
     return Plan(
@@ -336,17 +404,72 @@ def plan_new_disk_from(
         f"{source_name} -> {new_name}",
         (PlanItem("create", "disk", "", new_name, size, f"from {source_kind} {source_name}"),),
         destructive=False,
+        refusal=f"a disk named {new_name!r} already exists; choose another name"
+        if name_taken
+        else None,
     )
 
 
-def plan_undo(disk: Disk, *, safety: Snapshot | None) -> Plan:
-    """Undo puts a disk back as it was before the last overwrite, within the safety window."""
+def plan_undo(facts: DiskFacts, *, safety: Snapshot | None, force: bool = False) -> Plan:
+    """Undo puts a disk back as it was before the last overwrite, within the safety window,
+    in one step, also after an interrupted restore or rollback (and clears its mark)."""
+    disk = facts.disk
     if safety is None:
         return Plan("undo", f"disk {disk.name}", refusal=f"nothing to undo on disk {disk.name}")
+    note = "clears the incomplete mark" if disk.restore_incomplete else ""
+    refusal = disk_busy(disk, facts.owner) or _writers_refusal(disk, facts.writers, force)
     return Plan(
         "undo last overwrite",
         f"disk {disk.name} back to {safety.created_at:%Y-%m-%d %H:%M:%S}",
-        (PlanItem("overwrite", "disk", disk.id, disk.name, safety.size),),
+        (
+            PlanItem("overwrite", "disk", disk.id, disk.name, safety.size, note),
+            snapshot_item(safety, "delete", when="after-success"),
+        ),
+        refusal=refusal,
         confirm_text=disk.name,
         route="roll back to the safety snapshot",
+    )
+
+
+# --- vaults and policies -----------------------------------------------------------------
+
+
+def plan_vault_remove(
+    vault: VaultRecord,
+    *,
+    backups: Sequence[Backup],
+    force: bool,
+    running: Sequence[Job] = (),
+    policies: Sequence[str] = (),
+) -> Plan:
+    """Forgetting a vault never deletes its data; refused while backups reference it, unless
+    --force forgets them too (a later `vault import` brings them back)."""
+    items = [
+        PlanItem("delete", "vault", vault.id, vault.name, note="catalog entry; data stays in store")
+    ]
+    items += [
+        PlanItem("delete", "backup", b.id, b.name, note="catalog entry only") for b in backups
+    ]
+    refusal = None
+    if backups and not force:
+        refusal = (
+            f"vault {vault.name} holds {len(backups)} backup(s); delete them or use --force "
+            "(the data stays in the store and can be imported again)"
+        )
+    if policies:
+        refusal = (
+            f"vault {vault.name} is the target of policy {', '.join(policies)}; delete it first"
+        )
+    if running:
+        refusal = f"vault {vault.name} is used by job {running[0].id} ({running[0].kind})"
+    return Plan("remove vault", f"{vault.name} ({vault.location})", tuple(items), refusal=refusal)
+
+
+def plan_policy_delete(policy: Policy, *, disks: Sequence[Disk]) -> Plan:
+    """Deleting a policy stops its future backups; the backups it made are kept."""
+    note = f"covers {', '.join(d.name for d in disks)}" if disks else "covers no disk"
+    return Plan(
+        "delete policy",
+        policy.name,
+        (PlanItem("delete", "policy", policy.id, policy.name, note=f"{note}; backups kept"),),
     )

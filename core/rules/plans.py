@@ -76,6 +76,27 @@ class Plan:
     def of(self, op: str, kind: str | None = None) -> list[PlanItem]:
         return [i for i in self.items if i.op == op and (kind is None or i.kind == kind)]
 
+    def identity(self) -> tuple:
+        """What a confirmation agrees to: the action, the target, each object and what happens
+        to it, and whether it may run. Sizes and estimates are measurements, not part of it."""
+        return (
+            self.action,
+            self.target,
+            tuple((i.op, i.kind, i.id, i.name, i.when) for i in self.items),
+            self.allowed,
+        )
+
+    def same_as(self, other: Plan) -> bool:
+        return self.identity() == other.identity()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        """The inverse of `to_dict` (a plan that travelled as JSON)."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["items"] = tuple(PlanItem(**item) for item in data.get("items", ()))
+        fields["warnings"] = tuple(data.get("warnings", ()))
+        return cls(**fields)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["allowed"] = self.allowed

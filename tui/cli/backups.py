@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.api import Blockvault
+from core.api import Blockvault, Plan
 from tui.cli.common import (
     BACKUP_COLUMNS,
     Nouns,
@@ -27,7 +27,8 @@ def backup_create(bv: Blockvault, a: argparse.Namespace) -> Any:
     plan = bv.plan_backup(a.disk, vault=a.vault)
     if a.dry_run:
         return print_dry_run(a, plan)
-    return run_job(bv.start_backup(a.disk, vault=a.vault, name=a.name), a, f"backup {a.disk}")
+    handle = bv.start_backup(a.disk, vault=a.vault, name=a.name, plan=plan)
+    return run_job(handle, a, f"backup {a.disk}")
 
 
 def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
@@ -36,9 +37,14 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
         a.backup, to_original=to_original, new_name=a.to_new, new_size=a.size, force=a.force
     )
 
-    def start():
+    def start(confirmed: Plan) -> Any:
         return bv.start_restore(
-            a.backup, to_original=to_original, new_name=a.to_new, new_size=a.size, force=a.force
+            a.backup,
+            to_original=to_original,
+            new_name=a.to_new,
+            new_size=a.size,
+            force=a.force,
+            plan=confirmed,
         )
 
     if not plan.destructive:
@@ -106,7 +112,7 @@ def add_to(nouns: Nouns) -> None:
         backup,
         "delete",
         lambda bv, a: run_planned(
-            a, bv.plan_delete_backup(a.backup), lambda: bv.delete_backup(a.backup)
+            a, bv.plan_delete_backup(a.backup), lambda p: bv.delete_backup(a.backup, plan=p)
         ),
         parents=[js, cf],
         help="delete a backup (vault gc frees its chunks)",

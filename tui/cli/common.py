@@ -123,13 +123,18 @@ def print_dry_run(args: argparse.Namespace, plan: Plan) -> None:
 
 
 def run_planned(
-    args: argparse.Namespace, plan: Plan, execute: Callable[[], Any], *, show_result: bool = True
+    args: argparse.Namespace,
+    plan: Plan,
+    execute: Callable[[Plan], Any],
+    *,
+    show_result: bool = True,
 ) -> Any:
-    """Dry run prints the plan; otherwise confirm, execute and print the result."""
+    """Dry run prints the plan; otherwise confirm it and execute exactly that plan (the core
+    refuses with the new plan if the state changed since), then print the result."""
     if args.dry_run:
         return print_dry_run(args, plan)
     output.confirm(plan, yes=args.yes)
-    result = execute()
+    result = execute(plan)
     if isinstance(result, Plan):
         if args.json:
             output.print_json({**result.to_dict(), "status": "done"})
@@ -165,10 +170,15 @@ def run_job(handle: Any, args: argparse.Namespace, description: str) -> Any:
 
 
 def run_planned_job(
-    args: argparse.Namespace, plan: Plan, start: Callable[[], Any], *, description: str
+    args: argparse.Namespace, plan: Plan, start: Callable[[Plan], Any], *, description: str
 ) -> None:
-    """`run_planned` for a job: dry run, or confirm, then `run_job(start())`."""
-    run_planned(args, plan, lambda: run_job(start(), args, description), show_result=False)
+    """`run_planned` for a job: dry run, or confirm, then `run_job(start(plan))`."""
+    run_planned(
+        args,
+        plan,
+        lambda confirmed: run_job(start(confirmed), args, description),
+        show_result=False,
+    )
 
 
 # --- prompts --------------------------------------------------------------------------------

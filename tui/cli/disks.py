@@ -33,12 +33,15 @@ DISK_COLUMNS = (
 
 def disk_delete(bv: Blockvault, args: argparse.Namespace) -> None:
     plan = bv.plan_delete_disk(args.disk)
-    run_planned(args, plan, lambda: bv.delete_disk(args.disk))
+    run_planned(args, plan, lambda p: bv.delete_disk(args.disk, plan=p))
 
 
 def disk_undo(bv: Blockvault, a: argparse.Namespace) -> None:
     run_planned_job(
-        a, bv.plan_undo(a.disk), lambda: bv.start_undo(a.disk, force=a.force), description="undo"
+        a,
+        bv.plan_undo(a.disk, force=a.force),
+        lambda p: bv.start_undo(a.disk, force=a.force, plan=p),
+        description="undo",
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.api import Blockvault, Plan, PlanItem
+from core.api import Blockvault, Plan
+from tui.cli import output
 from tui.cli.common import (
     Nouns,
     add_noun,
@@ -44,13 +45,24 @@ def policy_create(bv: Blockvault, a: argparse.Namespace) -> None:
 
 
 def policy_delete(bv: Blockvault, a: argparse.Namespace) -> None:
-    policy = bv.get_policy(a.policy)
-    plan = Plan(
-        "delete policy",
-        policy["name"],
-        (PlanItem("delete", "policy", policy["id"], policy["name"], note="its backups are kept"),),
-    )
-    run_planned(a, plan, lambda: bv.delete_policy(a.policy))
+    plan = bv.plan_delete_policy(a.policy)
+    run_planned(a, plan, lambda p: bv.delete_policy(a.policy, plan=p))
+
+
+def policy_run(bv: Blockvault, a: argparse.Namespace) -> None:
+    """Run due policies; `--dry-run` shows what each would back up and its retention plan."""
+    if a.dry_run:
+        due = bv.plan_policy_run(policy=a.policy, force=a.now)
+        if a.json:
+            output.print_json(due)
+        elif not due:
+            output.out.print("nothing due", markup=False)
+        for entry in [] if a.json else due:
+            disks = ", ".join(entry["backs_up"]) or "no disk"
+            output.out.print(f"policy {entry['policy']}: back up {disks}", markup=False)
+            output.print_plan(Plan.from_dict(entry["retention"]))
+        return
+    show_list(POLICY_RUN_COLUMNS, "nothing due")(bv.run_policies(policy=a.policy, force=a.now), a)
 
 
 def add_to(nouns: Nouns) -> None:
@@ -97,11 +109,10 @@ def add_to(nouns: Nouns) -> None:
     p = add_verb(
         policy,
         "run",
-        lambda bv, a: show_list(POLICY_RUN_COLUMNS, "nothing due")(
-            bv.run_policies(policy=a.policy, force=a.now), a
-        ),
+        policy_run,
         parents=[js],
         help="run due policies (for cron), then apply retention",
     )
+    p.add_argument("--dry-run", action="store_true", help="show what would run and expire")
     p.add_argument("policy", nargs="?")
     p.add_argument("--now", action="store_true", help="run even if not due")

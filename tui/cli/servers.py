@@ -22,14 +22,16 @@ SERVER_COLUMNS = ("id", "name", "status", "disks", "created_at")
 
 def server_delete(bv: Blockvault, args: argparse.Namespace) -> None:
     plan = bv.plan_delete_server(args.server, detach_disks=args.detach_disks)
-    run_planned(args, plan, lambda: bv.delete_server(args.server, detach_disks=args.detach_disks))
+    run_planned(
+        args, plan, lambda p: bv.delete_server(args.server, detach_disks=args.detach_disks, plan=p)
+    )
 
 
 def server_reinstall(bv: Blockvault, a: argparse.Namespace) -> None:
     run_planned_job(
         a,
         bv.plan_reinstall(a.server, a.image, force=a.force),
-        lambda: bv.start_reinstall(a.server, a.image, force=a.force),
+        lambda p: bv.start_reinstall(a.server, a.image, force=a.force, plan=p),
         description="reinstall",
     )
 
@@ -76,7 +78,9 @@ def add_to(nouns: Nouns) -> None:
     p = add_verb(
         server,
         "os-changed",
-        lambda bv, a: run_planned(a, bv.plan_os_changed(a.server), lambda: bv.os_changed(a.server)),
+        lambda bv, a: run_planned(
+            a, bv.plan_os_changed(a.server), lambda p: bv.os_changed(a.server, plan=p)
+        ),
         parents=[js, cf],
         help="the OS was reinstalled outside blockvault: delete the system disk's snapshots",
     )

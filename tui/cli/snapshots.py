@@ -35,14 +35,20 @@ def snapshot_rollback(bv: Blockvault, a: argparse.Namespace) -> None:
     run_planned_job(
         a,
         bv.plan_rollback(a.snapshot, force=a.force),
-        lambda: bv.start_rollback(a.snapshot, force=a.force),
+        lambda p: bv.start_rollback(a.snapshot, force=a.force, plan=p),
         description="rollback",
     )
 
 
 def snapshot_to_disk(bv: Blockvault, a: argparse.Namespace) -> None:
-    bv.plan_snapshot_to_disk(a.snapshot, a.new_name)
-    run_job(bv.start_snapshot_to_disk(a.snapshot, a.new_name), a, "to-disk")
+    plan = bv.plan_snapshot_to_disk(a.snapshot, a.new_name)
+    a.yes = True  # a new disk overwrites nothing: no question to ask
+    run_planned_job(
+        a,
+        plan,
+        lambda p: bv.start_snapshot_to_disk(a.snapshot, a.new_name, plan=p),
+        description="to-disk",
+    )
 
 
 def add_to(nouns: Nouns) -> None:
@@ -79,7 +85,7 @@ def add_to(nouns: Nouns) -> None:
         snap,
         "delete",
         lambda bv, a: run_planned(
-            a, bv.plan_delete_snapshot(a.snapshot), lambda: bv.delete_snapshot(a.snapshot)
+            a, bv.plan_delete_snapshot(a.snapshot), lambda p: bv.delete_snapshot(a.snapshot, plan=p)
         ),
         parents=[js, cf],
         help="delete a snapshot",
@@ -95,7 +101,7 @@ def add_to(nouns: Nouns) -> None:
     p.add_argument("snapshot")
     p.add_argument("--force", action="store_true")
     p = add_verb(
-        snap, "to-disk", snapshot_to_disk, parents=[js], help="make a new disk from a snapshot"
+        snap, "to-disk", snapshot_to_disk, parents=[js, cf], help="make a new disk from a snapshot"
     )
     p.add_argument("snapshot")
     p.add_argument("new_name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.api import Blockvault, Plan, PlanItem
+from core.api import Blockvault
 from tui.cli.common import (
     BACKUP_COLUMNS,
     Nouns,
@@ -53,21 +53,8 @@ def vault_add(bv: Blockvault, a: argparse.Namespace) -> None:
 
 
 def vault_remove(bv: Blockvault, a: argparse.Namespace) -> None:
-    vault = bv.get_vault(a.vault, deep=False)
-    plan = Plan(
-        "remove vault",
-        f"{vault['name']} ({vault['location']})",
-        (
-            PlanItem(
-                "delete",
-                "vault",
-                vault["id"],
-                vault["name"],
-                note="catalog entry only; data stays in the store",
-            ),
-        ),
-    )
-    run_planned(a, plan, lambda: bv.remove_vault(a.vault, force=a.force))
+    plan = bv.plan_remove_vault(a.vault, force=a.force)
+    run_planned(a, plan, lambda p: bv.remove_vault(a.vault, force=a.force, plan=p))
 
 
 def add_to(nouns: Nouns) -> None:

@@ -111,7 +111,7 @@ class ActionFlows:
         async def flow() -> None:
             plan = await self.call(self.bv.plan_snapshot, disk["id"])
             if await self.confirm(plan, cli("snapshot", "create", disk["name"]), "Snapshot"):
-                handle = await self.call(self.bv.start_snapshot, disk["id"])
+                handle = await self.call(self.bv.start_snapshot, disk["id"], plan=plan)
                 self.track(handle, "snapshot", disk["name"])
 
         await self.guarded(flow)
@@ -125,7 +125,7 @@ class ActionFlows:
         async def flow() -> None:
             plan = await self.call(self.bv.plan_backup, disk["id"])  # the default vault
             if await self.confirm(plan, cli("backup", "create", disk["name"]), "Back up"):
-                handle = await self.call(self.bv.start_backup, disk["id"])
+                handle = await self.call(self.bv.start_backup, disk["id"], plan=plan)
                 self.track(handle, "backup", disk["name"])
 
         await self.guarded(flow)
@@ -142,7 +142,7 @@ class ActionFlows:
                 if await self.confirm(
                     plan, cli("snapshot", "rollback", source["name"]), "Roll back"
                 ):
-                    handle = await self.call(self.bv.start_rollback, source["id"])
+                    handle = await self.call(self.bv.start_rollback, source["id"], plan=plan)
                     self.track(handle, "rollback", source["disk_name"])
                 return
             choices = [("cancel", "Cancel"), ("new", "Restore to a new disk…")]
@@ -153,7 +153,9 @@ class ActionFlows:
                 plan = await self.call(self.bv.plan_restore, source["id"], to_original=True)
                 command = cli("backup", "restore", source["name"], "--to-original")
                 if await self.confirm(plan, command, "Restore"):
-                    handle = await self.call(self.bv.start_restore, source["id"], to_original=True)
+                    handle = await self.call(
+                        self.bv.start_restore, source["id"], to_original=True, plan=plan
+                    )
                     self.track(handle, "restore", source["disk_name"])
             elif where == "new":
                 await self._restore_to_new(source)
@@ -172,7 +174,7 @@ class ActionFlows:
         command = cli("backup", "restore", backup["name"], "--to-new", name)
         if await self.confirm(plan, command, "Create disk"):
             handle = await self.call(
-                self.bv.start_restore, backup["id"], to_original=False, new_name=name
+                self.bv.start_restore, backup["id"], to_original=False, new_name=name, plan=plan
             )
             self.track(handle, "restore", name)
 
@@ -195,7 +197,9 @@ class ActionFlows:
             if await self.confirm(
                 plan, cli("snapshot", "to-disk", source["name"], name), "Create disk"
             ):
-                handle = await self.call(self.bv.start_snapshot_to_disk, source["id"], name)
+                handle = await self.call(
+                    self.bv.start_snapshot_to_disk, source["id"], name, plan=plan
+                )
                 self.track(handle, "to-disk", name)
 
         await self.guarded(flow)
@@ -222,7 +226,7 @@ class ActionFlows:
         async def flow() -> None:
             plan = await self.call(plan_fn, obj["id"] if noun != "server" else obj["name"])
             if await self.confirm(plan, cli(noun, "delete", obj["name"]), "Delete"):
-                await self.call(do_fn, obj["id"] if noun != "server" else obj["name"])
+                await self.call(do_fn, obj["id"] if noun != "server" else obj["name"], plan=plan)
                 self.notify(f"deleted {noun} {obj['name']}")  # type: ignore[attr-defined]
                 self.load_inventory()  # type: ignore[attr-defined]
 
@@ -237,7 +241,7 @@ class ActionFlows:
         async def flow() -> None:
             plan = await self.call(self.bv.plan_undo, disk["id"])
             if await self.confirm(plan, cli("disk", "undo", disk["name"]), "Undo"):
-                handle = await self.call(self.bv.start_undo, disk["id"])
+                handle = await self.call(self.bv.start_undo, disk["id"], plan=plan)
                 self.track(handle, "undo", disk["name"])
 
         await self.guarded(flow)
@@ -286,12 +290,7 @@ class ActionFlows:
     @work(group="action", exclusive=True, exit_on_error=False)
     async def reinstall_flow(self, server: str) -> None:
         async def flow() -> None:
-            info = await self.call(self.bv.get_server, server)
-            system = next((d for d in info["disks"] if d["role"] == "system"), None)
-            if system is None:
-                self.notify(f"server {server} has no system disk", severity="warning")  # type: ignore[attr-defined]
-                return
-            backups = await self.call(self.bv.list_backups, disk=system["id"])
+            system, backups = await self.call(self.bv.reinstall_sources, server)
             if not backups:
                 self.notify(f"no backup of {system['name']} to reinstall from", severity="warning")  # type: ignore[attr-defined]
                 return
@@ -308,7 +307,7 @@ class ActionFlows:
             if await self.confirm(
                 plan, cli("server", "reinstall", server, "--image", name), "Reinstall"
             ):
-                handle = await self.call(self.bv.start_reinstall, server, image)
+                handle = await self.call(self.bv.start_reinstall, server, image, plan=plan)
                 self.track(handle, "reinstall", server)
 
         await self.guarded(flow)

@@ -1,0 +1,218 @@
+"""Restoring a backup: onto its original disk (after a safety snapshot, only differing chunks
+written) or into a new pool disk (whose name must be free, except to resume the interrupted
+restore of the same backup into it). Planned, claimed in one transaction, then run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, select
+
+from core.base.errors import UserError
+from core.catalog.context import Context, record, resolve
+from core.catalog.models import Backup, Disk, VaultRecord
+from core.engine import pipeline
+from core.engine.snapshot_store import RestoreSource
+from core.jobs.claims import claim, owner_of, release_disk
+from core.jobs.runner import JobContext, JobHandle, new_job
+from core.ops.disks import commit_new_disk, insert_pool_disk
+from core.ops.facts import check_plan, disk_facts, disk_folder
+from core.ops.safety import new_snapshot_row, overwrite
+from core.ops.vaults import open_repository
+from core.rules import lifecycle
+from core.rules.lifecycle import DiskFacts
+from core.rules.plans import Plan
+
+
+def _restore_plan(
+    ctx: Context,
+    session: Session,
+    backup: Backup,
+    *,
+    to_original: bool,
+    new_name: str | None,
+    new_size: int | None,
+    force: bool,
+) -> tuple[Plan, Disk | None]:
+    """The plan and the disk it writes (None: a new disk to make)."""
+    if backup.status != "available":
+        return Plan(
+            "restore backup", backup.name, refusal=f"backup {backup.name} is {backup.status}"
+        ), None
+    if to_original:
+        target = session.get(Disk, backup.disk_id)
+        facts = disk_facts(ctx, session, target) if target else None
+        plan = lifecycle.plan_restore(backup, to_original=True, target=facts, force=force)
+        return plan, target
+    if not new_name:
+        raise UserError("say where to restore: --to-original or --to-new NAME")
+    existing = session.exec(select(Disk).where(Disk.name == new_name)).first()
+    plan = lifecycle.plan_restore(
+        backup,
+        to_original=False,
+        target=DiskFacts(existing, owner=owner_of(session, existing)) if existing else None,
+        new_name=new_name,
+        new_size=new_size,
+        existing=existing,
+    )
+    return plan, existing
+
+
+def plan_restore(
+    ctx: Context,
+    backup_ref: str,
+    *,
+    to_original: bool,
+    new_name: str | None = None,
+    new_size: int | None = None,
+    force: bool = False,
+) -> Plan:
+    with ctx.catalog.session() as session:
+        backup = resolve(session, Backup, backup_ref, "backup")
+        return _restore_plan(
+            ctx,
+            session,
+            backup,
+            to_original=to_original,
+            new_name=new_name,
+            new_size=new_size,
+            force=force,
+        )[0]
+
+
+def start_restore(
+    ctx: Context,
+    backup_ref: str,
+    *,
+    to_original: bool,
+    new_name: str | None = None,
+    new_size: int | None = None,
+    force: bool = False,
+    passphrase: str | None = None,
+    plan: Plan | None = None,
+) -> JobHandle:
+    """Claim the target disk (or take the new disk's name) with the plan, then restore."""
+    with ctx.catalog.session() as session:
+        vault = session.get(VaultRecord, resolve(session, Backup, backup_ref, "backup").vault_id)
+    repo = open_repository(ctx, vault, passphrase=passphrase)  # fail early, outside the lock
+    with ctx.catalog.writer() as session:
+        backup = resolve(session, Backup, backup_ref, "backup")
+        now, target = _restore_plan(
+            ctx,
+            session,
+            backup,
+            to_original=to_original,
+            new_name=new_name,
+            new_size=new_size,
+            force=force,
+        )
+        check_plan(plan, now)
+        job = new_job(
+            ctx,
+            session,
+            "restore",
+            target_kind="backup",
+            target_id=backup.id,
+            target_name=backup.name,
+            disk_id=target.id if target else None,
+            source_id=backup.id,
+        )
+        safety = None
+        if to_original:
+            claim(session, target, "restoring", job_id=job.id)
+            safety = new_snapshot_row(ctx, session, target, name=None, kind="safety", job_id=job.id)
+            session.commit()
+        elif target is not None:  # resuming the interrupted restore of this backup
+            claim(session, target, "restoring", job_id=job.id)
+            session.commit()
+        else:
+            target = insert_pool_disk(
+                ctx,
+                session,
+                new_name,
+                max(new_size or 0, backup.size),
+                status="restoring",
+                job_id=job.id,
+                origin=f"backup:{backup.id}",
+            )
+            job.disk_id = target.id
+            session.add(job)
+            commit_new_disk(session, ctx, target)
+
+    def restore(context: JobContext, differing: frozenset[int] | None, compare: bool) -> Any:
+        manifest = repo.read_manifest(backup.id)
+        reporter = context.reporter("restoring", manifest.size)
+        stats = pipeline.restore_device(
+            manifest,
+            repo,
+            Path(target.path),
+            compare_existing=compare and differing is None,
+            reporter=reporter,
+            cancel=context.cancel,
+            workers=ctx.settings.workers,
+            state_path=disk_folder(ctx, target.id) / f"restore-{backup.id}.state",
+            only=set(differing) if differing is not None else None,
+        )
+        reporter.emit(final=True)
+        return stats
+
+    def run(context: JobContext) -> dict[str, Any]:
+        done: list[Any] = []
+        if safety is not None:
+            overwrite(
+                ctx,
+                context,
+                job_id=job.id,
+                disk=target,
+                safety_id=safety.id,
+                restore_of=RestoreSource(
+                    repo.read_manifest(backup.id),
+                    repo,
+                    {"vault_id": vault.id, "backup_id": backup.id},
+                ),
+                fail_status="error-restoring",
+                write=lambda differing: done.append(restore(context, differing, True)),
+            )
+        else:
+            ok = False
+            try:
+                done.append(restore(context, None, False))
+                ok = True
+            finally:
+                release_disk(
+                    ctx,
+                    target.id,
+                    job_id=job.id,
+                    status="available" if ok else "error-restoring",
+                    incomplete=not ok,
+                )
+        with ctx.catalog.writer() as session:
+            record(
+                session,
+                ctx,
+                "backup.restore",
+                "disk",
+                target.id,
+                target.name,
+                f"from {backup.name}",
+            )
+            session.commit()
+        stats = done[0]
+        return {
+            "id": target.id,
+            "name": target.name,
+            "status": "available",
+            "size": target.size,
+            "created_at": None,
+            "disk_id": target.id,
+            "disk_name": target.name,
+            "path": target.path,
+            "backup_id": backup.id,
+            "undo": safety.name if safety else None,
+            "bytes_fetched": stats.bytes_fetched,
+            "bytes_written": stats.bytes_written,
+            "bytes_skipped": stats.bytes_skipped,
+        }
+
+    return JobHandle(ctx, job, run)

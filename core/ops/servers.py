@@ -1,0 +1,263 @@
+"""Servers: create, delete, and the OS rule (reinstall through blockvault, or changed outside).
+
+A reinstall overwrites the system disk like a restore does: claimed with the plan in one
+transaction, a safety snapshot first (`disk undo` brings the old system back for the undo
+window, whatever happens to the reinstall), the system disk's older snapshots deleted only
+after the new image was written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, select
+
+from core.base.errors import UserError
+from core.catalog.context import Context, record, resolve
+from core.catalog.models import Backup, Disk, Server, Snapshot, VaultRecord
+from core.catalog.names import check_new_name, commit_unique, unique_id
+from core.engine import pipeline
+from core.engine.imaging import copy_image
+from core.jobs.claims import active_readers, claim
+from core.jobs.runner import JobContext, JobHandle, new_job
+from core.ops.facts import check_plan, disk_facts
+from core.ops.safety import discard_snapshot, new_snapshot_row, overwrite
+from core.ops.vaults import open_repository
+from core.rules import lifecycle
+from core.rules.plans import Plan
+
+
+def create_server(ctx: Context, name: str) -> Server:
+    with ctx.catalog.writer() as session:
+        check_new_name(session, Server, name, "server")
+        server = Server(id=unique_id(session, Server, "server"), name=name)
+        session.add(server)
+        record(session, ctx, "server.create", "server", server.id, name)
+        commit_unique(session, f"a server named {name!r}")
+        return server
+
+
+def _delete_plan(session: Session, server: Server, *, detach_disks: bool) -> Plan:
+    disks = session.exec(select(Disk).where(Disk.server_id == server.id)).all()
+    return lifecycle.plan_server_delete(server, disks=disks, detach_disks=detach_disks)
+
+
+def plan_server_delete(ctx: Context, ref: str, *, detach_disks: bool) -> Plan:
+    with ctx.catalog.session() as session:
+        server = resolve(session, Server, ref, "server")
+        return _delete_plan(session, server, detach_disks=detach_disks)
+
+
+def delete_server(ctx: Context, ref: str, *, detach_disks: bool, plan: Plan | None = None) -> Plan:
+    with ctx.catalog.writer() as session:
+        server = resolve(session, Server, ref, "server")
+        now = check_plan(plan, _delete_plan(session, server, detach_disks=detach_disks))
+        for item in now.of("detach", "disk"):
+            disk = session.get(Disk, item.id)
+            disk.server_id, disk.role = None, "data"
+            session.add(disk)
+            record(
+                session,
+                ctx,
+                "disk.detach",
+                "disk",
+                disk.id,
+                disk.name,
+                f"server {server.name} deleted",
+            )
+        session.flush()  # detach first: disks point at the server
+        session.delete(server)
+        record(session, ctx, "server.delete", "server", server.id, server.name)
+        session.commit()
+        return plan or now
+
+
+# --- the OS rule -------------------------------------------------------------------------
+
+
+def _server_facts(session: Session, server: Server) -> tuple[list[Disk], dict[str, list[Snapshot]]]:
+    disks = list(session.exec(select(Disk).where(Disk.server_id == server.id)).all())
+    snaps = {
+        d.id: list(session.exec(select(Snapshot).where(Snapshot.disk_id == d.id)).all())
+        for d in disks
+    }
+    return disks, snaps
+
+
+def _os_changed_plan(session: Session, server: Server) -> Plan:
+    disks, snaps = _server_facts(session, server)
+    return lifecycle.plan_os_reinstall(
+        server,
+        disks=disks,
+        snapshots_by_disk=snaps,
+        image_name=None,
+        image_size=None,
+        already_happened=True,
+    )
+
+
+def plan_os_changed(ctx: Context, server_ref: str) -> Plan:
+    with ctx.catalog.session() as session:
+        return _os_changed_plan(session, resolve(session, Server, server_ref, "server"))
+
+
+def os_changed(ctx: Context, server_ref: str, *, plan: Plan | None = None) -> Plan:
+    """The OS was reinstalled outside blockvault: the system disk's snapshots go now."""
+    with ctx.catalog.writer() as session:
+        server = resolve(session, Server, server_ref, "server")
+        now = check_plan(plan, _os_changed_plan(session, server))
+        doomed = []
+        for item in now.of("delete", "snapshot"):
+            snapshot = session.get(Snapshot, item.id)
+            if active_readers(session, snapshot.id):
+                raise UserError(
+                    f"snapshot {snapshot.name} is being read by a job; try again after it"
+                )
+            if snapshot.status != "deleting":
+                claim(session, snapshot, "deleting", job_id=None)
+            doomed.append(snapshot.id)
+        system = lifecycle.system_disk(_server_facts(session, server)[0])
+        record(session, ctx, "server.os-changed", "server", server.id, server.name)
+        session.commit()
+    for snapshot_id in doomed:
+        discard_snapshot(ctx, system, snapshot_id, detail="OS changed on the server")
+    return plan or now
+
+
+def reinstall_sources(ctx: Context, server_ref: str) -> tuple[dict[str, Any], list[Backup]]:
+    """The system disk a reinstall overwrites and the backups of it to reinstall from; a
+    server without a system disk is refused by the OS rule itself."""
+    with ctx.catalog.session() as session:
+        server = resolve(session, Server, server_ref, "server")
+        disks, _ = _server_facts(session, server)
+        system = lifecycle.system_disk(disks)
+        if system is None:
+            refusal = lifecycle.plan_os_reinstall(
+                server, disks=disks, snapshots_by_disk={}, image_name=None, image_size=None
+            ).refusal
+            raise UserError(refusal or f"server {server.name} has no system disk")
+        found = session.exec(
+            select(Backup)
+            .where(Backup.disk_id == system.id, Backup.status == "available")
+            .order_by(Backup.created_at.desc())  # type: ignore[attr-defined]
+        ).all()
+        return {"id": system.id, "name": system.name}, list(found)
+
+
+def _image_facts(session: Session, image: str) -> tuple[str, int, Backup | None]:
+    path = Path(image)
+    if path.is_file():
+        return str(path), path.stat().st_size, None
+    backup = session.exec(
+        select(Backup).where(
+            (Backup.id == image) | (Backup.name == image), Backup.status == "available"
+        )
+    ).first()
+    if backup is None:
+        raise UserError(f"no image file or backup named {image!r}")
+    return f"backup {backup.name}", backup.size, backup
+
+
+def _reinstall_plan(
+    ctx: Context, session: Session, server: Server, image: str, *, force: bool
+) -> tuple[Plan, Disk | None, Backup | None]:
+    disks, snaps = _server_facts(session, server)
+    system = lifecycle.system_disk(disks)
+    image_name, image_size, backup = _image_facts(session, image)
+    plan = lifecycle.plan_os_reinstall(
+        server,
+        disks=disks,
+        snapshots_by_disk=snaps,
+        image_name=image_name,
+        image_size=image_size,
+        facts=disk_facts(ctx, session, system) if system else None,
+        force=force,
+    )
+    return plan, system, backup
+
+
+def plan_reinstall(ctx: Context, server_ref: str, image: str, *, force: bool = False) -> Plan:
+    """Reinstall from an image file or a backup id/name onto the server's system disk."""
+    with ctx.catalog.session() as session:
+        server = resolve(session, Server, server_ref, "server")
+        return _reinstall_plan(ctx, session, server, image, force=force)[0]
+
+
+def start_reinstall(
+    ctx: Context, server_ref: str, image: str, *, force: bool = False, plan: Plan | None = None
+) -> JobHandle:
+    """Safety snapshot, write the image onto the system disk, and only after success delete
+    the system disk's older snapshots."""
+    with ctx.catalog.writer() as session:
+        server = resolve(session, Server, server_ref, "server")
+        now, system, backup = _reinstall_plan(ctx, session, server, image, force=force)
+        check_plan(plan, now)
+        doomed = [item.id for item in now.of("delete", "snapshot")]
+        vault = session.get(VaultRecord, backup.vault_id) if backup else None
+        job = new_job(
+            ctx,
+            session,
+            "reinstall",
+            target_kind="server",
+            target_id=server.id,
+            target_name=server.name,
+            disk_id=system.id,
+            source_id=backup.id if backup else None,
+        )
+        claim(session, system, "restoring", job_id=job.id)
+        safety = new_snapshot_row(ctx, session, system, name=None, kind="safety", job_id=job.id)
+        session.commit()
+    repo = open_repository(ctx, vault) if vault is not None else None
+
+    def run(context: JobContext) -> dict[str, Any]:
+        def write(_differing: frozenset[int] | None) -> None:
+            if repo is None:
+                reporter = context.reporter("writing image", system.size)
+                copy_image(Path(image), Path(system.path), reporter=reporter, cancel=context.cancel)
+                reporter.emit(final=True)
+                return
+            manifest = repo.read_manifest(backup.id)
+            reporter = context.reporter("writing image", manifest.size)
+            pipeline.restore_device(
+                manifest,
+                repo,
+                Path(system.path),
+                compare_existing=False,
+                reporter=reporter,
+                cancel=context.cancel,
+                workers=ctx.settings.workers,
+            )
+            reporter.emit(final=True)
+
+        overwrite(
+            ctx,
+            context,
+            job_id=job.id,
+            disk=system,
+            safety_id=safety.id,
+            restore_of=None,
+            fail_status="error-restoring",
+            write=write,
+        )
+        for snapshot_id in doomed:  # only now: the snapshots were the way back until success
+            discard_snapshot(ctx, system, snapshot_id, detail=f"OS reinstalled on {server.name}")
+        with ctx.catalog.writer() as session:
+            row = session.get(Server, server.id)
+            row.os_image = image
+            session.add(row)
+            record(session, ctx, "server.reinstall", "server", server.id, server.name, image)
+            session.commit()
+        return {
+            "id": server.id,
+            "name": server.name,
+            "status": "available",
+            "size": system.size,
+            "created_at": None,
+            "disk_id": system.id,
+            "disk_name": system.name,
+            "snapshots_deleted": doomed,
+            "undo": safety.name,
+        }
+
+    return JobHandle(ctx, job, run)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlmodel import func, select
 
 from core.base.config import Settings
-from core.base.errors import BlockvaultError, Cancelled, Conflict, UserError
+from core.base.errors import BlockvaultError, Cancelled, Conflict, PlanChanged, UserError
 from core.base.locations import Locations
 from core.base.progress import ProgressEvent
 from core.base.units import human_size, parse_size
@@ -33,6 +33,7 @@ __all__ = [
     "Cancelled",
     "Conflict",
     "Plan",
+    "PlanChanged",
     "PlanItem",
     "ProgressEvent",
     "UserError",

@@ -59,15 +59,15 @@ def _reconcile_jobs(ctx: Context) -> None:
             for j in session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
         }
         stuck_disks = [
-            (d.id, d.claim_job_id, d.status)
+            (d.id, d.claim_job_id, d.status, d.restore_incomplete)
             for d in session.exec(select(Disk)).all()
             if d.status in INTERRUPTED_DISK_STATUS and d.claim_job_id not in active
         ]
-        stuck_snapshots = [
-            (s.id, s.disk_id)
-            for s in session.exec(select(Snapshot).where(Snapshot.status == "creating")).all()
-            if s.claim_job_id not in active
-        ]
+        creating = session.exec(select(Snapshot).where(Snapshot.status == "creating")).all()
+        stuck_snapshots = [(s.id, s.disk_id) for s in creating if s.claim_job_id not in active]
+        # an overwrite writes only after its safety snapshot is complete: a dead job whose
+        # safety snapshot is still `creating` never touched its disk
+        untouched = {s.claim_job_id for s in creating if s.kind == "safety"}
         busy_disks = {
             j.disk_id
             for j in session.exec(select(Job).where(Job.id.in_(active))).all()  # type: ignore[attr-defined]
@@ -80,8 +80,10 @@ def _reconcile_jobs(ctx: Context) -> None:
         with ctx.catalog.session() as session:
             disk = session.get(Disk, disk_id)
         discard_snapshot(ctx, disk, snapshot_id)
-    for disk_id, job_id, status in stuck_disks:
+    for disk_id, job_id, status, was_incomplete in stuck_disks:
         new_status, incomplete = INTERRUPTED_DISK_STATUS[status]
+        if job_id is not None and job_id in untouched:
+            new_status, incomplete = ("error-restoring" if was_incomplete else "available"), None
         release_disk(ctx, disk_id, job_id=job_id, status=new_status, incomplete=incomplete)
 
 

@@ -112,7 +112,7 @@ class Blockvault:
 
     def get_server(self, ref: str) -> dict[str, Any]:
         with self.ctx.catalog.session() as session:
-            server = resolve(session, Server, ref, "server")
+            server = resolve(session, Server, ref, kind="server")
             disks = session.exec(select(Disk).where(Disk.server_id == server.id)).all()
             return server_view(server, disks=list(disks))
 
@@ -162,12 +162,14 @@ class Blockvault:
         with self.ctx.catalog.session() as session:
             query = select(Disk).order_by(Disk.name)
             if server:
-                query = query.where(Disk.server_id == resolve(session, Server, server, "server").id)
+                query = query.where(
+                    Disk.server_id == resolve(session, Server, server, kind="server").id
+                )
             return self._disk_views(session, list(session.exec(query).all()))
 
     def get_disk(self, ref: str) -> dict[str, Any]:
         with self.ctx.catalog.session() as session:
-            return self._disk_views(session, [resolve(session, Disk, ref, "disk")])[0]
+            return self._disk_views(session, [resolve(session, Disk, ref, kind="disk")])[0]
 
     def attach_disk(self, ref: str, server: str, *, role: str = "data") -> dict[str, Any]:
         disk = disks.attach_disk(self.ctx, ref, server, role=role)
@@ -194,18 +196,20 @@ class Blockvault:
 
     def get_job(self, ref: str) -> dict[str, Any]:
         with self.ctx.catalog.session() as session:
-            return job_view(resolve(session, Job, ref, "job"))
+            return job_view(resolve(session, Job, ref, kind="job"))
 
     def cancel_job(self, ref: str) -> dict[str, Any]:
         """Ask a running job (in any process sharing the catalog) to stop."""
 
         with self.ctx.catalog.session() as session:
-            job = resolve(session, Job, ref, "job")
+            job = resolve(session, Job, ref, kind="job")
             if job.status not in JOB_ACTIVE:
                 raise Conflict(f"job {job.id} is already {job.status}")
             job.status = "cancelling" if job.status == "running" else "cancelled"
             session.add(job)
-            record(session, self.ctx, "job.cancel", "job", job.id, job.target_name)
+            record(
+                session, self.ctx, "job.cancel", kind="job", object_id=job.id, name=job.target_name
+            )
             session.commit()
             return job_view(job)
 

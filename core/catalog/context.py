@@ -47,7 +47,7 @@ class Context:
     repositories: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
 
 
-def resolve(session: Session, model: type[T], ref: str, kind: str) -> T:
+def resolve(session: Session, model: type[T], ref: str, *, kind: str) -> T:
     """Find an object by id or by name; NotFound names what was asked for."""
     row = session.get(model, ref) if looks_like_id(ref) else None
     if row is None and hasattr(model, "name"):
@@ -61,6 +61,7 @@ def record(
     session: Session,
     ctx: Context,
     action: str,
+    *,
     kind: str,
     object_id: str,
     name: str = "",

@@ -14,7 +14,7 @@ from core.base.ids import looks_like_id, new_id
 from core.base.units import validate_name
 
 
-def check_new_name(session: Session, model: type, name: str, kind: str) -> str:
+def check_new_name(session: Session, model: type, name: str, *, kind: str) -> str:
     """Names are unique per kind and may not look like ids (so a ref is never ambiguous)."""
     validate_name(name, kind=kind)
     if looks_like_id(name):

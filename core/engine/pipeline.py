@@ -92,7 +92,7 @@ def _zero_ids(vault: Repository, size: int, chunk_size: int) -> dict[int, str]:
     return {n: vault.chunk_id(devices.zeros(n)) for n in lengths}
 
 
-def disk_digest(vault: Repository, chunks: list[str | None], size: int, chunk_size: int) -> str:
+def disk_digest(vault: Repository, chunks: list[str | None], *, size: int, chunk_size: int) -> str:
     """BLAKE3 over every chunk's id in order, zero chunks as the id of their zeros."""
     zero = _zero_ids(vault, size, chunk_size)
     hasher = blake3.blake3()
@@ -277,7 +277,7 @@ def backup_device(
                 size=size,
                 chunk_size=chunk_size,
                 chunks=entries,
-                digest=disk_digest(vault, entries, size, chunk_size),
+                digest=disk_digest(vault, entries, size=size, chunk_size=chunk_size),
                 disk=disk_meta,
                 name=name,
                 parent=parent_id,
@@ -451,7 +451,10 @@ def restore_device(
         with _device_errors("writing", target, 0):
             os.fsync(fd)
         # every chunk written or kept was checked against its id: the ids are the disk
-        if disk_digest(vault, manifest.chunks, manifest.size, chunk_size) != manifest.digest:
+        if (
+            disk_digest(vault, manifest.chunks, size=manifest.size, chunk_size=chunk_size)
+            != manifest.digest
+        ):
             raise IntegrityError(
                 f"backup {manifest.id}: the whole-disk digest does not match its manifest"
             )
@@ -505,7 +508,10 @@ def verify_backup(
 ) -> VerifyReport:
     """Fetch and check every distinct chunk once; report every index that uses a bad one."""
     report = VerifyReport(manifest.id)
-    if disk_digest(vault, manifest.chunks, manifest.size, manifest.chunk_size) != manifest.digest:
+    if (
+        disk_digest(vault, manifest.chunks, size=manifest.size, chunk_size=manifest.chunk_size)
+        != manifest.digest
+    ):
         report.damaged.append(
             {"index": -1, "offset": 0, "length": 0, "error": "manifest digest mismatch"}
         )

@@ -26,7 +26,7 @@ def claim(session: Session, row: Claimable, new_status: str, *, job_id: str | No
     """Move `row` into `new_status` owned by `job_id`, only if nobody changed it since it was
     read in this transaction; the caller commits together with the job row."""
     kind = "disk" if isinstance(row, Disk) else "snapshot"
-    check_transition(kind, row.name, row.status, new_status)
+    check_transition(kind, row.name, current=row.status, new=new_status)
     model = type(row)
     result = session.execute(
         sa.update(model)

@@ -169,7 +169,7 @@ def new_job(
         heartbeat_at=utcnow(),
     )
     session.add(job)
-    record(session, ctx, f"job.{kind}.queued", "job", job.id, target_name)
+    record(session, ctx, f"job.{kind}.queued", kind="job", object_id=job.id, name=target_name)
     session.flush()
     return job
 
@@ -229,7 +229,13 @@ def _finish(
             job.result = json.dumps(result, default=str)
         session.add(job)
         record(
-            session, ctx, f"job.{job.kind}.{status}", "job", job.id, job.target_name, error or ""
+            session,
+            ctx,
+            f"job.{job.kind}.{status}",
+            kind="job",
+            object_id=job.id,
+            name=job.target_name,
+            detail=error or "",
         )
         session.commit()
 

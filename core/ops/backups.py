@@ -65,7 +65,7 @@ def plan_backup(ctx: Context, disk_ref: str, *, vault_ref: str | None = None) ->
     """What `backup create` will do: full or incremental (from which backup), into which vault."""
     vault = get_vault(ctx, vault_ref)
     with ctx.catalog.session() as session:
-        disk = resolve(session, Disk, disk_ref, "disk")
+        disk = resolve(session, Disk, disk_ref, kind="disk")
         return _backup_plan(ctx, session, disk, vault, measure=True)
 
 
@@ -83,9 +83,9 @@ def start_backup(
     vault = get_vault(ctx, vault_ref)
     open_repository(ctx, vault, passphrase=passphrase)  # fail early: credentials, passphrase
     with ctx.catalog.writer() as session:
-        disk = resolve(session, Disk, disk_ref, "disk")
+        disk = resolve(session, Disk, disk_ref, kind="disk")
         check_plan(plan, _backup_plan(ctx, session, disk, vault, measure=False))
-        name = check_new_name(session, Backup, name, "backup") if name else None
+        name = check_new_name(session, Backup, name, kind="backup") if name else None
         name = name or default_name(session, Backup, disk.name)
         parent = latest_backup(session, disk.id, vault.id)
         meta = disk_metadata(session, disk)
@@ -173,7 +173,15 @@ def _run_backup(
         row.completed_at = utcnow()
         row.version += 1
         session.add(row)
-        record(session, ctx, "backup.create", "backup", row.id, row.name, summary_line(row))
+        record(
+            session,
+            ctx,
+            "backup.create",
+            kind="backup",
+            object_id=row.id,
+            name=row.name,
+            detail=summary_line(row),
+        )
         session.commit()
     summary = summary_line(row)
     if manifest.warnings:
@@ -234,7 +242,7 @@ def unique_bytes(
 
 def get_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> dict[str, Any]:
     with ctx.catalog.session() as session:
-        backup = resolve(session, Backup, ref, "backup")
+        backup = resolve(session, Backup, ref, kind="backup")
         vault = session.get(VaultRecord, backup.vault_id)
         exists = session.get(Disk, backup.disk_id) is not None
     view = backup_view(backup, vault=vault, disk_exists=exists)
@@ -245,7 +253,7 @@ def get_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> dict
 
 def start_verify(ctx: Context, backup_ref: str, *, passphrase: str | None = None) -> JobHandle:
     with ctx.catalog.session() as session:
-        backup = resolve(session, Backup, backup_ref, "backup")
+        backup = resolve(session, Backup, backup_ref, kind="backup")
         vault = session.get(VaultRecord, backup.vault_id)
     repo = open_repository(ctx, vault, passphrase=passphrase)
 
@@ -285,7 +293,7 @@ def _delete_plan(
 
 def plan_delete_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> Plan:
     with ctx.catalog.session() as session:
-        backup = resolve(session, Backup, ref, "backup")
+        backup = resolve(session, Backup, ref, kind="backup")
         return _delete_plan(ctx, session, backup, passphrase=passphrase, measure=True)
 
 
@@ -295,7 +303,7 @@ def delete_backup(
     """Mark it deleting under the claim lock (refused while a job reads it), trash the
     manifest in the vault, then drop the row; `vault gc` frees the chunks."""
     with ctx.catalog.writer() as session:
-        backup = resolve(session, Backup, ref, "backup")
+        backup = resolve(session, Backup, ref, kind="backup")
         now = check_plan(
             plan, _delete_plan(ctx, session, backup, passphrase=passphrase, measure=False)
         )
@@ -309,6 +317,8 @@ def delete_backup(
         row = session.get(Backup, backup.id)
         if row is not None:
             session.delete(row)
-            record(session, ctx, "backup.delete", "backup", backup.id, backup.name)
+            record(
+                session, ctx, "backup.delete", kind="backup", object_id=backup.id, name=backup.name
+            )
             session.commit()
     return plan or now

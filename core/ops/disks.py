@@ -27,7 +27,7 @@ from core.rules.plans import Plan
 ROLES = ("system", "data")
 
 
-def attach_checks(session: Session, server: Server, role: str, disk_id: str | None) -> None:
+def attach_checks(session: Session, server: Server, role: str, *, disk_id: str | None) -> None:
     """A role is system or data; a server has at most one system disk."""
     if role not in ROLES:
         raise UserError(f"invalid role {role!r}: use system or data")
@@ -43,8 +43,8 @@ def insert_pool_disk(
     ctx: Context,
     session: Session,
     name: str,
-    size: int,
     *,
+    size: int,
     server: Server | None = None,
     role: str = "data",
     status: str = "available",
@@ -52,9 +52,9 @@ def insert_pool_disk(
     origin: str | None = None,
 ) -> Disk:
     """Add a pool disk's row (and make its sparse image) in the caller's transaction."""
-    check_new_name(session, Disk, name, "disk")
+    check_new_name(session, Disk, name, kind="disk")
     if server is not None:
-        attach_checks(session, server, role, None)
+        attach_checks(session, server, role, disk_id=None)
     elif role not in ROLES:
         raise UserError(f"invalid role {role!r}: use system or data")
     disk_id = unique_id(session, Disk, "disk")
@@ -83,7 +83,15 @@ def insert_pool_disk(
         origin=origin,
     )
     session.add(disk)
-    record(session, ctx, "disk.create", "disk", disk.id, name, f"size {size}")
+    record(
+        session,
+        ctx,
+        "disk.create",
+        kind="disk",
+        object_id=disk.id,
+        name=name,
+        detail=f"size {size}",
+    )
     return disk
 
 
@@ -101,8 +109,8 @@ def create_disk(
 ) -> Disk:
     """A sparse raw image in the pool, optionally attached to a server."""
     with ctx.catalog.writer() as session:
-        owner = resolve(session, Server, server, "server") if server else None
-        disk = insert_pool_disk(ctx, session, name, size, server=owner, role=role)
+        owner = resolve(session, Server, server, kind="server") if server else None
+        disk = insert_pool_disk(ctx, session, name, size=size, server=owner, role=role)
         commit_new_disk(session, ctx, disk)
         return disk
 
@@ -127,12 +135,12 @@ def register_disk(
         raise UserError(f"{path} is empty: a disk needs a size greater than zero")
     real = str(target.resolve())
     with ctx.catalog.writer() as session:
-        check_new_name(session, Disk, name, "disk")
+        check_new_name(session, Disk, name, kind="disk")
         if session.exec(select(Disk).where(Disk.path == real)).first():
             raise Conflict(f"{path} is already registered")
-        owner = resolve(session, Server, server, "server") if server else None
+        owner = resolve(session, Server, server, kind="server") if server else None
         if owner:
-            attach_checks(session, owner, role, None)
+            attach_checks(session, owner, role, disk_id=None)
         disk_id = unique_id(session, Disk, "disk")
         folder = disk_folder(ctx, disk_id)
         folder.mkdir(parents=True, exist_ok=False)
@@ -150,7 +158,9 @@ def register_disk(
             else _registered_strategy(real, folder),
         )
         session.add(disk)
-        record(session, ctx, "disk.register", "disk", disk.id, name, real)
+        record(
+            session, ctx, "disk.register", kind="disk", object_id=disk.id, name=name, detail=real
+        )
         commit_new_disk(session, ctx, disk)
         return disk
 
@@ -164,30 +174,46 @@ def _registered_strategy(real: str, folder: Path) -> str:
 
 def attach_disk(ctx: Context, ref: str, server_ref: str, *, role: str = "data") -> Disk:
     with ctx.catalog.writer() as session:
-        disk = resolve(session, Disk, ref, "disk")
-        server = resolve(session, Server, server_ref, "server")
+        disk = resolve(session, Disk, ref, kind="disk")
+        server = resolve(session, Server, server_ref, kind="server")
         if disk.server_id and disk.server_id != server.id:
             current = session.get(Server, disk.server_id)
             raise Conflict(
                 f"disk {disk.name} is attached to server {current.name}; detach it first"
             )
-        attach_checks(session, server, role, disk.id)
+        attach_checks(session, server, role, disk_id=disk.id)
         disk.server_id, disk.role = server.id, role
         session.add(disk)
-        record(session, ctx, "disk.attach", "disk", disk.id, disk.name, f"{server.name} as {role}")
+        record(
+            session,
+            ctx,
+            "disk.attach",
+            kind="disk",
+            object_id=disk.id,
+            name=disk.name,
+            detail=f"{server.name} as {role}",
+        )
         session.commit()
         return disk
 
 
 def detach_disk(ctx: Context, ref: str) -> Disk:
     with ctx.catalog.writer() as session:
-        disk = resolve(session, Disk, ref, "disk")
+        disk = resolve(session, Disk, ref, kind="disk")
         if not disk.server_id:
             raise Conflict(f"disk {disk.name} is not attached to a server")
         server = session.get(Server, disk.server_id)
         disk.server_id, disk.role = None, "data"
         session.add(disk)
-        record(session, ctx, "disk.detach", "disk", disk.id, disk.name, f"from {server.name}")
+        record(
+            session,
+            ctx,
+            "disk.detach",
+            kind="disk",
+            object_id=disk.id,
+            name=disk.name,
+            detail=f"from {server.name}",
+        )
         session.commit()
         return disk
 
@@ -212,7 +238,7 @@ def _delete_plan(ctx: Context, session: Session, disk: Disk, *, measure: bool) -
 
 def plan_disk_delete(ctx: Context, ref: str) -> Plan:
     with ctx.catalog.session() as session:
-        disk = resolve(session, Disk, ref, "disk")
+        disk = resolve(session, Disk, ref, kind="disk")
         return _delete_plan(ctx, session, disk, measure=True)
 
 
@@ -220,7 +246,7 @@ def delete_disk(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
     """Delete the disk and, by construction, its folder with every snapshot; keep backups.
     Checked and claimed in one transaction: a disk a job owns is never deleted under it."""
     with ctx.catalog.writer() as session:
-        disk = resolve(session, Disk, ref, "disk")
+        disk = resolve(session, Disk, ref, kind="disk")
         now = check_plan(plan, _delete_plan(ctx, session, disk, measure=False))
         claim(session, disk, "deleting", job_id=None)
         for snapshot in session.exec(select(Snapshot).where(Snapshot.disk_id == disk.id)).all():
@@ -229,14 +255,14 @@ def delete_disk(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
                 session,
                 ctx,
                 "snapshot.delete",
-                "snapshot",
-                snapshot.id,
-                snapshot.name,
-                "disk deleted",
+                kind="snapshot",
+                object_id=snapshot.id,
+                name=snapshot.name,
+                detail="disk deleted",
             )
         session.flush()  # snapshots first: their rows point at the disk
         session.delete(disk)
-        record(session, ctx, "disk.delete", "disk", disk.id, disk.name)
+        record(session, ctx, "disk.delete", kind="disk", object_id=disk.id, name=disk.name)
         session.commit()
     shutil.rmtree(disk_folder(ctx, disk.id), ignore_errors=True)
     return plan or now

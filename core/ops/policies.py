@@ -71,7 +71,7 @@ def create_policy(
         raise UserError("--keep-days must be at least 1")
     target_vault = get_vault(ctx, vault)
     with ctx.catalog.writer() as session:
-        check_new_name(session, Policy, name, "policy")
+        check_new_name(session, Policy, name, kind="policy")
         policy = Policy(
             id=unique_id(session, Policy, "policy"),
             name=name,
@@ -81,10 +81,18 @@ def create_policy(
             keep_days=keep_days,
         )
         session.add(policy)
-        resolved = [resolve(session, Disk, ref, "disk") for ref in disks]
+        resolved = [resolve(session, Disk, ref, kind="disk") for ref in disks]
         for disk in resolved:
             session.add(PolicyTarget(policy_id=policy.id, disk_id=disk.id))
-        record(session, ctx, "policy.create", "policy", policy.id, name, schedule)
+        record(
+            session,
+            ctx,
+            "policy.create",
+            kind="policy",
+            object_id=policy.id,
+            name=name,
+            detail=schedule,
+        )
         commit_unique(session, f"a policy named {name!r}")
         return policy_view(policy, resolved)
 
@@ -99,20 +107,20 @@ def list_policies(ctx: Context) -> list[dict[str, Any]]:
 
 def get_policy(ctx: Context, ref: str) -> dict[str, Any]:
     with ctx.catalog.session() as session:
-        policy = resolve(session, Policy, ref, "policy")
+        policy = resolve(session, Policy, ref, kind="policy")
         return policy_view(policy, _targets(session, policy))
 
 
 def plan_delete_policy(ctx: Context, ref: str) -> Plan:
     with ctx.catalog.session() as session:
-        policy = resolve(session, Policy, ref, "policy")
+        policy = resolve(session, Policy, ref, kind="policy")
         return lifecycle.plan_policy_delete(policy, disks=_targets(session, policy))
 
 
 def delete_policy(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
     """Deleting a policy stops future backups; the backups it made are kept."""
     with ctx.catalog.writer() as session:
-        policy = resolve(session, Policy, ref, "policy")
+        policy = resolve(session, Policy, ref, kind="policy")
         now = check_plan(
             plan, lifecycle.plan_policy_delete(policy, disks=_targets(session, policy))
         )
@@ -122,7 +130,7 @@ def delete_policy(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
             session.delete(target)
         session.flush()  # targets first: they point at the policy
         session.delete(policy)
-        record(session, ctx, "policy.delete", "policy", policy.id, policy.name)
+        record(session, ctx, "policy.delete", kind="policy", object_id=policy.id, name=policy.name)
         session.commit()
         return plan or now
 
@@ -153,7 +161,7 @@ def _retention_plan(
 def plan_retention_of(ctx: Context, ref: str, *, now: datetime | None = None) -> Plan:
     """What retention would delete now (what `policy run --dry-run` shows)."""
     with ctx.catalog.session() as session:
-        policy = resolve(session, Policy, ref, "policy")
+        policy = resolve(session, Policy, ref, kind="policy")
         return _retention_plan(ctx, session, policy, now=now or datetime.now(UTC), measure=True)
 
 
@@ -164,7 +172,7 @@ def due_policies(
     now = now or datetime.now(UTC)
     with ctx.catalog.session() as session:
         policies = (
-            [resolve(session, Policy, policy_ref, "policy")]
+            [resolve(session, Policy, policy_ref, kind="policy")]
             if policy_ref
             else list(
                 session.exec(select(Policy).where(Policy.enabled == True)).all()  # noqa: E712

@@ -69,7 +69,7 @@ def plan_restore(
     force: bool = False,
 ) -> Plan:
     with ctx.catalog.session() as session:
-        backup = resolve(session, Backup, backup_ref, "backup")
+        backup = resolve(session, Backup, backup_ref, kind="backup")
         return _restore_plan(
             ctx,
             session,
@@ -94,10 +94,12 @@ def start_restore(
 ) -> JobHandle:
     """Claim the target disk (or take the new disk's name) with the plan, then restore."""
     with ctx.catalog.session() as session:
-        vault = session.get(VaultRecord, resolve(session, Backup, backup_ref, "backup").vault_id)
+        vault = session.get(
+            VaultRecord, resolve(session, Backup, backup_ref, kind="backup").vault_id
+        )
     repo = open_repository(ctx, vault, passphrase=passphrase)  # fail early, outside the lock
     with ctx.catalog.writer() as session:
-        backup = resolve(session, Backup, backup_ref, "backup")
+        backup = resolve(session, Backup, backup_ref, kind="backup")
         now, target = _restore_plan(
             ctx,
             session,
@@ -131,7 +133,7 @@ def start_restore(
                 ctx,
                 session,
                 new_name,
-                max(new_size or 0, backup.size),
+                size=max(new_size or 0, backup.size),
                 status="restoring",
                 job_id=job.id,
                 origin=f"backup:{backup.id}",
@@ -192,10 +194,10 @@ def start_restore(
                 session,
                 ctx,
                 "backup.restore",
-                "disk",
-                target.id,
-                target.name,
-                f"from {backup.name}",
+                kind="disk",
+                object_id=target.id,
+                name=target.name,
+                detail=f"from {backup.name}",
             )
             session.commit()
         stats = done[0]

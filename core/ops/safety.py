@@ -94,10 +94,10 @@ def take_snapshot(
             session,
             ctx,
             f"snapshot.create.{kind}",
-            "snapshot",
-            row.id,
-            row.name,
-            f"disk {disk.name}",
+            kind="snapshot",
+            object_id=row.id,
+            name=row.name,
+            detail=f"disk {disk.name}",
         )
         session.commit()
         return row, info
@@ -114,7 +114,15 @@ def discard_snapshot(
         if row is not None:
             session.delete(row)
             if row.status != "creating":
-                record(session, ctx, "snapshot.delete", "snapshot", row.id, row.name, detail)
+                record(
+                    session,
+                    ctx,
+                    "snapshot.delete",
+                    kind="snapshot",
+                    object_id=row.id,
+                    name=row.name,
+                    detail=detail,
+                )
             session.commit()
 
 
@@ -208,7 +216,7 @@ def _undo_plan(ctx: Context, session: Session, disk: Disk, *, force: bool) -> Pl
 
 def plan_undo(ctx: Context, disk_ref: str, *, force: bool = False) -> Plan:
     with ctx.catalog.session() as session:
-        return _undo_plan(ctx, session, resolve(session, Disk, disk_ref, "disk"), force=force)
+        return _undo_plan(ctx, session, resolve(session, Disk, disk_ref, kind="disk"), force=force)
 
 
 def start_undo(
@@ -216,7 +224,7 @@ def start_undo(
 ) -> JobHandle:
     """Put the disk back as it was before the last overwrite, in one step."""
     with ctx.catalog.writer() as session:
-        disk = resolve(session, Disk, disk_ref, "disk")
+        disk = resolve(session, Disk, disk_ref, kind="disk")
         check_plan(plan, _undo_plan(ctx, session, disk, force=force))
         safety = latest_safety(session, disk.id)
         job = new_job(
@@ -251,7 +259,15 @@ def start_undo(
                 status = before if before != "available" else "error-rolling-back"
                 release_disk(ctx, disk.id, job_id=job.id, status=status, incomplete=True)
         with ctx.catalog.writer() as session:
-            record(session, ctx, "disk.undo", "disk", disk.id, disk.name, f"to {safety.name}")
+            record(
+                session,
+                ctx,
+                "disk.undo",
+                kind="disk",
+                object_id=disk.id,
+                name=disk.name,
+                detail=f"to {safety.name}",
+            )
             session.commit()
         discard_snapshot(ctx, disk, safety.id, detail="used by disk undo")
         return {

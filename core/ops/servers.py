@@ -30,10 +30,10 @@ from core.rules.plans import Plan
 
 def create_server(ctx: Context, name: str) -> Server:
     with ctx.catalog.writer() as session:
-        check_new_name(session, Server, name, "server")
+        check_new_name(session, Server, name, kind="server")
         server = Server(id=unique_id(session, Server, "server"), name=name)
         session.add(server)
-        record(session, ctx, "server.create", "server", server.id, name)
+        record(session, ctx, "server.create", kind="server", object_id=server.id, name=name)
         commit_unique(session, f"a server named {name!r}")
         return server
 
@@ -45,13 +45,13 @@ def _delete_plan(session: Session, server: Server, *, detach_disks: bool) -> Pla
 
 def plan_server_delete(ctx: Context, ref: str, *, detach_disks: bool) -> Plan:
     with ctx.catalog.session() as session:
-        server = resolve(session, Server, ref, "server")
+        server = resolve(session, Server, ref, kind="server")
         return _delete_plan(session, server, detach_disks=detach_disks)
 
 
 def delete_server(ctx: Context, ref: str, *, detach_disks: bool, plan: Plan | None = None) -> Plan:
     with ctx.catalog.writer() as session:
-        server = resolve(session, Server, ref, "server")
+        server = resolve(session, Server, ref, kind="server")
         now = check_plan(plan, _delete_plan(session, server, detach_disks=detach_disks))
         for item in now.of("detach", "disk"):
             disk = session.get(Disk, item.id)
@@ -61,14 +61,14 @@ def delete_server(ctx: Context, ref: str, *, detach_disks: bool, plan: Plan | No
                 session,
                 ctx,
                 "disk.detach",
-                "disk",
-                disk.id,
-                disk.name,
-                f"server {server.name} deleted",
+                kind="disk",
+                object_id=disk.id,
+                name=disk.name,
+                detail=f"server {server.name} deleted",
             )
         session.flush()  # detach first: disks point at the server
         session.delete(server)
-        record(session, ctx, "server.delete", "server", server.id, server.name)
+        record(session, ctx, "server.delete", kind="server", object_id=server.id, name=server.name)
         session.commit()
         return plan or now
 
@@ -99,13 +99,13 @@ def _os_changed_plan(session: Session, server: Server) -> Plan:
 
 def plan_os_changed(ctx: Context, server_ref: str) -> Plan:
     with ctx.catalog.session() as session:
-        return _os_changed_plan(session, resolve(session, Server, server_ref, "server"))
+        return _os_changed_plan(session, resolve(session, Server, server_ref, kind="server"))
 
 
 def os_changed(ctx: Context, server_ref: str, *, plan: Plan | None = None) -> Plan:
     """The OS was reinstalled outside blockvault: the system disk's snapshots go now."""
     with ctx.catalog.writer() as session:
-        server = resolve(session, Server, server_ref, "server")
+        server = resolve(session, Server, server_ref, kind="server")
         now = check_plan(plan, _os_changed_plan(session, server))
         doomed = []
         for item in now.of("delete", "snapshot"):
@@ -118,7 +118,9 @@ def os_changed(ctx: Context, server_ref: str, *, plan: Plan | None = None) -> Pl
                 claim(session, snapshot, "deleting", job_id=None)
             doomed.append(snapshot.id)
         system = lifecycle.system_disk(_server_facts(session, server)[0])
-        record(session, ctx, "server.os-changed", "server", server.id, server.name)
+        record(
+            session, ctx, "server.os-changed", kind="server", object_id=server.id, name=server.name
+        )
         session.commit()
     for snapshot_id in doomed:
         discard_snapshot(ctx, system, snapshot_id, detail="OS changed on the server")
@@ -129,7 +131,7 @@ def reinstall_sources(ctx: Context, server_ref: str) -> tuple[dict[str, Any], li
     """The system disk a reinstall overwrites and the backups of it to reinstall from; a
     server without a system disk is refused by the OS rule itself."""
     with ctx.catalog.session() as session:
-        server = resolve(session, Server, server_ref, "server")
+        server = resolve(session, Server, server_ref, kind="server")
         disks, _ = _server_facts(session, server)
         system = lifecycle.system_disk(disks)
         if system is None:
@@ -180,7 +182,7 @@ def _reinstall_plan(
 def plan_reinstall(ctx: Context, server_ref: str, image: str, *, force: bool = False) -> Plan:
     """Reinstall from an image file or a backup id/name onto the server's system disk."""
     with ctx.catalog.session() as session:
-        server = resolve(session, Server, server_ref, "server")
+        server = resolve(session, Server, server_ref, kind="server")
         return _reinstall_plan(ctx, session, server, image, force=force)[0]
 
 
@@ -190,7 +192,7 @@ def start_reinstall(
     """Safety snapshot, write the image onto the system disk, and only after success delete
     the system disk's older snapshots."""
     with ctx.catalog.writer() as session:
-        server = resolve(session, Server, server_ref, "server")
+        server = resolve(session, Server, server_ref, kind="server")
         now, system, backup = _reinstall_plan(ctx, session, server, image, force=force)
         check_plan(plan, now)
         doomed = [item.id for item in now.of("delete", "snapshot")]
@@ -246,7 +248,15 @@ def start_reinstall(
             row = session.get(Server, server.id)
             row.os_image = image
             session.add(row)
-            record(session, ctx, "server.reinstall", "server", server.id, server.name, image)
+            record(
+                session,
+                ctx,
+                "server.reinstall",
+                kind="server",
+                object_id=server.id,
+                name=server.name,
+                detail=image,
+            )
             session.commit()
         return {
             "id": server.id,

@@ -48,7 +48,7 @@ def _create_plan(ctx: Context, session: Session, disk: Disk) -> Plan:
 
 def plan_create(ctx: Context, disk_ref: str) -> Plan:
     with ctx.catalog.session() as session:
-        return _create_plan(ctx, session, resolve(session, Disk, disk_ref, "disk"))
+        return _create_plan(ctx, session, resolve(session, Disk, disk_ref, kind="disk"))
 
 
 def start_create(
@@ -56,9 +56,9 @@ def start_create(
 ) -> JobHandle:
     """Claim the disk and the snapshot's name in one transaction, then take the snapshot."""
     with ctx.catalog.writer() as session:
-        disk = resolve(session, Disk, disk_ref, "disk")
+        disk = resolve(session, Disk, disk_ref, kind="disk")
         check_plan(plan, _create_plan(ctx, session, disk))
-        name = check_new_name(session, Snapshot, name, "snapshot") if name else None
+        name = check_new_name(session, Snapshot, name, kind="snapshot") if name else None
         name = name or default_name(session, Snapshot, disk.name)
         job = new_job(
             ctx,
@@ -91,13 +91,15 @@ def list_snapshots(ctx: Context, *, disk_ref: str | None = None) -> list[dict[st
     with ctx.catalog.session() as session:
         query = select(Snapshot).order_by(Snapshot.created_at.desc())  # type: ignore[attr-defined]
         if disk_ref:
-            query = query.where(Snapshot.disk_id == resolve(session, Disk, disk_ref, "disk").id)
+            query = query.where(
+                Snapshot.disk_id == resolve(session, Disk, disk_ref, kind="disk").id
+            )
         return [_view(session, s) for s in session.exec(query).all()]
 
 
 def get_snapshot(ctx: Context, ref: str) -> dict[str, Any]:
     with ctx.catalog.session() as session:
-        return _view(session, resolve(session, Snapshot, ref, "snapshot"))
+        return _view(session, resolve(session, Snapshot, ref, kind="snapshot"))
 
 
 # --- delete ------------------------------------------------------------------------------
@@ -121,7 +123,7 @@ def _delete_plan(ctx: Context, session: Session, snapshot: Snapshot, *, measure:
 
 def plan_delete(ctx: Context, ref: str) -> Plan:
     with ctx.catalog.session() as session:
-        snapshot = resolve(session, Snapshot, ref, "snapshot")
+        snapshot = resolve(session, Snapshot, ref, kind="snapshot")
         return _delete_plan(ctx, session, snapshot, measure=True)
 
 
@@ -129,7 +131,7 @@ def delete_snapshot(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan
     """Mark it `deleting` under the claim lock (refused while a job reads it), free its bytes,
     then drop the row. A deletion cut short is finished by running it again."""
     with ctx.catalog.writer() as session:
-        snapshot = resolve(session, Snapshot, ref, "snapshot")
+        snapshot = resolve(session, Snapshot, ref, kind="snapshot")
         now = check_plan(plan, _delete_plan(ctx, session, snapshot, measure=False))
         disk = session.get(Disk, snapshot.disk_id)
         if snapshot.status != "deleting":
@@ -152,7 +154,7 @@ def _rollback_plan(
 
 def plan_rollback(ctx: Context, ref: str, *, force: bool = False) -> Plan:
     with ctx.catalog.session() as session:
-        snapshot = resolve(session, Snapshot, ref, "snapshot")
+        snapshot = resolve(session, Snapshot, ref, kind="snapshot")
         return _rollback_plan(ctx, session, snapshot, force=force)[0]
 
 
@@ -161,7 +163,7 @@ def start_rollback(
 ) -> JobHandle:
     """Roll a disk back to one of its snapshots, after a safety snapshot for undo."""
     with ctx.catalog.writer() as session:
-        snapshot = resolve(session, Snapshot, ref, "snapshot")
+        snapshot = resolve(session, Snapshot, ref, kind="snapshot")
         now, disk = _rollback_plan(ctx, session, snapshot, force=force)
         check_plan(plan, now)
         job = new_job(
@@ -206,10 +208,10 @@ def start_rollback(
                 session,
                 ctx,
                 "disk.rollback",
-                "disk",
-                disk.id,
-                disk.name,
-                f"to snapshot {snapshot.name}",
+                kind="disk",
+                object_id=disk.id,
+                name=disk.name,
+                detail=f"to snapshot {snapshot.name}",
             )
             session.commit()
             view = _view(session, session.get(Snapshot, snapshot.id))
@@ -235,13 +237,13 @@ def _to_disk_plan(session: Session, snapshot: Snapshot, new_name: str) -> Plan:
 
 def plan_to_disk(ctx: Context, ref: str, new_name: str) -> Plan:
     with ctx.catalog.session() as session:
-        return _to_disk_plan(session, resolve(session, Snapshot, ref, "snapshot"), new_name)
+        return _to_disk_plan(session, resolve(session, Snapshot, ref, kind="snapshot"), new_name)
 
 
 def start_to_disk(ctx: Context, ref: str, new_name: str, *, plan: Plan | None = None) -> JobHandle:
     """A new, unattached pool disk with the snapshot's content."""
     with ctx.catalog.writer() as session:
-        snapshot = resolve(session, Snapshot, ref, "snapshot")
+        snapshot = resolve(session, Snapshot, ref, kind="snapshot")
         check_plan(plan, _to_disk_plan(session, snapshot, new_name))
         source = session.get(Disk, snapshot.disk_id)
         job = new_job(
@@ -258,7 +260,7 @@ def start_to_disk(ctx: Context, ref: str, new_name: str, *, plan: Plan | None = 
             ctx,
             session,
             new_name,
-            snapshot.size,
+            size=snapshot.size,
             status="restoring",
             job_id=job.id,
             origin=f"snapshot:{snapshot.id}",
@@ -290,10 +292,10 @@ def start_to_disk(ctx: Context, ref: str, new_name: str, *, plan: Plan | None = 
                 session,
                 ctx,
                 "disk.from-snapshot",
-                "disk",
-                target.id,
-                target.name,
-                f"from {snapshot.name}",
+                kind="disk",
+                object_id=target.id,
+                name=target.name,
+                detail=f"from {snapshot.name}",
             )
             session.commit()
         return {

@@ -88,7 +88,7 @@ def add_vault(
     if bool(path) == bool(s3_url):
         raise UserError("give exactly one of --path DIR or --s3 s3://bucket/prefix")
     with ctx.catalog.writer() as session:
-        check_new_name(session, VaultRecord, name, "vault")
+        check_new_name(session, VaultRecord, name, kind="vault")
         row = VaultRecord(
             id=unique_id(session, VaultRecord, "vault"),
             name=name,
@@ -114,7 +114,15 @@ def add_vault(
         else:
             Repository.init(store, chunk_size=row.chunk_size, passphrase=passphrase)
         session.add(row)
-        record(session, ctx, "vault.add", "vault", row.id, name, row.location)
+        record(
+            session,
+            ctx,
+            "vault.add",
+            kind="vault",
+            object_id=row.id,
+            name=name,
+            detail=row.location,
+        )
         commit_unique(session, f"a vault named {name!r}")
         return row
 
@@ -146,7 +154,7 @@ def get_vault(ctx: Context, ref: str | None) -> VaultRecord:
     if ref is None:
         return default_vault(ctx)
     with ctx.catalog.session() as session:
-        return resolve(session, VaultRecord, ref, "vault")
+        return resolve(session, VaultRecord, ref, kind="vault")
 
 
 def backup_counts(session: Session) -> dict[str, tuple[int, int, int]]:
@@ -175,27 +183,35 @@ def _remove_plan(session: Session, vault: VaultRecord, *, force: bool) -> Plan:
 
 def plan_remove_vault(ctx: Context, ref: str, *, force: bool = False) -> Plan:
     with ctx.catalog.session() as session:
-        return _remove_plan(session, resolve(session, VaultRecord, ref, "vault"), force=force)
+        return _remove_plan(session, resolve(session, VaultRecord, ref, kind="vault"), force=force)
 
 
 def remove_vault(ctx: Context, ref: str, *, force: bool, plan: Plan | None = None) -> Plan:
     """Forget a vault. Its data stays in the store; refused while backups reference it."""
     with ctx.catalog.writer() as session:
-        vault = resolve(session, VaultRecord, ref, "vault")
+        vault = resolve(session, VaultRecord, ref, kind="vault")
         now = check_plan(plan, _remove_plan(session, vault, force=force))
         for item in now.of("delete", "backup"):
             session.delete(session.get(Backup, item.id))
-            record(session, ctx, "backup.forget", "backup", item.id, item.name, vault.name)
+            record(
+                session,
+                ctx,
+                "backup.forget",
+                kind="backup",
+                object_id=item.id,
+                name=item.name,
+                detail=vault.name,
+            )
         session.flush()  # backups first: they point at the vault
         session.delete(vault)
         record(
             session,
             ctx,
             "vault.remove",
-            "vault",
-            vault.id,
-            vault.name,
-            f"{len(now.of('delete', 'backup'))} backups forgotten",
+            kind="vault",
+            object_id=vault.id,
+            name=vault.name,
+            detail=f"{len(now.of('delete', 'backup'))} backups forgotten",
         )
         session.commit()
     ctx.repositories.clear()
@@ -220,7 +236,15 @@ def start_gc(
             dry_run=dry_run,
         )
         with ctx.catalog.writer() as session:
-            record(session, ctx, "vault.gc", "vault", vault.id, vault.name, str(stats))
+            record(
+                session,
+                ctx,
+                "vault.gc",
+                kind="vault",
+                object_id=vault.id,
+                name=vault.name,
+                detail=str(stats),
+            )
             session.commit()
         return {"id": vault.id, "name": vault.name, **stats.to_dict()}
 
@@ -276,7 +300,15 @@ def import_vault(
                 completed_at=manifest.created_at,
             )
             session.add(backup)
-            record(session, ctx, "backup.import", "backup", backup.id, backup.name, vault.name)
+            record(
+                session,
+                ctx,
+                "backup.import",
+                kind="backup",
+                object_id=backup.id,
+                name=backup.name,
+                detail=vault.name,
+            )
             imported.append(backup)
         session.commit()
         disks = {d.id for d in session.exec(select(Disk)).all()}

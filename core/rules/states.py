@@ -41,7 +41,7 @@ DISK_BUSY_VERB = {
 }
 
 
-def check_transition(kind: str, name: str, current: str, new: str) -> None:
+def check_transition(kind: str, name: str, *, current: str, new: str) -> None:
     """Raise Conflict with a readable reason if `current -> new` is not allowed."""
     table = {"disk": DISK_TRANSITIONS, "job": JOB_TRANSITIONS}.get(kind, ARTIFACT_TRANSITIONS)
     if new not in table.get(current, set()):

@@ -15,6 +15,7 @@ from textual.events import Resize
 from textual.screen import Screen
 
 from core.api import Blockvault, BlockvaultError
+from core.demo import build_demo
 from tui.console import actions, fmt
 from tui.console.main_screen import MainScreen
 from tui.console.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
@@ -89,8 +90,6 @@ def run_console(
     demo_dir: Path | None = None
     try:
         if demo:
-            from core.demo import build_demo
-
             demo_dir = Path(tempfile.mkdtemp(prefix="blockvault-demo-"))
             sys.stderr.write(f"blockvault: building the demo in {demo_dir} ...\n")
             bv = build_demo(demo_dir)

@@ -15,6 +15,7 @@ from typing import Any
 from textual import work
 
 from core.api import BlockvaultError, Plan
+from tui.console.jobs_strip import JobsStrip
 from tui.console.messages import JobFinished, JobProgress
 from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal
 
@@ -50,8 +51,6 @@ class ActionFlows:
 
     def track(self, handle: Any, kind: str, target: str) -> None:
         """Show a started job in the strip and run it in a thread worker."""
-        from tui.console.jobs_strip import JobsStrip
-
         self.handles[handle.id] = handle
         self.query_one(JobsStrip).add_job(handle.id, kind, target)  # type: ignore[attr-defined]
         post = self.post_message  # type: ignore[attr-defined]
@@ -247,8 +246,6 @@ class ActionFlows:
         await self.guarded(flow)
 
     def action_cancel_job(self) -> None:
-        from tui.console.jobs_strip import JobsStrip
-
         running = self.query_one(JobsStrip).running()  # type: ignore[attr-defined]
         if not running:
             self.notify("no running job to cancel", severity="warning")  # type: ignore[attr-defined]
@@ -257,8 +254,6 @@ class ActionFlows:
 
     @work(group="action", exclusive=True, exit_on_error=False)
     async def cancel_flow(self, job_id: str) -> None:
-        from tui.console.jobs_strip import JobsStrip
-
         async def flow() -> None:
             body = f"$ {cli('job', 'cancel', job_id)}\nIt stops at the next chunk; nothing partial is kept visible."
             answer = await self.choose(

@@ -17,6 +17,7 @@ from core.api import Blockvault, ProgressEvent
 from tui.console import actions, panes
 from tui.console.details import DetailsPanel
 from tui.console.flows import ActionFlows
+from tui.console.help import HelpScreen
 from tui.console.jobs_strip import JobRow, JobsStrip
 from tui.console.messages import ActiveJobs, Inventory, JobFinished, JobProgress, Selection
 from tui.console.panes import PaneTable
@@ -307,8 +308,6 @@ class MainScreen(ActionFlows, Screen):
             self.table("disks").focus()
 
     def action_help(self) -> None:
-        from tui.console.help import HelpScreen
-
         hidden = set(actions.MUTATING) if self.read_only else set()
         self.app.push_screen(HelpScreen(hidden))
 

@@ -291,10 +291,12 @@ class Blockvault:
     ) -> list[dict[str, Any]]:
         return vaults.import_vault(self.ctx, ref, passphrase=passphrase)
 
-    def start_gc(
-        self, ref: str | None, *, dry_run: bool = False, grace_seconds: float | None = None
-    ) -> JobHandle:
-        return vaults.start_gc(self.ctx, ref, dry_run=dry_run, grace_seconds=grace_seconds)
+    def plan_gc(self, ref: str | None, *, grace_seconds: float | None = None) -> Plan:
+        return vaults.plan_gc(self.ctx, ref, grace_seconds=grace_seconds)
+
+    def start_gc(self, ref: str | None, *, grace_seconds: float | None = None) -> JobHandle:
+        """Garbage-collect a vault as a job (`plan_gc` is its dry run)."""
+        return vaults.start_gc(self.ctx, ref, grace_seconds=grace_seconds)
 
     # --- backups ----------------------------------------------------------------------------
 

@@ -196,3 +196,27 @@ def test_os_reinstall_is_undoable(cli: CLI, tmp_path) -> None:  # type: ignore[n
     assert sha(root["path"]) != before
     run_job(cli, "disk", "undo", "root", "--yes")
     assert sha(root["path"]) == before
+
+
+def test_gc_dry_run_says_what_the_run_deletes_and_what_it_only_condemns(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "4M")
+    fill(disk["path"], 4 * MiB, seed=11)
+    first = run_job(cli, "backup", "create", "d")
+    fill(disk["path"], 2 * MiB, seed=12)
+    run_job(cli, "backup", "create", "d")
+    cli.ok("backup", "delete", first["id"], "--yes")
+    chunks = cli.home / "vault" / "chunks"
+
+    def stored() -> int:
+        return sum(p.stat().st_size for p in chunks.rglob("*") if p.is_file())
+
+    waiting = cli.ok("vault", "gc", "--grace", "3600", "--dry-run")
+    assert [i["op"] for i in waiting["items"]] == ["keep"] and waiting["bytes_freed"] == 0
+    condemned = waiting["items"][0]["bytes"]
+    before = stored()
+    run_job(cli, "vault", "gc", "--grace", "3600")
+    assert stored() == before, "inside the grace period nothing is deleted"
+    now = cli.ok("vault", "gc", "--grace", "0", "--dry-run")
+    assert now["bytes_freed"] == condemned > 0
+    run_job(cli, "vault", "gc", "--grace", "0")
+    assert before - stored() == condemned

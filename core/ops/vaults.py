@@ -222,7 +222,6 @@ def start_gc(
     ctx: Context,
     vault_ref: str | None,
     *,
-    dry_run: bool = False,
     grace_seconds: float | None = None,
     passphrase: str | None = None,
 ) -> JobHandle:
@@ -233,7 +232,6 @@ def start_gc(
         stats = collect_garbage(
             repo,
             grace_seconds=ctx.settings.gc_grace_seconds if grace_seconds is None else grace_seconds,
-            dry_run=dry_run,
         )
         with ctx.catalog.writer() as session:
             record(
@@ -257,6 +255,21 @@ def start_gc(
         disk_id=None,
         fn=run,
     )
+
+
+def plan_gc(
+    ctx: Context,
+    vault_ref: str | None,
+    *,
+    grace_seconds: float | None = None,
+    passphrase: str | None = None,
+) -> Plan:
+    """What `vault gc` would delete now and what it would condemn (a dry run of it)."""
+    vault = get_vault(ctx, vault_ref)
+    grace = ctx.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+    repo = open_repository(ctx, vault, passphrase=passphrase)
+    stats = collect_garbage(repo, grace_seconds=grace, dry_run=True)
+    return lifecycle.plan_gc(vault, stats, grace_seconds=grace)
 
 
 def import_vault(

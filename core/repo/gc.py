@@ -38,6 +38,7 @@ class GcStats:
     manifests: int = 0
     chunks: int = 0
     condemned_chunks: int = 0
+    condemned_bytes: int = 0
     deleted_chunks: int = 0
     deleted_bytes: int = 0
     deferred_chunks: int = 0
@@ -143,15 +144,9 @@ def _empty_trash(vault: Repository, grace_seconds: float, stats: GcStats) -> Non
 
 def collect_garbage(vault: Repository, *, grace_seconds: float, dry_run: bool = False) -> GcStats:
     """Condemn unreferenced chunks and delete those condemned long enough ago (module doc)."""
-    stats = GcStats(dry_run=dry_run)
     if dry_run:
-        referenced, stats.manifests = _referenced(vault)
-        for info in vault.list_chunks():
-            stats.chunks += 1
-            if info.key.rsplit("/", 1)[1] not in referenced:
-                stats.deleted_chunks += 1
-                stats.deleted_bytes += info.size
-        return stats
+        return _simulate(vault, grace_seconds)
+    stats = GcStats()
     lock = _Lock(vault)
     lock.acquire()
     try:
@@ -166,9 +161,48 @@ def collect_garbage(vault: Repository, *, grace_seconds: float, dry_run: bool = 
             lock.check()
             vault.write_condemned(unreferenced)
             stats.condemned_chunks = len(unreferenced)
+            sizes = vault.chunk_sizes()
+            stats.condemned_bytes = sum(sizes.get(c, 0) for c in unreferenced)
         if grace_seconds <= 0:
             _delete_pass(vault, lock, grace_seconds, stats)
         _empty_trash(vault, grace_seconds, stats)
     finally:
         lock.release()
+    return stats
+
+
+def _simulate(vault: Repository, grace_seconds: float) -> GcStats:
+    """What `collect_garbage` would do now, changing nothing: the same passes, in order."""
+    stats = GcStats(dry_run=True)
+    now = time.time()
+    referenced, stats.manifests = _referenced(vault)
+    chunks = {info.key.rsplit("/", 1)[1]: info for info in vault.list_chunks()}
+    stats.chunks = len(chunks)
+    live = bool(vault.live_sessions())
+    pending = vault.condemned_lists()
+    gone: set[str] = set()
+
+    def delete_pass(lists: list[tuple[float, set[str]]]) -> None:
+        for stamp, ids in lists:
+            if live or now - stamp < grace_seconds:
+                stats.deferred_chunks += len(ids)
+                continue
+            for chunk_id in ids:
+                found = chunks.get(chunk_id)
+                if found is None or chunk_id in referenced or found.mtime >= stamp:
+                    continue
+                if chunk_id not in gone:
+                    gone.add(chunk_id)
+                    stats.deleted_chunks += 1
+                    stats.deleted_bytes += found.size
+
+    listed = [(info.mtime, ids) for info, ids in pending]
+    if grace_seconds > 0:
+        delete_pass(listed)
+    already = set().union(*(ids for _, ids in pending)) if pending else set()
+    fresh = set(chunks) - referenced - already
+    stats.condemned_chunks = len(fresh)
+    stats.condemned_bytes = sum(chunks[c].size for c in fresh)
+    if grace_seconds <= 0:
+        delete_pass([*listed, (now + 1, fresh)])  # condemned now, deleted in the same run
     return stats

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from core.base.units import human_size
 from core.catalog.models import Backup, Disk, Job, Policy, Server, Snapshot, VaultRecord
+from core.repo.gc import GcStats
 from core.rules.plans import Plan, PlanItem
 from core.rules.states import DISK_BUSY_VERB
 
@@ -473,3 +474,39 @@ def plan_policy_delete(policy: Policy, *, disks: Sequence[Disk]) -> Plan:
         policy.name,
         (PlanItem("delete", "policy", policy.id, policy.name, note=f"{note}; backups kept"),),
     )
+
+
+def plan_gc(vault: VaultRecord, stats: GcStats, *, grace_seconds: float) -> Plan:
+    """GC deletes chunks no manifest references only once they were condemned longer than the
+    grace period ago (and no writer is live); the rest are condemned now and freed by a later
+    run. `stats` is the dry run of exactly that (`collect_garbage(dry_run=True)`)."""
+    items = []
+    if stats.deleted_chunks:
+        items.append(
+            PlanItem(
+                "delete",
+                "chunks",
+                "",
+                f"{stats.deleted_chunks} unreferenced chunks",
+                stats.deleted_bytes,
+                "condemned longer than the grace period",
+            )
+        )
+    if stats.condemned_chunks:
+        when = "by this run" if grace_seconds <= 0 else f"by a gc after {grace_seconds:g} s"
+        items.append(
+            PlanItem(
+                "keep",
+                "chunks",
+                "",
+                f"{stats.condemned_chunks} newly unreferenced chunks",
+                stats.condemned_bytes,
+                f"condemned now, freed {when}",
+            )
+        )
+    warnings = (
+        (f"{stats.deferred_chunks} condemned chunks wait for the grace period or a live writer",)
+        if stats.deferred_chunks
+        else ()
+    )
+    return Plan("garbage-collect vault", vault.name, tuple(items), warnings=warnings)

@@ -12,6 +12,7 @@ from tui.cli.common import (
     add_verb,
     confirm_parent,
     json_parent,
+    print_dry_run,
     read_new_passphrase,
     run_job,
     run_planned,
@@ -55,6 +56,14 @@ def vault_add(bv: Blockvault, a: argparse.Namespace) -> None:
 def vault_remove(bv: Blockvault, a: argparse.Namespace) -> None:
     plan = bv.plan_remove_vault(a.vault, force=a.force)
     run_planned(a, plan, lambda p: bv.remove_vault(a.vault, force=a.force, plan=p))
+
+
+def vault_gc(bv: Blockvault, a: argparse.Namespace) -> None:
+    """`--dry-run` prints the plan (what goes now, what is condemned); else runs the job."""
+    if a.dry_run:
+        print_dry_run(a, bv.plan_gc(a.vault, grace_seconds=a.grace))
+        return
+    run_job(bv.start_gc(a.vault, grace_seconds=a.grace), a, "gc")
 
 
 def add_to(nouns: Nouns) -> None:
@@ -121,9 +130,7 @@ def add_to(nouns: Nouns) -> None:
     p = add_verb(
         vault,
         "gc",
-        lambda bv, a: run_job(
-            bv.start_gc(a.vault, dry_run=a.dry_run, grace_seconds=a.grace), a, "gc"
-        ),
+        vault_gc,
         parents=[js],
         help="delete chunks no backup references",
     )

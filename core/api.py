@@ -1,6 +1,6 @@
 """The façade: the one object the console and the CLI hold. Every user action is one method.
 
-Methods return plain data (dicts from `core.views`), a `Plan`, or a `JobHandle`
+Methods return plain data (dicts from `core.catalog.views`), a `Plan`, or a `JobHandle`
 whose progress can be subscribed to. Nothing here prints or imports a front.
 """
 

@@ -29,6 +29,7 @@ cli = reliability.cli  # the same fixtures: a home with small chunks, an S3 vaul
 slow_s3 = reliability.slow_s3
 
 
+@pytest.mark.slow
 def test_undo_after_an_interrupted_restore_then_to_new_refuses_the_name(
     cli: CLI, slow_s3: FaultProxy
 ) -> None:
@@ -68,6 +69,7 @@ def test_undo_after_an_interrupted_restore_then_to_new_refuses_the_name(
     assert sha(disk["path"]) == before
 
 
+@pytest.mark.slow
 def test_a_killed_safety_snapshot_is_cleaned_up_and_the_disk_released(cli: CLI) -> None:
     """SIGKILL during the safety snapshot of a rollback: the next process removes the half
     snapshot and gives the untouched disk back as it was."""
@@ -88,6 +90,7 @@ def test_a_killed_safety_snapshot_is_cleaned_up_and_the_disk_released(cli: CLI) 
     assert sorted(p.name for p in store.iterdir()) == [snapshots[0]["id"]]
 
 
+@pytest.mark.slow
 def test_undo_after_an_interrupted_rollback_returns_the_disk_before_it(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d", "--size", "128M")
     fill(disk["path"], 128 * MiB, seed=6)
@@ -220,3 +223,41 @@ def test_gc_dry_run_says_what_the_run_deletes_and_what_it_only_condemns(cli: CLI
     assert now["bytes_freed"] == condemned > 0
     run_job(cli, "vault", "gc", "--grace", "0")
     assert before - stored() == condemned
+
+
+def test_what_a_job_reads_or_an_undo_needs_cannot_be_deleted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bv = Blockvault.open(home=tmp_path / "home")
+    disk = bv.create_disk("d", 4 * MiB)
+    fill(disk["path"], 4 * MiB, seed=13)
+    first = bv.start_backup("d")  # claimed: its row exists as `creating`, not listed
+    assert bv.list_backups() == []
+    assert "is busy" in bv.plan_delete_disk("d").refusal
+    first.run()
+    backup = bv.list_backups()[0]["id"]
+    verify = bv.start_verify(backup)  # queued: it reads the backup
+    assert f"being read by job {verify.id}" in bv.plan_delete_backup(backup).refusal
+    verify.run()
+    fill(disk["path"], 4 * MiB, seed=14)
+    bv.start_restore(backup, to_original=True, plan=bv.plan_restore(backup, to_original=True)).run()
+    refused = bv.plan_delete_backup(backup).refusal
+    assert "the undo of disk" in refused and "safety snapshot" in refused
+    assert "reads chunks from vault" in bv.plan_remove_vault("local", force=True).refusal
+    bv.close()
+
+
+def test_a_job_cancelled_before_it_started_touches_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bv = Blockvault.open(home=tmp_path / "home")
+    disk = bv.create_disk("d", 4 * MiB)
+    fill(disk["path"], 4 * MiB, seed=15)
+    bv.start_snapshot("d", name="s1").run()
+    fill(disk["path"], 4 * MiB, seed=16)
+    before = sha(disk["path"])
+    rollback = bv.start_rollback("s1", plan=bv.plan_rollback("s1"))
+    assert bv.cancel_job(rollback.id)["status"] == "cancelled"
+    rollback.run()
+    assert rollback.status == "cancelled"
+    assert sha(disk["path"]) == before
+    shown = bv.get_disk("d")
+    assert (shown["status"], shown["restore_incomplete"]) == ("available", False)
+    assert [s["name"] for s in bv.list_snapshots(disk="d")] == ["s1"]
+    bv.close()

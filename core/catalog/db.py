@@ -47,6 +47,8 @@ def _v3_claims(op: Operations) -> None:
             )
             if table in ("disks", "snapshots"):
                 batch.add_column(sa.Column("claim_job_id", sa.String(), nullable=True))
+            if table == "snapshots":
+                batch.add_column(sa.Column("leans_on", sa.String(), nullable=True))
     with op.batch_alter_table("disks") as batch:
         batch.add_column(sa.Column("origin", sa.String(), nullable=True))
     if "jobs" in present:

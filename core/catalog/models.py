@@ -1,6 +1,6 @@
 """Catalog tables (SQLModel). The catalog is a cache of what the vaults and pool hold (I7).
 
-Statuses follow the cloud service's state machines; `core.states` enforces the transitions.
+Statuses follow the cloud service's state machines; `core.rules.states` enforces the transitions.
 Backups copy their source disk's metadata so deleting a disk never orphans one.
 """
 
@@ -85,6 +85,7 @@ class Snapshot(SQLModel, table=True):
     expires_at: datetime | None = None
     version: int = 0
     claim_job_id: str | None = None  # the job creating or deleting it
+    leans_on: str | None = None  # a safety snapshot that reads unchanged chunks from this backup
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -153,7 +154,7 @@ class PolicyTarget(SQLModel, table=True):
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     id: str = Field(primary_key=True)
-    kind: str  # backup | restore | snapshot | rollback | verify | gc | reinstall | import
+    kind: str  # backup | restore | snapshot | rollback | undo | to-disk | verify | gc | reinstall
     status: str = "queued"  # queued | running | cancelling | succeeded | failed | cancelled
     target_kind: str = ""
     target_id: str = ""

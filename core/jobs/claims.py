@@ -22,9 +22,11 @@ from core.rules.states import check_transition
 Claimable = Disk | Snapshot
 
 
-def claim(session: Session, row: Claimable, new_status: str, *, job_id: str | None) -> None:
+def claim(session: Session, row: Claimable, new_status: str, *, job_id: str | None) -> str:
     """Move `row` into `new_status` owned by `job_id`, only if nobody changed it since it was
-    read in this transaction; the caller commits together with the job row."""
+    read in this transaction; the caller commits together with the job row. Returns the
+    status it had, which an untouched row goes back to."""
+    before = row.status
     kind = "disk" if isinstance(row, Disk) else "snapshot"
     check_transition(kind, row.name, current=row.status, new=new_status)
     model = type(row)
@@ -37,6 +39,7 @@ def claim(session: Session, row: Claimable, new_status: str, *, job_id: str | No
     if result.rowcount != 1:
         raise PlanChanged(f"{kind} {row.name} changed while it was being claimed", plan=None)
     session.refresh(row)
+    return before
 
 
 def release(

@@ -23,6 +23,7 @@ from core.base.progress import ProgressEvent, ProgressReporter, Subscriber
 from core.catalog.context import Context, host_id, record
 from core.catalog.models import Job, utcnow
 from core.catalog.names import unique_id
+from core.rules.states import check_transition
 
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 30.0
@@ -92,8 +93,11 @@ class JobHandle:
         return self._done.is_set()
 
     def run(self) -> Any:
-        """Run the job in the calling thread, keeping its catalog row current."""
-        _set_status(self.ctx, self.id, "running", started=True)
+        """Run the job in the calling thread, keeping its catalog row current. A job cancelled
+        before it started never runs (its claims are released by its own function's
+        `finally`, so the function is entered with the cancel event set)."""
+        if not _start(self.ctx, self.id):
+            self.cancel_event.set()
         self.status = "running"
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
@@ -183,8 +187,10 @@ def create_job(
     target_name: str,
     disk_id: str | None,
     fn: Callable[[JobContext], Any],
+    source_id: str | None = None,
 ) -> JobHandle:
-    """A job that claims nothing (verify, gc): its own transaction, handle not started."""
+    """A job that claims nothing (verify, gc): its own transaction, handle not started;
+    `source_id` names the backup it reads (which may not be deleted under it)."""
     with ctx.catalog.writer() as session:
         job = new_job(
             ctx,
@@ -194,20 +200,25 @@ def create_job(
             target_id=target_id,
             target_name=target_name,
             disk_id=disk_id,
+            source_id=source_id,
         )
         session.commit()
     return JobHandle(ctx, job, fn)
 
 
-def _set_status(ctx: Context, job_id: str, status: str, *, started: bool = False) -> None:
-    with ctx.catalog.session() as session:
+def _start(ctx: Context, job_id: str) -> bool:
+    """queued -> running, checked against the job's status machine; False if it was
+    cancelled (or is being cancelled) before it started."""
+    with ctx.catalog.writer() as session:
         job = session.get(Job, job_id)
-        job.status = status
-        if started:
-            job.started_at = utcnow()
-        job.heartbeat_at = utcnow()
+        if job.status != "queued":
+            return False
+        check_transition("job", job_id, current=job.status, new="running")
+        job.status = "running"
+        job.started_at = job.heartbeat_at = utcnow()
         session.add(job)
         session.commit()
+        return True
 
 
 def _finish(

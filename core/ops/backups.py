@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from core.base.errors import IntegrityError, ObjectMissing, UserError
 from core.base.units import human_size
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, VaultRecord, utcnow
+from core.catalog.models import Backup, Disk, Snapshot, VaultRecord, utcnow
 from core.catalog.names import check_new_name, commit_unique, default_name, unique_id
 from core.catalog.views import allocated_bytes, backup_view
 from core.engine import pipeline
@@ -276,6 +276,7 @@ def start_verify(ctx: Context, backup_ref: str, *, passphrase: str | None = None
         target_name=backup.name,
         disk_id=None,
         fn=run,
+        source_id=backup.id,
     )
 
 
@@ -283,11 +284,29 @@ def _delete_plan(
     ctx: Context, session: Session, backup: Backup, *, passphrase: str | None, measure: bool
 ) -> Plan:
     freed = 0
-    if measure:
+    if measure and backup.status == "available":
         vault = session.get(VaultRecord, backup.vault_id)
         freed = unique_bytes(ctx, backup, vault, passphrase=passphrase)
     return lifecycle.plan_backup_delete(
-        backup, unique_bytes=freed, readers=active_readers(session, backup.id)
+        backup,
+        unique_bytes=freed,
+        readers=active_readers(session, backup.id),
+        leaning=leaning_on(session, [backup.id]),
+    )
+
+
+def leaning_on(session: Session, backup_ids: list[str]) -> list[Snapshot]:
+    """Safety snapshots inside their window whose undo reads chunks from these backups."""
+    if not backup_ids:
+        return []
+    return list(
+        session.exec(
+            select(Snapshot).where(
+                Snapshot.leans_on.in_(backup_ids),  # type: ignore[union-attr]
+                Snapshot.status == "available",
+                Snapshot.expires_at >= utcnow(),  # type: ignore[operator]
+            )
+        ).all()
     )
 
 

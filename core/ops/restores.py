@@ -121,9 +121,11 @@ def start_restore(
             source_id=backup.id,
         )
         safety = None
+        before = target.status if target is not None else "available"
         if to_original:
             claim(session, target, "restoring", job_id=job.id)
             safety = new_snapshot_row(ctx, session, target, name=None, kind="safety", job_id=job.id)
+            safety.leans_on = backup.id  # its undo may read unchanged chunks from the backup
             session.commit()
         elif target is not None:  # resuming the interrupted restore of this backup
             claim(session, target, "restoring", job_id=job.id)
@@ -167,6 +169,7 @@ def start_restore(
                 context,
                 job_id=job.id,
                 disk=target,
+                before=before,
                 safety_id=safety.id,
                 restore_of=RestoreSource(
                     repo.read_manifest(backup.id),

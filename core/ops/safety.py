@@ -74,6 +74,7 @@ def take_snapshot(
         kind = session.get(Snapshot, snapshot_id).kind
     engine = engine_for(ctx, disk)
     try:
+        job.check_cancel()
         info = engine.create(
             snapshot_id,
             disk_meta=meta,
@@ -132,16 +133,19 @@ def overwrite(
     *,
     job_id: str,
     disk: Disk,
+    before: str,
     safety_id: str,
     restore_of: RestoreSource | None,
     fail_status: str,
     write: Callable[[frozenset[int] | None], None],
 ) -> None:
     """Safety snapshot, then `write(differing)`, then release the disk: `available` after
-    success; as it was if the disk was never touched; `fail_status` and marked incomplete if
-    the write stopped half-way (`disk undo` puts it back)."""
+    success; as it was (`before`) if the disk was never touched (a job cancelled before it
+    began touches nothing); `fail_status` and marked incomplete if the write stopped
+    half-way (`disk undo` puts it back)."""
     touched = ok = False
     try:
+        job.check_cancel()
         _, info = take_snapshot(ctx, disk, safety_id, job=job, restore_of=restore_of)
         touched = True
         write(info.differing)
@@ -152,7 +156,8 @@ def overwrite(
         elif touched:
             release_disk(ctx, disk.id, job_id=job_id, status=fail_status, incomplete=True)
         else:
-            release_disk(ctx, disk.id, job_id=job_id, status=disk.status)
+            discard_snapshot(ctx, disk, safety_id)  # never taken, or already discarded
+            release_disk(ctx, disk.id, job_id=job_id, status=before)
 
 
 def open_base(ctx: Context) -> BaseOpener:
@@ -237,8 +242,7 @@ def start_undo(
             disk_id=disk.id,
             source_id=safety.id,
         )
-        before = disk.status
-        claim(session, disk, "rolling-back", job_id=job.id)
+        before = claim(session, disk, "rolling-back", job_id=job.id)
         session.commit()
 
     def run(context: JobContext) -> dict[str, Any]:

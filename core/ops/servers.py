@@ -147,6 +147,22 @@ def reinstall_sources(ctx: Context, server_ref: str) -> tuple[dict[str, Any], li
         return {"id": system.id, "name": system.name}, list(found)
 
 
+def _claim_for_deletion(ctx: Context, snapshot_ids: list[str]) -> list[str]:
+    """Mark the snapshots still there and read by no job `deleting`; the rest are kept (a
+    job started reading one while the image was written: it wins, the user is told)."""
+    claimed = []
+    with ctx.catalog.writer() as session:
+        for snapshot_id in snapshot_ids:
+            snapshot = session.get(Snapshot, snapshot_id)
+            if snapshot is None or active_readers(session, snapshot_id):
+                continue
+            if snapshot.status != "deleting":
+                claim(session, snapshot, "deleting", job_id=None)
+            claimed.append(snapshot_id)
+        session.commit()
+    return claimed
+
+
 def _image_facts(session: Session, image: str) -> tuple[str, int, Backup | None]:
     path = Path(image)
     if path.is_file():
@@ -167,6 +183,11 @@ def _reinstall_plan(
     disks, snaps = _server_facts(session, server)
     system = lifecycle.system_disk(disks)
     image_name, image_size, backup = _image_facts(session, image)
+    readers = (
+        [j for s in snaps.get(system.id, ()) for j in active_readers(session, s.id)]
+        if system
+        else []
+    )
     plan = lifecycle.plan_os_reinstall(
         server,
         disks=disks,
@@ -175,6 +196,7 @@ def _reinstall_plan(
         image_size=image_size,
         facts=disk_facts(ctx, session, system) if system else None,
         force=force,
+        readers=readers,
     )
     return plan, system, backup
 
@@ -207,7 +229,7 @@ def start_reinstall(
             disk_id=system.id,
             source_id=backup.id if backup else None,
         )
-        claim(session, system, "restoring", job_id=job.id)
+        before = claim(session, system, "restoring", job_id=job.id)
         safety = new_snapshot_row(ctx, session, system, name=None, kind="safety", job_id=job.id)
         session.commit()
     repo = open_repository(ctx, vault) if vault is not None else None
@@ -237,12 +259,15 @@ def start_reinstall(
             context,
             job_id=job.id,
             disk=system,
+            before=before,
             safety_id=safety.id,
             restore_of=None,
             fail_status="error-restoring",
             write=write,
         )
-        for snapshot_id in doomed:  # only now: the snapshots were the way back until success
+        # only now: the snapshots were the way back until success
+        deleted = _claim_for_deletion(ctx, doomed)
+        for snapshot_id in deleted:
             discard_snapshot(ctx, system, snapshot_id, detail=f"OS reinstalled on {server.name}")
         with ctx.catalog.writer() as session:
             row = session.get(Server, server.id)
@@ -266,7 +291,8 @@ def start_reinstall(
             "created_at": None,
             "disk_id": system.id,
             "disk_name": system.name,
-            "snapshots_deleted": doomed,
+            "snapshots_deleted": deleted,
+            "snapshots_kept": [s for s in doomed if s not in deleted],
             "undo": safety.name,
         }
 

@@ -18,7 +18,7 @@ from core.catalog.names import check_new_name, commit_unique, default_name
 from core.catalog.views import snapshot_view
 from core.jobs.claims import active_readers, claim, owner_of, release_disk
 from core.jobs.runner import JobContext, JobHandle, new_job
-from core.ops.disks import insert_pool_disk
+from core.ops.disks import commit_new_disk, insert_pool_disk
 from core.ops.facts import check_plan, disk_facts
 from core.ops.safety import (
     discard_snapshot,
@@ -107,11 +107,9 @@ def get_snapshot(ctx: Context, ref: str) -> dict[str, Any]:
 
 def _delete_plan(ctx: Context, session: Session, snapshot: Snapshot, *, measure: bool) -> Plan:
     disk = session.get(Disk, snapshot.disk_id)
-    freed = (
-        engine_for(ctx, disk).freed_by_delete(snapshot.id, pool=ctx.locations.pool_dir)
-        if measure
-        else 0
-    )
+    freed = 0
+    if measure and snapshot.status != "deleting":  # a deletion cut short has freed some already
+        freed = engine_for(ctx, disk).freed_by_delete(snapshot.id, pool=ctx.locations.pool_dir)
     return lifecycle.plan_snapshot_delete(
         snapshot,
         disk=disk,
@@ -176,7 +174,7 @@ def start_rollback(
             disk_id=disk.id,
             source_id=snapshot.id,
         )
-        claim(session, disk, "rolling-back", job_id=job.id)
+        before = claim(session, disk, "rolling-back", job_id=job.id)
         safety = new_snapshot_row(ctx, session, disk, name=None, kind="safety", job_id=job.id)
         session.commit()
 
@@ -198,6 +196,7 @@ def start_rollback(
             context,
             job_id=job.id,
             disk=disk,
+            before=before,
             safety_id=safety.id,
             restore_of=engine.restore_source(snapshot.id),
             fail_status="error-rolling-back",
@@ -232,6 +231,7 @@ def _to_disk_plan(session: Session, snapshot: Snapshot, new_name: str) -> Plan:
         size=snapshot.size,
         new_name=new_name,
         name_taken=taken,
+        source_status=snapshot.status,
     )
 
 
@@ -267,7 +267,7 @@ def start_to_disk(ctx: Context, ref: str, new_name: str, *, plan: Plan | None = 
         )
         job.disk_id = target.id
         session.add(job)
-        commit_unique(session, f"a disk named {new_name!r}")
+        commit_new_disk(session, ctx, target)
 
     def run(context: JobContext) -> dict[str, Any]:
         ok = False

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlmodel import Session, func, select
 
-from core.base.errors import Conflict, UserError
+from core.base.errors import Conflict, NotFound, UserError
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, Job, Policy, VaultRecord
+from core.catalog.models import Backup, Disk, Job, Policy, Snapshot, VaultRecord, utcnow
 from core.catalog.names import check_new_name, commit_unique, unique_id
 from core.catalog.views import backup_view
 from core.jobs.runner import JobContext, JobHandle, create_job
@@ -169,15 +169,28 @@ def backup_counts(session: Session) -> dict[str, tuple[int, int, int]]:
 
 def _remove_plan(session: Session, vault: VaultRecord, *, force: bool) -> Plan:
     backups = session.exec(select(Backup).where(Backup.vault_id == vault.id)).all()
+    ids = [b.id for b in backups]
     running = session.exec(
         select(Job).where(
-            Job.target_id == vault.id,
+            (Job.target_id == vault.id) | Job.source_id.in_(ids),  # type: ignore[union-attr]
             Job.status.in_(JOB_ACTIVE),  # type: ignore[attr-defined]
+        )
+    ).all()
+    leaning = session.exec(
+        select(Snapshot).where(
+            Snapshot.leans_on.in_(ids),  # type: ignore[union-attr]
+            Snapshot.status == "available",
+            Snapshot.expires_at >= utcnow(),  # type: ignore[operator]
         )
     ).all()
     policies = session.exec(select(Policy).where(Policy.vault_id == vault.id)).all()
     return lifecycle.plan_vault_remove(
-        vault, backups=backups, force=force, running=running, policies=[p.name for p in policies]
+        vault,
+        backups=backups,
+        force=force,
+        running=running,
+        policies=[p.name for p in policies],
+        leaning=leaning,
     )
 
 
@@ -283,6 +296,8 @@ def import_vault(
         known = {b.id for b in session.exec(select(Backup)).all()}
     found = [repo.read_manifest(m) for m in repo.list_manifest_ids() if m not in known]
     with ctx.catalog.writer() as session:  # read the vault first, then hold the lock briefly
+        if session.get(VaultRecord, vault.id) is None:
+            raise NotFound(f"vault {vault.name} was removed while it was being read")
         for manifest in found:
             manifest_id = manifest.id
             if manifest.kind != "backup" or session.get(Backup, manifest_id) is not None:

@@ -360,7 +360,7 @@ class Repository:
             logical_bytes=sum(m.size for m in manifests),
         )
 
-    # --- writer sessions (see core.gc) --------------------------------------------------
+    # --- writer sessions (see core.repo.gc) --------------------------------------------------
 
     def begin_session(self, session_id: str) -> WriterSession:
         """Announce a writer, then read what GC has condemned (the order GC relies on)."""
@@ -421,7 +421,7 @@ class WriterSession:
 
     def _wait_for_gc(self) -> None:
         """A GC holding its lock may be deleting chunks this writer would reuse: wait until
-        it is done or its lease lapsed (a lapsed holder fences itself, core.gc)."""
+        it is done or its lease lapsed (a lapsed holder fences itself, core.repo.gc)."""
         while True:
             held = [
                 info

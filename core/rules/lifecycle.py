@@ -55,7 +55,8 @@ def _writers_refusal(disk: Disk, writers: Sequence[str], force: bool) -> str | N
 def _readers_refusal(kind: str, name: str, readers: Sequence[Job]) -> str | None:
     if readers:
         job = readers[0]
-        return f"{kind} {name} is being read by job {job.id} on host {job.host} ({job.kind})"
+        what = kind if kind.startswith("a snapshot of") else f"{kind} {name}"
+        return f"{what} is being read by job {job.id} on host {job.host} ({job.kind})"
     return None
 
 
@@ -135,7 +136,7 @@ def plan_disk_delete(
         target=f"{disk.name} ({disk.id})",
         items=tuple(items),
         refusal=disk_busy(disk, facts.owner)
-        or _readers_refusal("a snapshot of disk", disk.name, readers),
+        or _readers_refusal(f"a snapshot of disk {disk.name}", disk.name, readers),
     )
 
 
@@ -167,6 +168,7 @@ def plan_os_reinstall(
     facts: DiskFacts | None = None,
     already_happened: bool = False,
     force: bool = False,
+    readers: Sequence[Job] = (),
 ) -> Plan:
     """An OS reinstall or change deletes the system disk's snapshots, only after it succeeded;
     data-disk snapshots stay usable; backups are retained. A reinstall through blockvault
@@ -193,6 +195,7 @@ def plan_os_reinstall(
                 f"{system.name} ({human_size(system.size)})"
             )
         refusal = refusal or _overwrite_refusal(facts, source_size=image_size or 0, force=force)
+    refusal = refusal or _readers_refusal(f"a snapshot of disk {system.name}", system.name, readers)
     items += [snapshot_item(s, "delete", when=when) for s in snapshots_by_disk.get(system.id, ())]
     for disk in disks:
         if disk.role != "system":
@@ -236,8 +239,29 @@ def plan_backup(
     )
 
 
-def plan_backup_delete(backup: Backup, *, unique_bytes: int, readers: Sequence[Job] = ()) -> Plan:
-    """The bytes freed are the ones only this backup references (after deduplication)."""
+def plan_backup_delete(
+    backup: Backup,
+    *,
+    unique_bytes: int,
+    readers: Sequence[Job] = (),
+    leaning: Sequence[Snapshot] = (),
+) -> Plan:
+    """The bytes freed are the ones only this backup references (after deduplication).
+    Refused while it is still being made, while a job reads it, and while a safety snapshot
+    (the undo of a restore) reads unchanged chunks from it; a deletion cut short finishes."""
+    refusal = _readers_refusal("backup", backup.name, readers)
+    if refusal is None and backup.status == "creating":
+        refusal = f"backup {backup.name} is still being created"
+    if refusal is None and leaning:
+        safety = leaning[0]
+        refusal = (
+            f"backup {backup.name} holds chunks the undo of disk {safety.disk_id} needs "
+            f"(safety snapshot {safety.name}, until {safety.expires_at:%Y-%m-%d %H:%M}); "
+            "delete that snapshot first or wait"
+        )
+    note = "freed by the next vault gc"
+    if backup.status == "deleting":
+        note = "finishes a deletion cut short"
     return Plan(
         "delete backup",
         f"{backup.name} ({backup.id})",
@@ -248,10 +272,10 @@ def plan_backup_delete(backup: Backup, *, unique_bytes: int, readers: Sequence[J
                 backup.id,
                 backup.name,
                 unique_bytes,
-                "freed by the next vault gc",
+                note,
             ),
         ),
-        refusal=_readers_refusal("backup", backup.name, readers),
+        refusal=refusal,
     )
 
 
@@ -351,8 +375,10 @@ def plan_snapshot_create(facts: DiskFacts, *, strategy: str) -> Plan:
 def plan_snapshot_delete(
     snapshot: Snapshot, *, disk: Disk, owner: Job | None, readers: Sequence[Job], freed: int
 ) -> Plan:
-    """Deleting a snapshot never touches disks made from it; refused while a job reads it or
-    writes the disk's snapshot store. `freed`: bytes no other snapshot of the disk shares."""
+    """Deleting a snapshot never touches disks made from it; refused while a job reads it,
+    while it is being made, and while its disk is being snapshotted, rolled back or undone
+    (other writers of the store are safe: its writer sessions guard its chunks). `freed`:
+    bytes no other snapshot of the disk shares."""
     refusal = _readers_refusal("snapshot", snapshot.name, readers)
     if refusal is None and snapshot.status == "creating":
         refusal = f"snapshot {snapshot.name} is still being created"
@@ -398,16 +424,21 @@ def plan_new_disk_from(
     size: int,
     new_name: str,
     name_taken: bool = False,
+    source_status: str = "available",
 ) -> Plan:
-    """A new, unattached pool disk made from a snapshot or backup; nothing is overwritten."""
+    """A new, unattached pool disk made from an available snapshot or backup; nothing is
+    overwritten, and the name must be free."""
+    refusal = None
+    if source_status != "available":
+        refusal = f"{source_kind} {source_name} is {source_status}"
+    elif name_taken:
+        refusal = f"a disk named {new_name!r} already exists; choose another name"
     return Plan(
         f"new disk from {source_kind}",
         f"{source_name} -> {new_name}",
         (PlanItem("create", "disk", "", new_name, size, f"from {source_kind} {source_name}"),),
         destructive=False,
-        refusal=f"a disk named {new_name!r} already exists; choose another name"
-        if name_taken
-        else None,
+        refusal=refusal,
     )
 
 
@@ -442,6 +473,7 @@ def plan_vault_remove(
     force: bool,
     running: Sequence[Job] = (),
     policies: Sequence[str] = (),
+    leaning: Sequence[Snapshot] = (),
 ) -> Plan:
     """Forgetting a vault never deletes its data; refused while backups reference it, unless
     --force forgets them too (a later `vault import` brings them back)."""
@@ -461,6 +493,13 @@ def plan_vault_remove(
         refusal = (
             f"vault {vault.name} is the target of policy {', '.join(policies)}; delete it first"
         )
+    if leaning:
+        refusal = (
+            f"the undo of disk {leaning[0].disk_id} (safety snapshot {leaning[0].name}) reads "
+            f"chunks from vault {vault.name}; delete that snapshot first or wait"
+        )
+    if any(b.status == "creating" for b in backups):
+        refusal = f"a backup into vault {vault.name} is running"
     if running:
         refusal = f"vault {vault.name} is used by job {running[0].id} ({running[0].kind})"
     return Plan("remove vault", f"{vault.name} ({vault.location})", tuple(items), refusal=refusal)

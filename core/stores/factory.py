@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from core.base.errors import UserError
 from core.stores.base import ObjectStore
+from core.stores.local import LocalStore
 from core.stores.retry import RetryingStore
 
 S3_SPEC_FIELDS = (
@@ -48,8 +49,6 @@ def open_store(spec: dict[str, Any], **retry_options: Any) -> ObjectStore:
     """
     kind = spec.get("kind")
     if kind == "local":
-        from core.stores.local import LocalStore
-
         if not spec.get("path"):
             raise UserError("a local vault needs a path")
         inner: ObjectStore = LocalStore(spec["path"])

@@ -474,12 +474,12 @@ class Blockvault:
         self, *, policy: str | None = None, force: bool = False
     ) -> list[dict[str, Any]]:
         """What `policy run` would do now: the disks each due policy backs up, and its
-        retention plan as of now (before the new backups)."""
+        retention plan as it applies after those backups (if they succeed)."""
         return [
             {
                 "policy": p.name,
                 "backs_up": [d.name for d in disks],
-                "retention": policies.plan_retention_of(self.ctx, p.id).to_dict(),
+                "retention": policies.plan_retention_of(self.ctx, p.id, pending=True).to_dict(),
             }
             for p, disks in policies.due_policies(self.ctx, force=force, policy_ref=policy)
         ]

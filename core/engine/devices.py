@@ -258,18 +258,22 @@ def files_under(root: Path) -> list[Path]:
     return [f for f in found if f.is_file() and not f.is_symlink()]
 
 
-def exclusive_bytes(targets: list[Path], *, universe: Path) -> int:
+def exclusive_bytes(
+    targets: list[Path], *, universe: Path, ignore: list[Path] | None = None
+) -> int:
     """Bytes that deleting `targets` gives back to the filesystem: their allocated extents
-    that no other file under `universe` shares (reflink clones share extents). Files on a
-    filesystem without FIEMAP cannot share: their allocated blocks count."""
+    that no other file under `universe` shares (reflink clones share extents); files in
+    `ignore` are going too and share nothing that stays. Files on a filesystem without
+    FIEMAP cannot share: their allocated blocks count."""
     chosen = {p.resolve() for p in targets if p.is_file()}
+    gone = {p.resolve() for p in ignore or []}
     try:
         ours: list[tuple[int, int]] = []
         for path in chosen:
             ours += physical_extents(path)
         theirs: list[tuple[int, int]] = []
         for path in files_under(universe):
-            if path.resolve() not in chosen:
+            if path.resolve() not in chosen and path.resolve() not in gone:
                 theirs += physical_extents(path)
     except OSError:
         return sum(os.stat(p).st_blocks * 512 for p in chosen)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.base.errors import Cancelled, IntegrityError, ObjectMissing, UserError
+from core.base.errors import Cancelled, IntegrityError, UserError
 from core.base.progress import ProgressReporter
 from core.engine import devices, pipeline
 from core.engine.imaging import copy_image
@@ -269,22 +269,36 @@ class SnapshotEngine:
         """A reflink image onto a target on another filesystem: a plain kernel copy."""
         copy_image(source, target)
 
-    def freed_by_delete(self, snapshot_id: str, *, pool: Path) -> int:
-        """Bytes deleting this snapshot gives back: a clone's extents that no other file of the
-        pool shares, or the stored chunks no other snapshot of the disk references."""
-        image = self._image(snapshot_id)
-        if image.exists():
-            return devices.exclusive_bytes([image], universe=pool)
-        if not (self.folder / "store").exists():
-            return 0
-        store = self._store()
-        try:
-            chunks = store.unique_chunks(snapshot_id)
-        except ObjectMissing:
-            return 0
+    def freed_by_delete(self, snapshot_ids: list[str], *, pool: Path) -> dict[str, int]:
+        """Bytes deleting these snapshots gives back, per snapshot in the order given: a
+        clone's extents no other file of the pool shares, and the stored chunks (plus its
+        manifest) no other snapshot of the disk references, each counted once."""
+        freed: dict[str, int] = {}
+        going: list[Path] = []
+        chunked = []
+        for snapshot_id in snapshot_ids:
+            image = self._image(snapshot_id)
+            if image.exists():
+                freed[snapshot_id] = devices.exclusive_bytes([image], universe=pool, ignore=going)
+                going.append(image)
+            else:
+                chunked.append(snapshot_id)
         root = self.folder / "store"
-        files = [root / chunk_key(c) for c in chunks] + [root / "manifests" / snapshot_id]
-        return sum(f.stat().st_blocks * 512 for f in files if f.exists())
+        if chunked and root.exists():
+            store = self._store()
+            present = [s for s in chunked if (root / "manifests" / s).exists()]
+            doomed = set(present)
+            kept: set[str] = set()
+            for other in store.list_manifest_ids():
+                if other not in doomed:
+                    kept |= store.read_manifest(other).referenced()
+            seen: set[str] = set()
+            for snapshot_id in present:
+                mine = store.read_manifest(snapshot_id).referenced() - kept - seen
+                seen |= mine
+                files = [root / chunk_key(c) for c in mine] + [root / "manifests" / snapshot_id]
+                freed[snapshot_id] = sum(f.stat().st_blocks * 512 for f in files if f.exists())
+        return {s: freed.get(s, 0) for s in snapshot_ids}
 
     def delete(self, snapshot_id: str) -> None:
         """Free the snapshot's bytes: its clone, or the chunks no other snapshot uses."""

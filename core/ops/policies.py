@@ -18,7 +18,7 @@ from core.catalog.models import Backup, Disk, Policy, PolicyTarget, iso
 from core.catalog.names import check_new_name, commit_unique, unique_id
 from core.ops import backups
 from core.ops.facts import check_plan
-from core.ops.vaults import get_vault
+from core.ops.vaults import get_vault, open_repository
 from core.rules import lifecycle
 from core.rules.plans import Plan
 from core.rules.retention import (
@@ -136,33 +136,58 @@ def delete_policy(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
 
 
 def _retention_plan(
-    ctx: Context, session: Session, policy: Policy, *, now: datetime, measure: bool
+    ctx: Context,
+    session: Session,
+    policy: Policy,
+    *,
+    now: datetime,
+    measure: bool,
+    pending: bool = False,
 ) -> Plan:
+    """Retention of one policy. `pending`: as it will be after this run's backups (one new,
+    newest backup per covered disk), which is when `policy run` applies it; the new backup
+    is taken to hold what the disk's newest backup holds (exact for an unchanged disk)."""
     victims: list[Backup] = []
+    newest: list[str] = []
     for disk in _targets(session, policy):
-        mine = session.exec(
-            select(Backup).where(
-                Backup.policy_id == policy.id,
-                Backup.disk_id == disk.id,
-                Backup.status == "available",
-            )
-        ).all()
-        victims += retention_victims(
-            list(mine), keep_last=policy.keep_last, keep_days=policy.keep_days, now=now
+        mine = list(
+            session.exec(
+                select(Backup).where(
+                    Backup.policy_id == policy.id,
+                    Backup.disk_id == disk.id,
+                    Backup.status == "available",
+                )
+            ).all()
         )
-    freed = (
-        {b.id: backups.plan_delete_backup(ctx, b.id).bytes_freed for b in victims}
-        if measure
-        else None
-    )
+        if pending and mine:
+            newest.append(max(mine, key=lambda b: b.created_at).id)
+        if pending:
+            mine.append(
+                Backup(id="", name="(this run)", vault_id="", disk_id=disk.id, created_at=now)
+            )
+        victims += [
+            b
+            for b in retention_victims(
+                mine, keep_last=policy.keep_last, keep_days=policy.keep_days, now=now
+            )
+            if b.id
+        ]
+    freed = None
+    if measure and victims:
+        vault = get_vault(ctx, policy.vault_id)
+        repo = open_repository(ctx, vault)
+        freed = repo.freed_by_deleting([b.id for b in victims], kept_alike=newest)
     return plan_retention(policy, victims, freed=freed)
 
 
-def plan_retention_of(ctx: Context, ref: str, *, now: datetime | None = None) -> Plan:
-    """What retention would delete now (what `policy run --dry-run` shows)."""
+def plan_retention_of(
+    ctx: Context, ref: str, *, now: datetime | None = None, pending: bool = False
+) -> Plan:
+    """What retention deletes (`pending`: after this run's backups, as `policy run` does)."""
     with ctx.catalog.session() as session:
         policy = resolve(session, Policy, ref, kind="policy")
-        return _retention_plan(ctx, session, policy, now=now or datetime.now(UTC), measure=True)
+        moment = now or datetime.now(UTC)
+        return _retention_plan(ctx, session, policy, now=moment, measure=True, pending=pending)
 
 
 def due_policies(

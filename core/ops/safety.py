@@ -213,15 +213,23 @@ def latest_safety(session: Session, disk_id: str) -> Snapshot | None:
     ).first()
 
 
-def _undo_plan(ctx: Context, session: Session, disk: Disk, *, force: bool) -> Plan:
+def _undo_plan(
+    ctx: Context, session: Session, disk: Disk, *, force: bool, measure: bool = False
+) -> Plan:
+    safety = latest_safety(session, disk.id)
+    freed = 0
+    if measure and safety is not None:
+        engine = engine_for(ctx, disk)
+        freed = engine.freed_by_delete([safety.id], pool=ctx.locations.pool_dir)[safety.id]
     return lifecycle.plan_undo(
-        disk_facts(ctx, session, disk), safety=latest_safety(session, disk.id), force=force
+        disk_facts(ctx, session, disk), safety=safety, force=force, freed=freed
     )
 
 
 def plan_undo(ctx: Context, disk_ref: str, *, force: bool = False) -> Plan:
     with ctx.catalog.session() as session:
-        return _undo_plan(ctx, session, resolve(session, Disk, disk_ref, kind="disk"), force=force)
+        disk = resolve(session, Disk, disk_ref, kind="disk")
+        return _undo_plan(ctx, session, disk, force=force, measure=True)
 
 
 def start_undo(

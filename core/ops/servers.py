@@ -22,7 +22,7 @@ from core.engine.imaging import copy_image
 from core.jobs.claims import active_readers, claim
 from core.jobs.runner import JobContext, JobHandle, new_job
 from core.ops.facts import check_plan, disk_facts
-from core.ops.safety import discard_snapshot, new_snapshot_row, overwrite
+from core.ops.safety import discard_snapshot, engine_for, new_snapshot_row, overwrite
 from core.ops.vaults import open_repository
 from core.rules import lifecycle
 from core.rules.plans import Plan
@@ -85,7 +85,18 @@ def _server_facts(session: Session, server: Server) -> tuple[list[Disk], dict[st
     return disks, snaps
 
 
-def _os_changed_plan(session: Session, server: Server) -> Plan:
+def _freed(
+    ctx: Context, disks: list[Disk], snaps: dict[str, list[Snapshot]], *, measure: bool
+) -> dict[str, int]:
+    """What deleting the system disk's snapshots frees, each counted once (for the plan)."""
+    system = lifecycle.system_disk(disks)
+    if not measure or system is None or not snaps.get(system.id):
+        return {}
+    ids = [s.id for s in snaps[system.id] if s.status != "deleting"]
+    return engine_for(ctx, system).freed_by_delete(ids, pool=ctx.locations.pool_dir)
+
+
+def _os_changed_plan(ctx: Context, session: Session, server: Server, *, measure: bool) -> Plan:
     disks, snaps = _server_facts(session, server)
     return lifecycle.plan_os_reinstall(
         server,
@@ -94,19 +105,21 @@ def _os_changed_plan(session: Session, server: Server) -> Plan:
         image_name=None,
         image_size=None,
         already_happened=True,
+        freed=_freed(ctx, disks, snaps, measure=measure),
     )
 
 
 def plan_os_changed(ctx: Context, server_ref: str) -> Plan:
     with ctx.catalog.session() as session:
-        return _os_changed_plan(session, resolve(session, Server, server_ref, kind="server"))
+        server = resolve(session, Server, server_ref, kind="server")
+        return _os_changed_plan(ctx, session, server, measure=True)
 
 
 def os_changed(ctx: Context, server_ref: str, *, plan: Plan | None = None) -> Plan:
     """The OS was reinstalled outside blockvault: the system disk's snapshots go now."""
     with ctx.catalog.writer() as session:
         server = resolve(session, Server, server_ref, kind="server")
-        now = check_plan(plan, _os_changed_plan(session, server))
+        now = check_plan(plan, _os_changed_plan(ctx, session, server, measure=False))
         doomed = []
         for item in now.of("delete", "snapshot"):
             snapshot = session.get(Snapshot, item.id)
@@ -178,7 +191,13 @@ def _image_facts(session: Session, image: str) -> tuple[str, int, Backup | None]
 
 
 def _reinstall_plan(
-    ctx: Context, session: Session, server: Server, image: str, *, force: bool
+    ctx: Context,
+    session: Session,
+    server: Server,
+    image: str,
+    *,
+    force: bool,
+    measure: bool = False,
 ) -> tuple[Plan, Disk | None, Backup | None]:
     disks, snaps = _server_facts(session, server)
     system = lifecycle.system_disk(disks)
@@ -197,6 +216,7 @@ def _reinstall_plan(
         facts=disk_facts(ctx, session, system) if system else None,
         force=force,
         readers=readers,
+        freed=_freed(ctx, disks, snaps, measure=measure),
     )
     return plan, system, backup
 
@@ -205,7 +225,7 @@ def plan_reinstall(ctx: Context, server_ref: str, image: str, *, force: bool = F
     """Reinstall from an image file or a backup id/name onto the server's system disk."""
     with ctx.catalog.session() as session:
         server = resolve(session, Server, server_ref, kind="server")
-        return _reinstall_plan(ctx, session, server, image, force=force)[0]
+        return _reinstall_plan(ctx, session, server, image, force=force, measure=True)[0]
 
 
 def start_reinstall(
@@ -273,6 +293,15 @@ def start_reinstall(
             row = session.get(Server, server.id)
             row.os_image = image
             session.add(row)
+            record(
+                session,
+                ctx,
+                "disk.reinstall",
+                kind="disk",
+                object_id=system.id,
+                name=system.name,
+                detail=f"OS image {image} written",
+            )
             record(
                 session,
                 ctx,

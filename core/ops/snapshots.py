@@ -109,7 +109,8 @@ def _delete_plan(ctx: Context, session: Session, snapshot: Snapshot, *, measure:
     disk = session.get(Disk, snapshot.disk_id)
     freed = 0
     if measure and snapshot.status != "deleting":  # a deletion cut short has freed some already
-        freed = engine_for(ctx, disk).freed_by_delete(snapshot.id, pool=ctx.locations.pool_dir)
+        engine = engine_for(ctx, disk)
+        freed = engine.freed_by_delete([snapshot.id], pool=ctx.locations.pool_dir)[snapshot.id]
     return lifecycle.plan_snapshot_delete(
         snapshot,
         disk=disk,

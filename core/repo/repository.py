@@ -342,6 +342,29 @@ class Repository:
                     break
         return target
 
+    def freed_by_deleting(
+        self, manifest_ids: list[str], *, kept_alike: tuple[str, ...] | list[str] = ()
+    ) -> dict[str, int]:
+        """Stored bytes deleting these manifests frees, per manifest in the order given: each
+        chunk no other manifest references counts once, for the first of them naming it.
+        `kept_alike`: manifests (among them) whose chunks a new manifest will reference
+        again, so they stay (a new backup of a disk repeats its newest backup's chunks)."""
+        doomed = set(manifest_ids)
+        kept: set[str] = set()
+        for alike in kept_alike:
+            kept |= self.read_manifest(alike).referenced()
+        for other in self.list_manifest_ids():
+            if other not in doomed:
+                kept |= self.read_manifest(other).referenced()
+        sizes = self.chunk_sizes()
+        seen: set[str] = set()
+        freed = {}
+        for manifest_id in manifest_ids:
+            mine = self.read_manifest(manifest_id).referenced() - kept - seen
+            seen |= mine
+            freed[manifest_id] = sum(sizes.get(c, 0) for c in mine)
+        return freed
+
     def unique_bytes(self, manifest_id: str) -> int:
         """Stored bytes only this manifest references: what deleting it frees after dedup."""
         target = self.unique_chunks(manifest_id)

@@ -169,6 +169,7 @@ def plan_os_reinstall(
     already_happened: bool = False,
     force: bool = False,
     readers: Sequence[Job] = (),
+    freed: dict[str, int] | None = None,
 ) -> Plan:
     """An OS reinstall or change deletes the system disk's snapshots, only after it succeeded;
     data-disk snapshots stay usable; backups are retained. A reinstall through blockvault
@@ -196,7 +197,15 @@ def plan_os_reinstall(
             )
         refusal = refusal or _overwrite_refusal(facts, source_size=image_size or 0, force=force)
     refusal = refusal or _readers_refusal(f"a snapshot of disk {system.name}", system.name, readers)
-    items += [snapshot_item(s, "delete", when=when) for s in snapshots_by_disk.get(system.id, ())]
+    freed = freed or {}
+    doomed = snapshots_by_disk.get(system.id, ())
+    items += [snapshot_item(s, "delete", when=when, freed=freed.get(s.id, 0)) for s in doomed]
+    warnings: tuple[str, ...] = ()
+    if not already_happened and any(freed.get(s.id) for s in doomed):
+        warnings = (
+            "frees at most this: the safety snapshot taken first keeps whatever of these "
+            "snapshots the disk still holds",
+        )
     for disk in disks:
         if disk.role != "system":
             items += [snapshot_item(s, "keep") for s in snapshots_by_disk.get(disk.id, ())]
@@ -205,6 +214,7 @@ def plan_os_reinstall(
         f"server {server.name} (system disk {system.name})",
         tuple(items),
         refusal=refusal,
+        warnings=warnings,
         confirm_text=None if already_happened else system.name,
     )
 
@@ -442,7 +452,9 @@ def plan_new_disk_from(
     )
 
 
-def plan_undo(facts: DiskFacts, *, safety: Snapshot | None, force: bool = False) -> Plan:
+def plan_undo(
+    facts: DiskFacts, *, safety: Snapshot | None, force: bool = False, freed: int = 0
+) -> Plan:
     """Undo puts a disk back as it was before the last overwrite, within the safety window,
     in one step, also after an interrupted restore or rollback (and clears its mark)."""
     disk = facts.disk
@@ -455,7 +467,7 @@ def plan_undo(facts: DiskFacts, *, safety: Snapshot | None, force: bool = False)
         f"disk {disk.name} back to {safety.created_at:%Y-%m-%d %H:%M:%S}",
         (
             PlanItem("overwrite", "disk", disk.id, disk.name, safety.size, note),
-            snapshot_item(safety, "delete", when="after-success"),
+            snapshot_item(safety, "delete", when="after-success", freed=freed),
         ),
         refusal=refusal,
         confirm_text=disk.name,

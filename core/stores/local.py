@@ -4,14 +4,22 @@ A put writes a temp file in the target directory, fsyncs it, then renames it int
 (or hard-links it for create_only, which fails instead of overwriting) and fsyncs the
 directory, so a crash leaves either the old object, the new one, or a stray temp file that
 `list` ignores — never a torn object.
+
+Confined (RELIABILITY I12): a vault is a directory other people may write. Every path below
+the root is walked one component at a time with `dir_fd` and O_NOFOLLOW, so a symlink
+planted anywhere inside (`trash -> /`, `chunks/ab -> /etc`) is refused, never followed; only
+regular files are read or deleted, reads never block on a FIFO and are bounded; there is no
+recursive delete. Folders are made 0700 and objects 0600: a vault is readable by its owner only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +30,12 @@ from core.stores.base import ObjectInfo, ObjectStore
 
 #: temp files start with this; keys may not, so a listing never shows half-written objects
 TEMP_PREFIX = ".bvtmp-"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class InvalidKey(StoreError, ValueError):
@@ -90,19 +104,16 @@ class LocalStore(ObjectStore):
         self.root = Path(root).expanduser().absolute()
         self.location = str(self.root)
         try:
-            self._makedirs(self.root)
+            self._make_root()
         except OSError as exc:
             raise _store_error("creating vault directory", str(self.root), exc) from exc
         # Only guards the create_only fallback for filesystems without hard links.
         self._lock = threading.Lock()
 
-    def _path(self, key: str) -> Path:
-        return self.root.joinpath(*validate_key(key).split("/"))
-
-    def _makedirs(self, directory: Path) -> None:
-        """mkdir -p that also fsyncs each new directory's parent, so the entry survives a crash."""
+    def _make_root(self) -> None:
+        """mkdir -p of the root itself (the admin's path: symlinks there are the admin's)."""
         missing: list[Path] = []
-        probe = directory
+        probe = self.root
         while not probe.is_dir():
             missing.append(probe)
             if probe.parent == probe:
@@ -110,21 +121,78 @@ class LocalStore(ObjectStore):
             probe = probe.parent
         for new_dir in reversed(missing):
             try:
-                new_dir.mkdir()
+                new_dir.mkdir(mode=DIR_MODE)
             except FileExistsError:
                 if not new_dir.is_dir():
                     raise
-                continue  # another thread made it (and fsyncs its parent)
+                continue
             if self.sync_each_put:
                 _fsync_dir(new_dir.parent)
 
+    # --- confined path walking --------------------------------------------------------
+
+    def _parent_fd(self, key: str, *, create: bool = False) -> tuple[int, str]:
+        """An fd of the folder holding `key` and the key's last segment: every folder on the
+        way opened with O_NOFOLLOW beneath the root (made 0700 when `create`)."""
+        segments = validate_key(key).split("/")
+        fd = os.open(self.root, _ROOT_FLAGS)
+        for segment in segments[:-1]:
+            fd = self._step(fd, segment, key, create=create)  # consumes fd, even on error
+        return fd, segments[-1]
+
+    def _step(self, fd: int, segment: str, key: str, *, create: bool) -> int:
+        """Open `segment` below `fd` as a real folder (never a symlink); closes `fd`."""
+        try:
+            try:
+                child = os.open(segment, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(segment, DIR_MODE, dir_fd=fd)
+                    if self.sync_each_put:
+                        os.fsync(fd)
+                except FileExistsError:
+                    pass  # another writer made it
+                child = os.open(segment, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _escape(key) from None
+            raise
+        finally:
+            os.close(fd)
+        return child
+
+    def _open_file(self, key: str) -> int:
+        """Open an object for reading: a regular file, no symlink, no FIFO wait."""
+        parent, name = self._parent_fd(key)
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _escape(key) from None
+            raise
+        finally:
+            os.close(parent)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "a folder is not an object", key)
+            raise StoreError(f"vault object {key!r} is not a regular file; refusing to read it")
+        return fd
+
+    # --- the interface ----------------------------------------------------------------
+
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> bool:
         """Write atomically; with create_only, never replace an existing object."""
-        path = self._path(key)
         try:
-            self._makedirs(path.parent)
-            tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            parent, name = self._parent_fd(key, create=True)
+        except OSError as exc:
+            raise _store_error("writing", key, exc) from exc
+        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, _WRITE_FLAGS, FILE_MODE, dir_fd=parent)
             try:
                 try:
                     view = memoryview(data)
@@ -134,21 +202,37 @@ class LocalStore(ObjectStore):
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-                created = self._link_or_replace(tmp, path) if create_only else True
-                if not create_only:
-                    os.replace(tmp, path)
+                if create_only:
+                    created = self._link_or_replace(parent, tmp, name)
+                else:
+                    self._refuse_non_file(parent, name, key)
+                    os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+                    created = True
             finally:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=parent)
             if self.sync_each_put:
-                _fsync_dir(path.parent)
+                os.fsync(parent)
             return created
         except OSError as exc:
             raise _store_error("writing", key, exc) from exc
+        finally:
+            os.close(parent)
 
-    def _link_or_replace(self, tmp: Path, path: Path) -> bool:
-        """Publish `tmp` at `path` unless something is there: link(2) fails rather than replace."""
+    @staticmethod
+    def _refuse_non_file(parent: int, name: str, key: str) -> None:
+        """Replacing is only for objects: a planted symlink or folder there is an error."""
         try:
-            os.link(tmp, path)
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise _escape(key)
+
+    def _link_or_replace(self, parent: int, tmp: str, name: str) -> bool:
+        """Publish `tmp` as `name` unless something is there: link(2) fails rather than replace."""
+        try:
+            os.link(tmp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
             return True
         except FileExistsError:
             return False
@@ -158,10 +242,12 @@ class LocalStore(ObjectStore):
         # No hard links here (some FUSE/SMB mounts): check-then-rename, race-free between this
         # process's threads only; a second process writing the same key could still replace it.
         with self._lock:
-            if path.exists():
+            try:
+                os.stat(name, dir_fd=parent, follow_symlinks=False)
                 return False
-            os.replace(tmp, path)
-            return True
+            except FileNotFoundError:
+                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+                return True
 
     def flush(self) -> None:
         """syncfs(2) on the store's filesystem: every earlier put and delete is durable."""
@@ -173,65 +259,129 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
 
-    def get(self, key: str) -> bytes:
-        path = self._path(key)
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; more than `max_bytes` is refused before it is read."""
         try:
-            return path.read_bytes()
+            fd = self._open_file(key)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectMissing(f"no object {key!r} in {self.location}") from exc
         except OSError as exc:
             raise _store_error("reading", key, exc) from exc
+        try:
+            size = os.fstat(fd).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise StoreError(
+                    f"vault object {key!r} is {size} bytes, more than the {max_bytes} allowed"
+                )
+            chunks = []
+            while True:
+                block = os.read(fd, 1 << 20)
+                if not block:
+                    break
+                chunks.append(block)
+                if max_bytes is not None and sum(map(len, chunks)) > max_bytes:
+                    raise StoreError(f"vault object {key!r} grew past {max_bytes} bytes")
+            return b"".join(chunks)
+        except OSError as exc:
+            raise _store_error("reading", key, exc) from exc
+        finally:
+            os.close(fd)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            parent, name = self._parent_fd(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise _store_error("checking", key, exc) from exc
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        finally:
+            os.close(parent)
+        return stat.S_ISREG(st.st_mode)
 
     def delete(self, key: str) -> None:
-        """Unlink; empty directories stay, so a concurrent put into them never races a rmdir."""
-        path = self._path(key)
+        """Unlink one regular file beneath the root; a symlink or folder there is refused.
+        Empty folders stay, so a concurrent put into them never races a rmdir."""
         try:
-            path.unlink()
+            parent, name = self._parent_fd(key)
         except (FileNotFoundError, NotADirectoryError):
             return
-        except IsADirectoryError:
-            return  # a "directory" key is not an object
         except OSError as exc:
             raise _store_error("deleting", key, exc) from exc
-        if not self.sync_each_put:
-            return
         try:
-            _fsync_dir(path.parent)
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                return  # a "directory" key is not an object
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(
+                    f"vault object {key!r} is not a regular file; refusing to delete it"
+                )
+            try:
+                os.unlink(name, dir_fd=parent)
+            except FileNotFoundError:
+                return
+            if self.sync_each_put:
+                os.fsync(parent)
         except OSError as exc:
             raise _store_error("deleting", key, exc) from exc
+        finally:
+            os.close(parent)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Walk only the subtree the prefix can be in; temp files and vanished files are skipped."""
+        """Walk only the subtree the prefix can be in, never through a symlink; temp files,
+        vanished files and anything but regular files are skipped."""
         validate_prefix(prefix)
         head, _, _ = prefix.rpartition("/")
-        start = self.root.joinpath(*head.split("/")) if head else self.root
         base = f"{head}/" if head else ""
         try:
-            yield from self._walk(start, base, prefix)
+            fd = os.open(self.root, _ROOT_FLAGS)
+            try:
+                for segment in head.split("/") if head else ():
+                    fd = self._step(fd, segment, head, create=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            try:
+                yield from self._walk(fd, base, prefix)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise _store_error("listing", prefix, exc) from exc
 
-    def _walk(self, directory: Path, base: str, prefix: str) -> Iterator[ObjectInfo]:
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            return
+    def _walk(self, fd: int, base: str, prefix: str) -> Iterator[ObjectInfo]:
+        with os.scandir(fd) as scan:
+            entries = list(scan)
         for entry in entries:
             if entry.name.startswith(TEMP_PREFIX):
                 continue
             key = base + entry.name
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    # descend only if keys below could match the prefix
-                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
-                        yield from self._walk(Path(entry.path), key + "/", prefix)
-                    continue
-                if not key.startswith(prefix) or not entry.is_file(follow_symlinks=False):
-                    continue
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # deleted while we walked
-            yield ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime)
+            if stat.S_ISDIR(st.st_mode):
+                # descend only if keys below could match the prefix
+                if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                    try:
+                        child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                    try:
+                        yield from self._walk(child, key + "/", prefix)
+                    finally:
+                        os.close(child)
+                continue
+            if key.startswith(prefix) and stat.S_ISREG(st.st_mode):
+                yield ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime)
+
+
+def _escape(key: str) -> StoreError:
+    return StoreError(
+        f"vault path of {key!r} goes through a symlink or a non-folder; refusing to follow it "
+        "out of the vault"
+    )

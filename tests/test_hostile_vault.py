@@ -1,0 +1,116 @@
+"""A vault is a folder other people can write (RELIABILITY I12): nothing planted in it makes
+blockvault read, write or delete outside it, hang, or leave files readable by others.
+
+Each test plants what the issue "Hostile vaults and bad input" found, runs the real CLI, and
+checks the files outside the vault byte for byte, the exit code and the one-line error.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import CLI
+from tests.test_backup_reliability import CONFIG, MiB, fill, run_job
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
+    return CLI.with_config(tmp_path / "home", capsys, CONFIG)
+
+
+def bait(folder: Path) -> dict[Path, bytes]:
+    """Old files outside the vault that a confused gc or backup would delete or overwrite."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name in ("config.txt", "ab" * 32, "notes"):
+        path = folder / name
+        path.write_bytes(os.urandom(64))
+        old = time.time() - 30 * 24 * 3600
+        os.utime(path, (old, old))
+        files[path] = path.read_bytes()
+    return files
+
+
+def untouched(files: dict[Path, bytes], folder: Path) -> None:
+    assert {p: p.read_bytes() for p in files} == files
+    assert sorted(folder.iterdir()) == sorted(files), "nothing was written outside the vault"
+
+
+def backed_up(cli: CLI) -> dict:
+    disk = cli.ok("disk", "create", "d", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=1)
+    backup = run_job(cli, "backup", "create", "d")
+    cli.ok("backup", "delete", backup["id"], "--yes")  # its chunks become garbage
+    return backup
+
+
+@pytest.mark.parametrize("planted", ["trash", "condemned", "chunks/ab", "sessions"])
+def test_gc_never_follows_a_symlink_out_of_the_vault(
+    cli: CLI, tmp_path: Path, planted: str
+) -> None:
+    backed_up(cli)
+    outside = tmp_path / "outside"
+    files = bait(outside)
+    link = cli.home / "vault" / planted
+    if link.exists():
+        os.rename(link, link.with_name(link.name + ".moved"))
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside)
+    result = cli("vault", "gc", "--grace", "0")
+    assert "Traceback" not in result.err
+    if result.code != 0:
+        assert "symlink" in result.err
+    untouched(files, outside)
+
+
+@pytest.mark.parametrize("planted", ["chunks", "sessions", "manifests"])
+def test_a_backup_never_writes_through_a_planted_symlink(
+    cli: CLI, tmp_path: Path, planted: str
+) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=2)
+    run_job(cli, "backup", "create", "d")  # the vault exists
+    outside = tmp_path / "outside"
+    files = bait(outside)
+    vault = cli.home / "vault"
+    if planted == "chunks":  # every chunks/XX folder a new chunk could land in
+        for prefix in (f"{i:02x}" for i in range(256)):
+            link = vault / "chunks" / prefix
+            if link.exists():
+                os.rename(link, vault / f"moved-{prefix}")
+            link.symlink_to(outside)
+    else:
+        link = vault / planted
+        os.rename(link, vault / f"moved-{planted}")
+        link.symlink_to(outside)
+    fill(disk["path"], 2 * MiB, seed=3)  # new chunks to store
+    assert "symlink" in cli.fails("backup", "create", "d")
+    untouched(files, outside)
+
+
+def test_a_planted_config_link_or_fifo_is_refused_not_read(cli: CLI, tmp_path: Path) -> None:
+    vault = tmp_path / "v1"
+    vault.mkdir()
+    (vault / "config").symlink_to("/dev/zero")
+    assert "symlink" in cli.fails("vault", "add", "v1", "--path", str(vault))
+    fifo = tmp_path / "v2"
+    fifo.mkdir()
+    os.mkfifo(fifo / "config")
+    started = time.monotonic()
+    assert "not a regular file" in cli.fails("vault", "add", "v2", "--path", str(fifo))
+    assert time.monotonic() - started < 5
+
+
+def test_a_local_vault_is_readable_by_its_owner_only(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "1M")
+    fill(disk["path"], MiB, seed=3)
+    run_job(cli, "backup", "create", "d")
+    vault = cli.home / "vault"
+    for path in [vault, *vault.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"

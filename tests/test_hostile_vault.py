@@ -7,6 +7,7 @@ checks the files outside the vault byte for byte, the exit code and the one-line
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -114,3 +115,100 @@ def test_a_local_vault_is_readable_by_its_owner_only(cli: CLI) -> None:
     for path in [vault, *vault.rglob("*")]:
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+# --- authenticated settings ----------------------------------------------------------------
+
+PASSPHRASE = "correct horse battery staple 42"
+MARKER = b"PLAINTEXT-MARKER-blockvault-hostile"
+
+
+def edit_config(vault: Path, **changes: object) -> None:
+    config = json.loads((vault / "config").read_bytes())
+    config.update(changes)
+    (vault / "config").write_text(json.dumps(config))
+
+
+def test_a_changed_config_is_refused_naming_what_changed(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "1M")
+    fill(disk["path"], MiB, seed=4)
+    run_job(cli, "backup", "create", "d")
+    edit_config(cli.home / "vault", chunk_size=524288)
+    line = cli.fails("backup", "create", "d")
+    assert "config changed since it was added" in line
+    assert "chunk_size was 262144, now 524288" in line
+
+
+def test_encryption_cannot_be_switched_off_from_outside(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BLOCKVAULT_PASSPHRASE", PASSPHRASE)
+    sealed = tmp_path / "sealed"
+    cli.ok("vault", "add", "sealed", "--path", str(sealed), "--encrypt")
+    disk = cli.ok("disk", "create", "d", "--size", "1M")
+    with open(disk["path"], "r+b") as handle:
+        handle.write(MARKER * 1000)
+    run_job(cli, "backup", "create", "d", "--vault", "sealed")
+    edit_config(sealed, encryption=None)
+    with open(disk["path"], "r+b") as handle:
+        handle.write(MARKER[::-1] * 2000)  # new data the backup would have to store
+    line = cli.fails("backup", "create", "d", "--vault", "sealed")
+    assert "refusing to write plaintext" in line
+    for path in sealed.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert MARKER not in data and MARKER[::-1] not in data
+
+
+def test_an_encrypted_config_edited_without_the_key_fails_authentication(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Even a host that never saw the vault (a fresh catalog) refuses edited settings."""
+    monkeypatch.setenv("BLOCKVAULT_PASSPHRASE", PASSPHRASE)
+    sealed = tmp_path / "sealed"
+    cli.ok("vault", "add", "sealed", "--path", str(sealed), "--encrypt")
+    edit_config(sealed, compression=19)
+    other = CLI(tmp_path / "other-host", capsys)
+    assert "fail authentication" in other.fails("vault", "add", "x", "--path", str(sealed))
+
+
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        ({"chunk_size": 0}, "chunk size"),
+        ({"chunk_size": -4096}, "chunk size"),
+        ({"chunk_size": 1 << 40}, "chunk size"),
+        ({"chunk_size": "big"}, "chunk size"),
+        ({"compression": "lz4"}, "unknown compression"),
+        ({"chunk_hash": "md5"}, "unknown chunk hash"),
+        ({"encryption": [1, 2]}, "encryption entry"),
+        ({"version": 99}, "unsupported vault version"),
+    ],
+)
+def test_a_damaged_config_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict, says: str
+) -> None:
+    vault = tmp_path / "v"
+    first = CLI(tmp_path / "a", capsys)
+    first.ok("vault", "add", "v", "--path", str(vault))
+    edit_config(vault, **changes)
+    assert says in CLI(tmp_path / "b", capsys).fails("vault", "add", "v", "--path", str(vault))
+
+
+def test_hostile_key_parameters_and_huge_configs_are_refused_cheaply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BLOCKVAULT_PASSPHRASE", PASSPHRASE)
+    vault = tmp_path / "v"
+    CLI(tmp_path / "a", capsys).ok("vault", "add", "v", "--path", str(vault), "--encrypt")
+    config = json.loads((vault / "config").read_bytes())
+    config["encryption"].update(n=1 << 20, r=32, p=4)  # 16 GiB of scrypt memory
+    (vault / "config").write_text(json.dumps(config))
+    started = time.monotonic()
+    line = CLI(tmp_path / "b", capsys).fails("vault", "add", "v", "--path", str(vault))
+    assert "unsafe parameters" in line or "memory" in line
+    assert time.monotonic() - started < 5
+    (vault / "config").write_bytes(b" " * (1 << 20) + b"{}")
+    assert "more than" in CLI(tmp_path / "c", capsys).fails(
+        "vault", "add", "w", "--path", str(vault)
+    )

@@ -49,6 +49,8 @@ def _v3_claims(op: Operations) -> None:
                 batch.add_column(sa.Column("claim_job_id", sa.String(), nullable=True))
             if table == "snapshots":
                 batch.add_column(sa.Column("leans_on", sa.String(), nullable=True))
+            if table == "vaults":
+                batch.add_column(sa.Column("config_settings", sa.String(), nullable=True))
     with op.batch_alter_table("disks") as batch:
         batch.add_column(sa.Column("origin", sa.String(), nullable=True))
     if "jobs" in present:

@@ -104,6 +104,9 @@ class VaultRecord(SQLModel, table=True):
     encrypted: bool = False
     status: str = "available"
     version: int = 0
+    #: the vault's settings (chunk size, compression, encryption...) as first seen: a vault
+    #: whose config changes afterwards is refused (canonical JSON, no secret in it)
+    config_settings: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -7,13 +7,14 @@ a secret: credentials come from the standard AWS chain, passphrases from the env
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, func, select
 
-from core.base.errors import Conflict, NotFound, UserError
+from core.base.errors import Conflict, IntegrityError, NotFound, UserError
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Job, Policy, Snapshot, VaultRecord, utcnow
 from core.catalog.names import check_new_name, commit_unique, unique_id
@@ -21,7 +22,7 @@ from core.catalog.views import backup_view
 from core.jobs.runner import JobContext, JobHandle, create_job
 from core.ops.facts import check_plan
 from core.repo.gc import collect_garbage
-from core.repo.repository import Repository
+from core.repo.repository import Repository, settings_of
 from core.rules import lifecycle
 from core.rules.plans import Plan
 from core.rules.states import JOB_ACTIVE
@@ -65,8 +66,52 @@ def open_repository(
         passphrase=passphrase if vault.encrypted else None,
         cache_dir=ctx.locations.cache_dir / vault.id,
     )
+    _check_settings(ctx, vault, repo)
     ctx.repositories[key] = repo
     return repo
+
+
+def canonical_settings(repo: Repository) -> str:
+    return json.dumps(settings_of(repo.config), sort_keys=True, separators=(",", ":"))
+
+
+def _check_settings(ctx: Context, vault: VaultRecord, repo: Repository) -> None:
+    """The settings that decide how data is written may not change behind the catalog's
+    back: an encrypted vault never receives plaintext (I8, I12)."""
+    if vault.encrypted and not repo.encrypted:
+        raise IntegrityError(
+            f"vault {vault.name} is encrypted, but its config now says it is not; refusing to "
+            "write plaintext into it (someone edited the config)"
+        )
+    now = canonical_settings(repo)
+    if vault.config_settings is None:  # first open since the catalog learnt to remember
+        with ctx.catalog.writer() as session:
+            row = session.get(VaultRecord, vault.id)
+            if row is not None and row.config_settings is None:
+                row.config_settings = now
+                session.add(row)
+                session.commit()
+        vault.config_settings = now
+        return
+    if vault.config_settings == now:
+        return
+    before, after = json.loads(vault.config_settings), json.loads(now)
+    changes = [
+        _describe(k, before.get(k), after.get(k)) for k in before if before[k] != after.get(k)
+    ]
+    raise IntegrityError(
+        f"vault {vault.name}'s config changed since it was added ({'; '.join(changes)}); "
+        "refusing to use it"
+    )
+
+
+def _describe(key: str, old: Any, new: Any) -> str:
+    if key == "encryption":
+        name = lambda e: "none" if not e else str(e.get("cipher", "?"))[:20]  # noqa: E731
+        if name(old) != name(new):
+            return f"encryption was {name(old)}, now {name(new)}"
+        return "encryption key entry replaced"
+    return f"{key} was {str(old)[:40]}, now {str(new)[:40]}"
 
 
 def add_vault(
@@ -108,11 +153,14 @@ def add_vault(
         store = open_store(store_spec(row))
         if create_bucket and row.kind == "s3":
             store.inner.ensure_bucket()
-        if Repository.exists(store):
-            repo = Repository.open(store, passphrase=passphrase)
+        if Repository.exists(store):  # adopt it: an encrypted one with the usual passphrase
+            repo = Repository.open(
+                store, passphrase=passphrase or os.environ.get(PASSPHRASE_ENV)
+            )
             row.chunk_size, row.encrypted = repo.chunk_size, repo.encrypted
         else:
-            Repository.init(store, chunk_size=row.chunk_size, passphrase=passphrase)
+            repo = Repository.init(store, chunk_size=row.chunk_size, passphrase=passphrase)
+        row.config_settings = canonical_settings(repo)
         session.add(row)
         record(
             session,

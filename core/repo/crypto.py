@@ -22,6 +22,7 @@ NONCE_BYTES = 12
 SCRYPT_N = 1 << 15
 SCRYPT_R = 8
 SCRYPT_P = 1
+SCRYPT_MAX_MEMORY = 256 << 20  # 8x what blockvault itself asks for
 _PROCESS_SALT = os.urandom(32)
 
 
@@ -88,8 +89,13 @@ def unwrap_keys(entry: dict, passphrase: str, *, vault: str) -> Keys:
         n, r, p = int(entry["n"]), int(entry["r"]), int(entry["p"])
     except (KeyError, ValueError, TypeError, AttributeError, OverflowError):
         raise IntegrityError(f"vault {vault}: its key entry is damaged") from None
-    if not (2 <= n <= 1 << 22 and 1 <= r <= 32 and 1 <= p <= 16):
+    if not (2 <= n <= 1 << 20 and 1 <= r <= 32 and 1 <= p <= 4) or n & (n - 1):
         raise IntegrityError(f"vault {vault}: its key entry has unsafe parameters")
+    if 128 * n * r * p > SCRYPT_MAX_MEMORY:  # what a hostile vault may make us spend
+        raise IntegrityError(
+            f"vault {vault}: its key derivation asks for more than "
+            f"{SCRYPT_MAX_MEMORY >> 20} MiB of memory; refusing"
+        )
     kek = _kek(passphrase, salt, n, r, p)
     try:
         master = AESGCM(kek).decrypt(

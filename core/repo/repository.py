@@ -18,6 +18,7 @@ checked against its id before anyone uses it.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import socket
@@ -77,6 +78,56 @@ def _worth_compressing(data: bytes) -> bool:
     return False
 
 
+#: the settings that decide how data is written; bound to the key, remembered by the catalog
+SETTINGS_KEYS = ("format", "version", "id", "chunk_size", "compression", "chunk_hash", "encryption")
+CONFIG_MAX_BYTES = 64 << 10
+MIN_CHUNK, MAX_CHUNK = 4096, 64 << 20
+
+
+def settings_of(config: dict) -> dict:
+    """The settings of a vault config (what the catalog remembers and the MAC covers)."""
+    return {key: config.get(key) for key in SETTINGS_KEYS}
+
+
+def settings_mac(keys: crypto.Keys, config: dict) -> str:
+    """HMAC-SHA256 of the settings under the vault's id key: editing them needs the key."""
+    canonical = json.dumps(settings_of(config), sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(keys.id_key, b"blockvault-config:" + canonical, "sha256").hexdigest()
+
+
+def parse_config(raw: bytes, *, where: str) -> dict:
+    """A vault config, every field checked: type, range, known values. Damage is one line."""
+
+    def bad(reason: str) -> IntegrityError:
+        return IntegrityError(f"vault config at {where} is damaged: {reason}")
+
+    try:
+        config = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("not JSON") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise bad("not a blockvault vault")
+    if config.get("version") != VERSION:
+        raise bad(f"unsupported vault version {str(config.get('version'))[:20]!r}")
+    size = config.get("chunk_size")
+    if type(size) is not int or not MIN_CHUNK <= size <= MAX_CHUNK or size % 4096:
+        raise bad(f"chunk size {str(size)[:30]!r} is not a multiple of 4 KiB in 4 KiB..64 MiB")
+    level = config.get("compression", 3)
+    if type(level) is not int or not -7 <= level <= 22:
+        raise bad(f"unknown compression {str(level)[:30]!r} (a zstd level -7..22)")
+    if config.get("chunk_hash", "blake3") != "blake3":
+        raise bad(f"unknown chunk hash {str(config.get('chunk_hash'))[:30]!r}")
+    encryption = config.get("encryption")
+    if encryption is not None and not isinstance(encryption, dict):
+        raise bad("its encryption entry is not an object")
+    if not isinstance(config.get("id", ""), str):
+        raise bad("its id is not a string")
+    config.setdefault("compression", 3)
+    config.setdefault("chunk_hash", "blake3")
+    config.setdefault("encryption", None)
+    return config
+
+
 def chunk_key(chunk_id: str) -> str:
     return f"chunks/{chunk_id[:2]}/{chunk_id}"
 
@@ -130,7 +181,7 @@ class Repository:
         compression: int = 3,
     ) -> Repository:
         """Write a new vault's config (create-only: two hosts racing get one vault)."""
-        if chunk_size < 4096 or chunk_size > 64 << 20 or chunk_size % 4096:
+        if chunk_size < MIN_CHUNK or chunk_size > MAX_CHUNK or chunk_size % 4096:
             raise UserError("chunk size must be a multiple of 4 KiB between 4 KiB and 64 MiB")
         config: dict = {
             "format": FORMAT,
@@ -144,6 +195,7 @@ class Repository:
         keys = None
         if passphrase:
             keys, config["encryption"] = crypto.new_keys(passphrase)
+            config["mac"] = settings_mac(keys, config)
         data = json.dumps(config, indent=1).encode()
         if not store.put("config", data, create_only=True):
             return cls.open(store, passphrase=passphrase)
@@ -159,25 +211,22 @@ class Repository:
     ) -> Repository:
         """Read the config and unwrap the key; clear errors for empty stores and passphrases."""
         try:
-            raw = store.get("config")
+            raw = store.get("config", max_bytes=CONFIG_MAX_BYTES)
         except ObjectMissing:
             raise UserError(f"no blockvault vault at {store.location}") from None
-        try:
-            config = json.loads(raw)
-            if not isinstance(config, dict) or config.get("format") != FORMAT:
-                raise ValueError("not a blockvault vault")
-            if config.get("version") != VERSION:
-                raise ValueError(f"unsupported vault version {config.get('version')!r}")
-            int(config["chunk_size"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"vault config at {store.location} is damaged: {exc}") from None
+        config = parse_config(raw, where=store.location)
         keys = None
-        if config.get("encryption"):
+        if config["encryption"] is not None:
             if not passphrase:
                 raise UserError(
                     f"vault at {store.location} is encrypted: set BLOCKVAULT_PASSPHRASE"
                 )
             keys = crypto.unwrap_keys(config["encryption"], passphrase, vault=store.location)
+            if not hmac.compare_digest(str(config.get("mac", "")), settings_mac(keys, config)):
+                raise IntegrityError(
+                    f"vault config at {store.location} was changed by someone without its key "
+                    "(its settings fail authentication); refusing to use it"
+                )
         vault = cls(store, config, keys)
         vault._passphrase_check = crypto.fingerprint(passphrase) if keys else None
         return vault

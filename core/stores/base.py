@@ -35,8 +35,9 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes, or raise ObjectMissing."""
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """Return the object's bytes, or raise ObjectMissing; an object larger than
+        `max_bytes` is a StoreError, refused before its bytes are held in memory."""
 
     @abstractmethod
     def exists(self, key: str) -> bool:

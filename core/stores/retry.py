@@ -106,8 +106,8 @@ class RetryingStore(ObjectStore):
             return self._run("get", key, lambda: self.inner.get(key)) == data
         raise AssertionError("unreachable")
 
-    def get(self, key: str) -> bytes:
-        return self._run("get", key, lambda: self.inner.get(key))
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        return self._run("get", key, lambda: self.inner.get(key, max_bytes=max_bytes))
 
     @property
     def durable_puts(self) -> bool:  # type: ignore[override]

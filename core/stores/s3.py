@@ -258,13 +258,20 @@ class S3Store(ObjectStore):
         self._call("writing", key, self._client.put_object, **args)
         return True
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         """Download and check the CRC32 recorded at upload, when there is one."""
         full = self._key(key)
         resp = self._call("reading", key, self._client.get_object, Bucket=self.bucket, Key=full)
         body = resp["Body"]
         try:
-            data = body.read()
+            length = int(resp.get("ContentLength") or 0)
+            if max_bytes is not None and length > max_bytes:
+                raise StoreError(
+                    f"reading {self._where(key)}: {length} bytes, more than the {max_bytes} allowed"
+                )
+            data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise StoreError(f"reading {self._where(key)}: more than {max_bytes} bytes")
         except _FAILURES as exc:
             raise self._error(exc, "reading", key) from None
         finally:

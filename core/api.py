@@ -15,6 +15,7 @@ from core.base.config import Settings
 from core.base.errors import BlockvaultError, Cancelled, Conflict, PlanChanged, UserError
 from core.base.locations import Locations
 from core.base.progress import ProgressEvent
+from core.base.text import printable
 from core.base.units import human_size, parse_size
 from core.catalog.context import Context, current_actor, record, resolve
 from core.catalog.db import Catalog
@@ -39,6 +40,7 @@ __all__ = [
     "UserError",
     "human_size",
     "parse_size",
+    "printable",
 ]
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.support.cli import CLI
 from tests.test_backup_reliability import CONFIG, MiB, fill, run_job
@@ -212,3 +213,32 @@ def test_hostile_key_parameters_and_huge_configs_are_refused_cheaply(
     assert "more than" in CLI(tmp_path / "c", capsys).fails(
         "vault", "add", "w", "--path", str(vault)
     )
+
+
+# --- names from a vault reach a terminal escaped ------------------------------------------
+
+
+def test_a_name_from_a_vault_cannot_drive_the_terminal(
+    cli: CLI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "1M")
+    fill(disk["path"], MiB, seed=5)
+    backup = run_job(cli, "backup", "create", "d")
+    path = cli.home / "vault" / "manifests" / backup["id"]
+    blob = path.read_bytes()
+    assert blob[0] == 1, "a zstd envelope (flag 1) in an unencrypted vault"
+    body = json.loads(zstandard.ZstdDecompressor().decompress(blob[1:]))
+    evil = "\x1b[2J\x1b[H[bold]root\u202e-ok\r\nforged"
+    body["name"] = evil
+    body["disk"]["name"] = evil
+    os.chmod(path, 0o600)
+    path.write_bytes(b"\x00" + json.dumps(body).encode())  # a raw envelope, as anyone can
+    other = CLI(tmp_path / "other", capsys)
+    other.ok("vault", "add", "found", "--path", str(cli.home / "vault"))
+    other.ok("vault", "import", "found")
+    for argv in (("backup", "list", "--all"), ("backup", "show", backup["id"])):
+        shown = other(*argv)
+        assert shown.code == 0, shown.err
+        text = shown.out + shown.err
+        assert "\x1b" not in text and "\u202e" not in text and "\r" not in text
+    assert "\\x1b[2J\\x1b[H[bold]root\\u202e-ok\\x0d\\x0aforged" in shown.out  # shown, not sent

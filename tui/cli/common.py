@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.api import Blockvault, Cancelled, Plan, UserError, parse_size
+from core.api import Blockvault, Cancelled, Plan, UserError, parse_size, printable
 from tui.cli import output
 
 Handler = Callable[[Blockvault, argparse.Namespace], Any]
@@ -139,7 +139,7 @@ def run_planned(
         if args.json:
             output.print_json({**result.to_dict(), "status": "done"})
         else:
-            output.out.print(f"done: {result.action} {result.target}", markup=False)
+            output.out.print(printable(f"done: {result.action} {result.target}"), markup=False)
         return None
     if show_result:
         show_object(result, args)
@@ -148,7 +148,7 @@ def run_planned(
 
 def run_job(handle: Any, args: argparse.Namespace, description: str) -> Any:
     """Run a job in the foreground with a progress bar or JSON lines; Ctrl-C cancels it."""
-    with output.ProgressPrinter(as_json=args.json, description=description) as printer:
+    with output.ProgressPrinter(as_json=args.json, description=printable(description)) as printer:
         handle.subscribe(printer)
         handle.start()
         try:
@@ -163,7 +163,7 @@ def run_job(handle: Any, args: argparse.Namespace, description: str) -> Any:
     if args.json:
         output.print_json({"type": "result", "job_id": handle.id, **result})
     elif "summary" in result:
-        output.out.print(result["summary"], markup=False)
+        output.out.print(printable(result["summary"]), markup=False)
     else:
         output.print_object(result)
     return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.api import Blockvault, BlockvaultError, Cancelled
+from core.api import Blockvault, BlockvaultError, Cancelled, printable
 from tui.cli import backups, disks, jobs, output, policies, servers, snapshots, vaults
 from tui.cli.common import ArgumentParser
 
@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", help="keep config, catalog, pool and vault under DIR (BLOCKVAULT_HOME)"
     )
     parser.add_argument("--catalog", help="catalog SQLAlchemy URL (BLOCKVAULT_CATALOG)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an internal error"
+    )
     parser.add_argument("--demo", action="store_true", help="open the console on a throwaway demo")
     parser.add_argument(
         "--read-only", action="store_true", help="console without destructive actions"
@@ -34,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module in NOUN_MODULES:
         module.add_to(nouns)
     return parser
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE: distinct from user errors (2), failures (1), cancel (130)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     except BlockvaultError as exc:
-        sys.stderr.write(f"blockvault: error: {exc}\n")
+        sys.stderr.write(f"blockvault: error: {printable(exc, newlines=True)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("blockvault: interrupted\n")
         return 130
+    except Exception as exc:  # a bug, never a user's mistake: one line unless --debug
+        if args.debug:
+            raise
+        what = printable(f"{type(exc).__name__}: {exc}")[:300]
+        sys.stderr.write(f"blockvault: internal error: {what}; run with --debug for details\n")
+        return INTERNAL_ERROR
     return 0
 
 

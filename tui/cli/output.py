@@ -19,8 +19,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from core.api import Conflict, Plan, ProgressEvent, UserError, human_size
+from core.api import Conflict, Plan, ProgressEvent, UserError, human_size, printable
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -52,12 +53,12 @@ def _cell(key: str, value: Any) -> str:
             moment = datetime.fromisoformat(value)
             return humanize.naturaltime(datetime.now(UTC) - moment)
         except ValueError:
-            return value
+            return printable(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2f}"
-    return str(value)
+    return printable(value)
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str) -> None:
@@ -68,7 +69,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty
     for column in columns:
         table.add_column(column.upper().replace("_", " "))
     for row in rows:
-        table.add_row(*(_cell(c, row.get(c)) for c in columns))
+        table.add_row(*(Text(_cell(c, row.get(c))) for c in columns))
     out.print(table)
 
 
@@ -79,13 +80,13 @@ def print_object(data: dict[str, Any]) -> None:
             value = json.dumps(value, default=str)
         shown = _cell(key, value)
         if key.endswith("_at") and isinstance(value, str):
-            shown = f"{value} ({shown})"
-        out.print(f"{key:<{width}}  {shown}")
+            shown = f"{printable(value)} ({shown})"
+        out.print(f"{printable(key):<{width}}  {shown}", markup=False)
 
 
 def print_plan(plan: Plan) -> None:
     for line in plan.lines():
-        out.print(line, markup=False)
+        out.print(printable(line), markup=False)
 
 
 def confirm(plan: Plan, *, yes: bool) -> None:
@@ -98,7 +99,7 @@ def confirm(plan: Plan, *, yes: bool) -> None:
         raise UserError(f"{plan.action} needs confirmation: run it in a terminal or pass --yes")
     print_plan(plan)
     if plan.confirm_text:
-        answer = input(f"Type {plan.confirm_text!r} to confirm: ").strip()
+        answer = input(f"Type {printable(plan.confirm_text)!r} to confirm: ").strip()
         ok = answer == plan.confirm_text
     else:
         ok = input("Proceed? [y/N] ").strip().lower() in ("y", "yes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.api import Blockvault, Plan
+from core.api import Blockvault, Plan, printable
 from tui.cli import output
 from tui.cli.common import (
     Nouns,
@@ -59,7 +59,8 @@ def policy_run(bv: Blockvault, a: argparse.Namespace) -> None:
             output.out.print("nothing due", markup=False)
         for entry in [] if a.json else due:
             disks = ", ".join(entry["backs_up"]) or "no disk"
-            output.out.print(f"policy {entry['policy']}: back up {disks}", markup=False)
+            line = f"policy {entry['policy']}: back up {disks}"
+            output.out.print(printable(line), markup=False)
             output.print_plan(Plan.from_dict(entry["retention"]))
         return
     show_list(POLICY_RUN_COLUMNS, "nothing due")(bv.run_policies(policy=a.policy, force=a.now), a)

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from core.api import printable
 from tui.console import fmt
 
 
@@ -86,5 +87,5 @@ class DetailsPanel(Static):
         grid.add_column(style="bold", no_wrap=True, min_width=9)
         grid.add_column(overflow="ellipsis", no_wrap=True)
         for label, value in pairs:
-            grid.add_row(label, Text(value))
+            grid.add_row(label, Text(printable(value)))
         self.update(grid)

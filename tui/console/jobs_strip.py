@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import ProgressBar, Static
 
-from core.api import ProgressEvent
+from core.api import ProgressEvent, printable
 from tui.console import fmt
 
 MAX_JOBS = 4
@@ -65,8 +66,8 @@ class JobRow(Horizontal):
             label = f"{label} · {self.text}" if self.text else label
             if self.status == "succeeded":
                 bar.update(total=100, progress=100)
-        self.query_one(".job-label", Static).update(label)
-        self.query_one(".job-stats", Static).update(stats)
+        self.query_one(".job-label", Static).update(Text(printable(label)))
+        self.query_one(".job-stats", Static).update(Text(printable(stats)))
 
 
 class JobsStrip(VerticalScroll):

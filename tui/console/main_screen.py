@@ -9,11 +9,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
-from core.api import Blockvault, ProgressEvent
+from core.api import Blockvault, ProgressEvent, printable
 from tui.console import actions, panes
 from tui.console.details import DetailsPanel
 from tui.console.flows import ActionFlows
@@ -27,6 +28,24 @@ JOB_POLL_SECONDS = 2.0
 
 class MainScreen(ActionFlows, Screen):
     BINDINGS = [*actions.bindings(), Binding("escape", "clear_filter", "Clear filter", show=False)]
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every notification carries names from the catalog: shown, never interpreted."""
+        super().notify(
+            printable(message, newlines=True),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def __init__(self, bv: Blockvault, *, read_only: bool = False) -> None:
         super().__init__(id="main")

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from core.api import Plan
+from core.api import Plan, printable
 from tui.console import fmt
 
 OP_STYLE = {
@@ -27,15 +27,15 @@ def plan_text(plan: Plan) -> Text:
     text = Text()
     for item in plan.items:
         text.append(f"{item.label:<9}", style=OP_STYLE[item.op])
-        text.append(f" {item.describe(fmt.size)}\n")
+        text.append(f" {printable(item.describe(fmt.size))}\n")
     if plan.route:
-        text.append(f"route     {plan.route}\n")
+        text.append(f"route     {printable(plan.route)}\n")
     if plan.estimate_seconds is not None:
         text.append(f"time      about {fmt.duration(plan.estimate_seconds)}\n")
     if plan.bytes_freed:
         text.append(f"frees     {fmt.size(plan.bytes_freed)}\n", style="bold")
     for warning in plan.warnings:
-        text.append(f"warning   {warning}\n", style="bold")
+        text.append(f"warning   {printable(warning)}\n", style="bold")
     return text
 
 
@@ -64,8 +64,10 @@ class ConfirmationModal(ModalScreen[bool]):
             with VerticalScroll(id="plan-box"):  # a long plan scrolls; the buttons stay visible
                 yield Static(plan_text(plan), id="plan")
             if plan.refusal:
-                yield Static(Text(f"REFUSED: {plan.refusal}", style="bold"), id="refusal")
-            yield Static(Text(f"$ {self.command}"), id="command", classes="command")
+                yield Static(
+                    Text(f"REFUSED: {printable(plan.refusal)}", style="bold"), id="refusal"
+                )
+            yield Static(Text(f"$ {printable(self.command)}"), id="command", classes="command")
             if plan.confirm_text and plan.allowed:
                 yield Label(f"Type {plan.confirm_text} to confirm the overwrite:")
                 yield Input(placeholder=plan.confirm_text, id="confirm-name")

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from core.api import printable
 from tui.console import fmt
 
 MAX_ROWS = 500  # a pane never renders more rows than this; the title says how many exist
@@ -53,7 +54,7 @@ class PaneTable(DataTable):
         self.rows_by_key = {}
         for key, obj, cells in rows[:MAX_ROWS]:
             self.rows_by_key[key] = {**obj, "_key": key}
-            self.add_row(*cells, key=key)
+            self.add_row(*(Text(printable(c)) if isinstance(c, str) else c for c in cells), key=key)
         shown = min(len(rows), MAX_ROWS)
         self.border_subtitle = f"{shown} of {total}" if total > shown else str(total)
         if current_key in self.rows_by_key:

@@ -154,9 +154,7 @@ def add_vault(
         if create_bucket and row.kind == "s3":
             store.inner.ensure_bucket()
         if Repository.exists(store):  # adopt it: an encrypted one with the usual passphrase
-            repo = Repository.open(
-                store, passphrase=passphrase or os.environ.get(PASSPHRASE_ENV)
-            )
+            repo = Repository.open(store, passphrase=passphrase or os.environ.get(PASSPHRASE_ENV))
             row.chunk_size, row.encrypted = repo.chunk_size, repo.encrypted
         else:
             repo = Repository.init(store, chunk_size=row.chunk_size, passphrase=passphrase)

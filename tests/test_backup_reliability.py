@@ -81,6 +81,7 @@ def vault_files(root: Path) -> list[Path]:
 # --- odd sizes and sparse images ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_odd_sizes_round_trip_bit_identical(cli: CLI, tmp_path: Path) -> None:
     for size in (1, CHUNK - 1, CHUNK + 1, 3 * CHUNK + 5):
         image = tmp_path / f"raw-{size}.img"
@@ -116,6 +117,7 @@ def test_odd_sizes_round_trip_bit_identical(cli: CLI, tmp_path: Path) -> None:
     assert "empty" in cli.fails("disk", "register", "empty", "--path", str(tmp_path / "empty.img"))
 
 
+@pytest.mark.slow
 def test_sparse_image_with_islands_at_odd_offsets_stays_sparse(cli: CLI, tmp_path: Path) -> None:
     image = tmp_path / "sparse.img"
     size = 64 * MiB
@@ -173,6 +175,7 @@ def bv(tmp_path: Path) -> Iterator[Blockvault]:
     service.close()
 
 
+@pytest.mark.slow
 def test_gc_while_a_backup_runs_into_the_same_vault(bv: Blockvault) -> None:
     disk = bv.create_disk("d", 16 * MiB)
     fill(disk["path"], 16 * MiB, seed=21)
@@ -246,6 +249,7 @@ def test_a_writer_rescues_condemned_chunks_and_gc_keeps_them(tmp_path: Path) -> 
     assert collect_garbage(vault, grace_seconds=0).deleted_chunks == 0
 
 
+@pytest.mark.slow
 def test_gc_between_reading_the_parent_and_announcing_the_session(
     tmp_path: Path, s3_server: S3Server
 ) -> None:
@@ -290,6 +294,7 @@ def test_gc_between_reading_the_parent_and_announcing_the_session(
     assert target.read_bytes() == data
 
 
+@pytest.mark.slow
 def test_a_rescue_during_gc_deletion_is_not_lost(tmp_path: Path, s3_server: S3Server) -> None:
     """A writer that starts while GC is deleting waits for GC's lock before it reads the
     condemned lists; before that wait existed, GC deleted the chunks it rescued."""
@@ -326,6 +331,7 @@ def test_a_rescue_during_gc_deletion_is_not_lost(tmp_path: Path, s3_server: S3Se
 # --- cancel, kill -9 ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cancelled_backup_leaves_nothing_visible_and_resumes(bv: Blockvault) -> None:
     disk = bv.create_disk("d", 16 * MiB)
     fill(disk["path"], 16 * MiB, seed=41)
@@ -393,6 +399,7 @@ def catalog_ok(cli: CLI) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow
 def test_kill_9_during_backup_then_backup_again_resumes(cli: CLI, slow_s3: FaultProxy) -> None:
     disk = cli.ok("disk", "create", "d", "--size", "16M")
     fill(disk["path"], 16 * MiB, seed=51)
@@ -411,6 +418,7 @@ def test_kill_9_during_backup_then_backup_again_resumes(cli: CLI, slow_s3: Fault
     assert sha(copy["path"]) == sha(disk["path"])
 
 
+@pytest.mark.slow
 def test_kill_9_during_restore_marks_incomplete_then_resumes(cli: CLI, slow_s3: FaultProxy) -> None:
     disk = cli.ok("disk", "create", "d", "--size", "16M")
     fill(disk["path"], 16 * MiB, seed=61)
@@ -444,6 +452,7 @@ MARKER = b"PLAINTEXT-MARKER-blockvault-3f9e1c"
 PASSPHRASE = "correct horse battery staple 42"
 
 
+@pytest.mark.slow
 def test_encrypted_vault_holds_no_plaintext_and_refuses_wrong_keys(
     cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -509,7 +518,15 @@ def _damage(kind: str, home: Path, backup_id: str) -> tuple[list[int], str]:
     return [], "manifest"
 
 
-@pytest.mark.parametrize("kind", ["truncate", "delete", "swap", "manifest"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("truncate", marks=pytest.mark.slow),
+        "delete",
+        pytest.param("swap", marks=pytest.mark.slow),
+        "manifest",
+    ],
+)
 def test_corruption_is_named_by_verify_and_refused_by_restore(cli: CLI, kind: str) -> None:
     disk = cli.ok("disk", "create", "d", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=71)
@@ -583,6 +600,7 @@ def test_bit_flips_in_a_compressed_chunk_are_typed_damage(tmp_path: Path) -> Non
 # --- restore onto a disk another process writes ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_restore_to_original_refused_while_another_process_writes_it(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=91)
@@ -614,6 +632,7 @@ def test_restore_to_original_refused_while_another_process_writes_it(cli: CLI) -
     assert sha(disk["path"]) == original
 
 
+@pytest.mark.slow
 def test_a_writer_waits_for_a_running_gc_but_not_for_a_dead_one(tmp_path: Path) -> None:
     """The GC lock makes writers wait (so GC never deletes what they rescue); a lock left by
     a GC killed on this host does not block backups for its whole lease."""

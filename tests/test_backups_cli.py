@@ -74,6 +74,7 @@ def test_full_then_incremental_backup_and_restore_to_new_disk(cli: CLI) -> None:
     assert [b["id"] for b in listed] == [second["id"], first["id"]]
 
 
+@pytest.mark.slow
 def test_restore_to_original_writes_only_changes_and_undo_returns(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "4M")
     fill(disk["path"], 4 * MiB, seed=2)
@@ -95,6 +96,7 @@ def test_restore_to_original_writes_only_changes_and_undo_returns(cli: CLI) -> N
     assert digest(disk["path"]) == bad
 
 
+@pytest.mark.slow
 def test_deleting_a_disk_keeps_its_backups_restorable(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "gone", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=3)
@@ -139,6 +141,7 @@ def test_verify_names_the_damaged_chunk(cli: CLI) -> None:
     assert failed.code != 0 and "Traceback" not in failed.err
 
 
+@pytest.mark.slow
 def test_backup_delete_then_gc_frees_only_unreferenced_chunks(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=6, holes=False)
@@ -156,6 +159,7 @@ def test_backup_delete_then_gc_frees_only_unreferenced_chunks(cli: CLI) -> None:
     assert digest(cli.ok("disk", "show", "after-gc")["path"]) == digest(disk["path"])
 
 
+@pytest.mark.slow
 def test_catalog_rebuilt_from_the_vault(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=8)
@@ -172,6 +176,7 @@ def test_catalog_rebuilt_from_the_vault(cli: CLI) -> None:
     assert digest(cli.ok("disk", "show", "rebuilt")["path"]) == digest(disk["path"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="mkfs.ext4 (e2fsprogs) not installed")
 def test_ext4_image_round_trip_is_fsck_clean(cli: CLI, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
@@ -206,6 +211,7 @@ def test_vault_remove_refused_while_backups_reference_it(cli: CLI, tmp_path: Pat
     assert "--path" in cli.fails("vault", "add", "x")
 
 
+@pytest.mark.slow
 def test_undo_after_restore_uses_the_backup_for_chunks_the_restore_kept(cli: CLI) -> None:
     """The safety snapshot before a restore stores only what the restore overwrites; an undo
     after later writes elsewhere fetches the other chunks from the backup itself."""

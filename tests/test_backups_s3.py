@@ -48,6 +48,7 @@ def add_s3_vault(cli: CLI, server: S3Server, name: str = "s3") -> dict:
     )
 
 
+@pytest.mark.slow
 def test_s3_backup_incremental_restore_and_import(cli: CLI, s3_server: S3Server) -> None:
     vault = add_s3_vault(cli, s3_server)
     assert vault["kind"] == "s3" and vault["location"].startswith("s3://")

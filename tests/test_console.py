@@ -85,6 +85,7 @@ async def test_main_screen_browses_servers_disks_snapshots_backups(bv) -> None:
         assert "web1-root-installed" in screen.query_one("#details").plain
 
 
+@pytest.mark.slow
 async def test_snapshot_asks_first_and_cancel_is_the_default(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -127,6 +128,7 @@ async def test_backup_runs_as_a_job_with_progress(bv) -> None:
         assert row.status == "succeeded"
 
 
+@pytest.mark.slow
 async def test_rollback_needs_the_disk_name_then_undo_puts_it_back(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -164,6 +166,7 @@ async def test_rollback_needs_the_disk_name_then_undo_puts_it_back(bv) -> None:
         assert digest(disk["path"]) == changed
 
 
+@pytest.mark.slow
 async def test_restore_backup_to_a_new_disk_and_onto_the_original(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -207,6 +210,7 @@ async def test_restore_backup_to_a_new_disk_and_onto_the_original(bv) -> None:
         assert digest(disk["path"]) == original
 
 
+@pytest.mark.slow
 async def test_new_disk_from_a_snapshot(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -226,6 +230,7 @@ async def test_new_disk_from_a_snapshot(bv) -> None:
         assert "db1-data-copy" in rows and "(no server)" in rows
 
 
+@pytest.mark.slow
 async def test_delete_snapshot_backup_and_disk_show_their_plans(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -266,6 +271,7 @@ async def test_delete_snapshot_backup_and_disk_show_their_plans(bv) -> None:
         assert {"db1-data-monday", "db1-scratch-final"} <= shown
 
 
+@pytest.mark.slow
 async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(main_screen, "JOB_POLL_SECONDS", 0.3)  # follow other processes' jobs faster
     home = tmp_path / "slow"
@@ -304,6 +310,7 @@ async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     bv.close()
 
 
+@pytest.mark.slow
 async def test_reinstall_os_from_a_backup(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -326,6 +333,7 @@ async def test_reinstall_os_from_a_backup(bv) -> None:
         assert len(bv.list_snapshots(disk="web1-data")) == 2
 
 
+@pytest.mark.slow
 async def test_a_failed_job_notifies_with_its_cause_and_keeps_the_error(bv) -> None:
     os.unlink(bv.get_disk("db1-root")["path"])
     app = make_app(bv)
@@ -342,6 +350,7 @@ async def test_a_failed_job_notifies_with_its_cause_and_keeps_the_error(bv) -> N
         assert any(n.severity == "error" and "failed" in n.message for n in app._notifications)
 
 
+@pytest.mark.slow
 async def test_filter_help_palette_theme_and_refresh(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -399,6 +408,7 @@ async def test_read_only_hides_every_destructive_action(bv) -> None:
         assert app.screen is screen and "READ-ONLY" in app.sub_title
 
 
+@pytest.mark.slow
 async def test_too_small_terminal_shows_a_notice_and_q_quits(bv) -> None:
     app = make_app(bv)
     async with app.run_test(size=(70, 20)) as pilot:
@@ -415,6 +425,7 @@ async def test_too_small_terminal_shows_a_notice_and_q_quits(bv) -> None:
     assert app.return_code == 0
 
 
+@pytest.mark.slow
 async def test_no_color_is_honoured(bv, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     app = make_app(bv)
@@ -434,6 +445,7 @@ async def test_progress_messages_replace_queued_older_ones() -> None:
     assert not older.can_replace(other)
 
 
+@pytest.mark.slow
 async def test_an_engine_error_in_a_dialog_flow_is_a_notification_not_a_crash(bv) -> None:
     vault = Path(bv.list_vaults()[0]["location"])
     shutil.rmtree(vault)  # the vault vanished under us: planning a backup delete must fail

@@ -39,6 +39,7 @@ def test_main_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
+@pytest.mark.slow
 def test_main_screen_80x24(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
@@ -46,6 +47,7 @@ def test_main_screen_80x24(snap_compare, app) -> None:  # type: ignore[no-untype
     assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
 
 
+@pytest.mark.slow
 def test_restore_confirmation(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
@@ -59,6 +61,7 @@ def test_restore_confirmation(snap_compare, app) -> None:  # type: ignore[no-unt
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
+@pytest.mark.slow
 def test_delete_confirmation(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
@@ -69,6 +72,7 @@ def test_delete_confirmation(snap_compare, app) -> None:  # type: ignore[no-unty
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
+@pytest.mark.slow
 def test_help_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
@@ -92,6 +96,7 @@ async def show_transfer(app, pilot) -> None:  # type: ignore[no-untyped-def]
     await pilot.pause()
 
 
+@pytest.mark.slow
 def test_transfer_in_progress(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
@@ -100,6 +105,7 @@ def test_transfer_in_progress(snap_compare, app) -> None:  # type: ignore[no-unt
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
+@pytest.mark.slow
 def test_restore_choice(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)

@@ -14,7 +14,10 @@ import pytest
 
 from tests.support.console import digest, small_demo, write
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed"),
+]
 
 
 class Tmux:

@@ -55,6 +55,7 @@ def random_disk(cli: CLI, name: str, size: int) -> dict:
     return disk
 
 
+@pytest.mark.slow
 def test_backup_into_a_full_vault_fails_clearly_and_lists_nothing(cli: CLI, small_fs: Path) -> None:
     cli.ok("vault", "add", "tiny", "--path", str(small_fs / "vault"))
     random_disk(cli, "big", 16 * MiB)

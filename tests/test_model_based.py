@@ -11,6 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
@@ -25,6 +26,8 @@ from core.stores.local import LocalStore
 CHUNK = 4096
 CHUNKS = 12
 SIZE = CHUNKS * CHUNK - 100  # a short last chunk too
+
+pytestmark = pytest.mark.slow  # 100 random sequences of up to 40 steps
 
 
 class VaultMachine(RuleBasedStateMachine):

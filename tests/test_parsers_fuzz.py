@@ -57,6 +57,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.sampled_from(sorted(good_manifest())), json_values)
 def test_manifest_parser_with_one_field_replaced(field: str, value: object) -> None:
@@ -105,6 +106,7 @@ def test_config_file_parser_only_raises_user_errors(
         Settings.load(path)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=300))
 def test_vault_config_parser_gives_typed_errors(
@@ -116,6 +118,7 @@ def test_vault_config_parser_gives_typed_errors(
         Repository.open(store, passphrase="pw")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.dictionaries(st.sampled_from(["salt", "wrapped_key", "n", "r", "p"]), json_values))
 def test_key_entry_parser_gives_typed_errors(entry: dict) -> None:

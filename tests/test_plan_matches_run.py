@@ -657,8 +657,21 @@ SCENARIOS = [
     scenario_policy_delete,
     scenario_policy_run_retention,
 ]
-# over ~2 s each on 2 busy cores (two gc rounds per step; four policy runs): out of the quick run
-SLOW = (scenario_backup_delete, scenario_policy_run_retention)
+# out of the quick run (`-m "not slow"`): over ~2 s each on 2 busy cores (two gc rounds per step;
+# four policy runs), and the ones over half a second, which keeps the quick run under 50 s
+SLOW = (
+    scenario_backup_delete,
+    scenario_policy_run_retention,
+    scenario_disk_delete,
+    scenario_snapshot_delete_chunks,
+    scenario_restore_to_original,
+    scenario_restore_to_new,
+    scenario_backup_create_incremental,
+    scenario_server_reinstall_image,
+    scenario_server_delete,
+    scenario_disk_undo,
+    scenario_policy_delete,
+)
 
 
 def drive(cli: CLI, scenario: Scenario) -> None:

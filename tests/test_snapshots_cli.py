@@ -55,6 +55,7 @@ def test_rollback_any_number_of_times_and_to_disk(cli: CLI) -> None:
     assert digest(copy["path"]) == before  # disks made from a snapshot are unaffected
 
 
+@pytest.mark.slow
 def test_deleting_a_disk_deletes_its_snapshots_and_their_bytes(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "4M")
     write(disk["path"], 0, os.urandom(4 * MiB))
@@ -117,6 +118,7 @@ def test_rollback_refused_while_another_process_writes_the_disk(cli: CLI) -> Non
     job(cli, "snapshot", "rollback", "s1", "--yes")
 
 
+@pytest.mark.slow
 def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_path: Path) -> None:
     cli.ok("server", "create", "web1")
     root = cli.ok("disk", "create", "root", "--size", "2M", "--server", "web1", "--role", "system")
@@ -158,6 +160,7 @@ def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_safety_snapshot_expires_after_its_window(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -139,6 +139,7 @@ def test_xfs_pool_disks_get_reflink(xcli: CLI) -> None:
     assert not (image.parent / "store").exists()  # no chunk store was needed
 
 
+@pytest.mark.slow
 def test_reflink_rollback_any_number_of_times_to_disk_and_undo(xcli: CLI) -> None:
     need_filefrag()
     disk = xcli.ok("disk", "create", "d1", "--size", "64M")
@@ -172,6 +173,7 @@ def test_reflink_rollback_any_number_of_times_to_disk_and_undo(xcli: CLI) -> Non
     assert digest(copy["path"]) == before
 
 
+@pytest.mark.slow
 def test_reflink_snapshot_of_a_full_disk_costs_no_data_blocks(xcli: CLI, xfs: Path) -> None:
     """Create and rollback share extents instead of copying: constant time whatever the size."""
     need_filefrag()
@@ -196,6 +198,7 @@ def test_reflink_snapshot_of_a_full_disk_costs_no_data_blocks(xcli: CLI, xfs: Pa
     print(f"reflink snapshot create (in-process CLI): {timings}")
 
 
+@pytest.mark.slow
 def test_deleting_a_disk_frees_its_reflink_snapshots(xcli: CLI, xfs: Path) -> None:
     disk = xcli.ok("disk", "create", "d1", "--size", "128M")
     fill_random(disk["path"], 128 * MiB)
@@ -214,6 +217,7 @@ def test_deleting_a_disk_frees_its_reflink_snapshots(xcli: CLI, xfs: Path) -> No
     assert wait_for_free(xfs, expected) >= expected
 
 
+@pytest.mark.slow
 def test_registered_disk_gets_reflink_only_on_the_pool_filesystem(
     xcli: CLI, xfs_dir: Path, ext4_dir: Path
 ) -> None:
@@ -241,6 +245,7 @@ def test_registered_disk_gets_reflink_only_on_the_pool_filesystem(
 # --- ext4: chunk store -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ext4_pool_disks_get_chunks_and_roll_back_bit_identical(ecli: CLI) -> None:
     disk = ecli.ok("disk", "create", "d1", "--size", "32M")
     assert disk["snapshot_strategy"] == "chunks"
@@ -266,6 +271,7 @@ def test_ext4_pool_disks_get_chunks_and_roll_back_bit_identical(ecli: CLI) -> No
     assert digest(copy["path"]) == before
 
 
+@pytest.mark.slow
 def test_second_chunk_snapshot_after_1pct_change_stores_far_less(ecli: CLI) -> None:
     disk = ecli.ok("disk", "create", "d1", "--size", "128M")
     fill_random(disk["path"], 128 * MiB)
@@ -283,6 +289,7 @@ def test_second_chunk_snapshot_after_1pct_change_stores_far_less(ecli: CLI) -> N
     assert digest(disk["path"]) == changed
 
 
+@pytest.mark.slow
 def test_deleting_a_disk_frees_its_chunk_snapshots(ecli: CLI, ext4: Path) -> None:
     disk = ecli.ok("disk", "create", "d1", "--size", "64M")
     fill_random(disk["path"], 64 * MiB)

@@ -42,7 +42,7 @@ def _chaos(proxy: FaultProxy) -> None:
     proxy.add(Rule("corrupt_response", None, method="GET", exclude="list-type=", every=9, seen=7))
 
 
-@pytest.fixture(params=["local", "s3", "s3-faulty"])
+@pytest.fixture(params=["local", "s3", pytest.param("s3-faulty", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     if request.param == "local":
         yield LocalStore(tmp_path / "vault")
@@ -147,6 +147,7 @@ def test_a_prefix_is_not_an_object(store: ObjectStore) -> None:
     assert listing(store) == {"dir/child": 1}
 
 
+@pytest.mark.slow
 def test_many_keys_paginate(store: ObjectStore) -> None:
     """More keys than one S3 list page (1000)."""
     keys = [f"many/{i % 7}/{i:05d}" for i in range(1100)]
@@ -158,6 +159,7 @@ def test_many_keys_paginate(store: ObjectStore) -> None:
     assert len(listing(store, "many/3/")) == len([k for k in keys if k.startswith("many/3/")])
 
 
+@pytest.mark.slow
 def test_concurrent_puts_and_gets(store: ObjectStore) -> None:
     def worker(n: int) -> None:
         for i in range(12):
@@ -172,6 +174,7 @@ def test_concurrent_puts_and_gets(store: ObjectStore) -> None:
     assert len(listing(store, "conc/")) == 16 * 12
 
 
+@pytest.mark.slow
 def test_concurrent_create_only_has_one_winner(store: ObjectStore) -> None:
     # 8 writers: SeaweedFS serialises conditional PUTs on one key with 1 s lock back-offs
     payloads = [f"writer {n}".encode() for n in range(8)]
@@ -213,9 +216,16 @@ def test_odd_but_legal_keys(store: ObjectStore) -> None:
 
 
 INVALID_KEYS = ["", "/abs", "a//b", "../escape", "a/../../b", "a/./b", "trailing/", "nul\x00"]
+QUICK_INVALID_KEYS = {"", "../escape", "nul\x00"}  # the rest run with the slow tests
 
 
-@pytest.mark.parametrize("key", INVALID_KEYS)
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(k, marks=() if k in QUICK_INVALID_KEYS else pytest.mark.slow)
+        for k in INVALID_KEYS
+    ],
+)
 def test_invalid_keys_rejected(store: ObjectStore, key: str) -> None:
     for op in (
         lambda: store.put(key, b"x"),
@@ -297,7 +307,10 @@ def assert_no_secret(exc: BaseException, *secrets_: str) -> None:
             assert secret not in text
 
 
-@pytest.mark.parametrize(("status", "code"), [(503, "SlowDown"), (500, "InternalError")])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(503, "SlowDown"), pytest.param(500, "InternalError", marks=pytest.mark.slow)],
+)
 def test_server_errors_are_retried(
     faulty: RetryingStore, proxy: FaultProxy, status: int, code: str
 ) -> None:
@@ -321,6 +334,7 @@ def test_resets_are_retried(faulty: RetryingStore, proxy: FaultProxy) -> None:
     assert proxy.injected["reset"] == 5
 
 
+@pytest.mark.slow
 def test_stalled_request_times_out_and_is_retried(s3_server: S3Server, proxy: FaultProxy) -> None:
     store = s3_server.store(
         s3_server.shared_bucket,
@@ -336,6 +350,7 @@ def test_stalled_request_times_out_and_is_retried(s3_server: S3Server, proxy: Fa
     assert proxy.injected["stall"] == 1 and store.retries == 1
 
 
+@pytest.mark.slow
 def test_lost_ack_on_create_only_put_is_success(faulty: RetryingStore, proxy: FaultProxy) -> None:
     proxy.drop_response(method="PUT")
     assert faulty.put("manifests/bk-1", b"manifest", create_only=True) is True
@@ -372,6 +387,7 @@ def test_flipped_response_byte_is_detected_and_refetched(
     assert proxy.injected["corrupt_response"] == 1 and faulty.retries == 1
 
 
+@pytest.mark.slow
 def test_flipped_byte_without_retries_is_a_transient_error(
     s3_server: S3Server, proxy: FaultProxy
 ) -> None:
@@ -388,6 +404,7 @@ def test_flipped_byte_without_retries_is_a_transient_error(
     assert caught.value.transient
 
 
+@pytest.mark.slow
 def test_listing_survives_faults_midway(faulty: RetryingStore, proxy: FaultProxy) -> None:
     keys = [f"l/{i:05d}" for i in range(1100)]
     with ThreadPoolExecutor(16) as pool:
@@ -397,6 +414,7 @@ def test_listing_survives_faults_midway(faulty: RetryingStore, proxy: FaultProxy
     assert proxy.injected["reset"] == 1
 
 
+@pytest.mark.slow
 def test_attempts_are_bounded(s3_server: S3Server, proxy: FaultProxy) -> None:
     store = RetryingStore(
         S3Store(
@@ -441,6 +459,7 @@ def test_fallback_when_conditional_put_is_not_implemented(
     assert store.retries == 0
 
 
+@pytest.mark.slow
 def test_when_supported_checksums_through_the_proxy(s3_server: S3Server, proxy: FaultProxy) -> None:
     """boto3's default flexible checksums (aws-chunked bodies, CRC headers) also work."""
     store = s3_server.store(
@@ -480,6 +499,7 @@ def test_wrong_secret_is_not_retried_and_not_leaked(
     assert store.retries == 0
 
 
+@pytest.mark.slow
 def test_unknown_access_key_and_missing_credentials(
     s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -497,6 +517,7 @@ def test_unknown_access_key_and_missing_credentials(
     assert not caught.value.transient
 
 
+@pytest.mark.slow
 def test_secret_never_in_any_store_exception(
     s3_server: S3Server, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -624,6 +645,7 @@ def test_bad_s3_settings_are_user_errors_without_secrets() -> None:
         S3Store("bucket", request_checksum="always")
 
 
+@pytest.mark.slow
 def test_ensure_bucket(s3_server: S3Server) -> None:
     name = "ensure-" + secrets.token_hex(4)
     store = S3Store(name, "p", endpoint_url=s3_server.endpoint_url, region=s3_server.region)

@@ -693,12 +693,12 @@ def test_a_gc_whose_lease_lapsed_fences_itself_and_another_takes_over(tmp_path: 
     vault.trash_manifest(doomed.id)
     suspended = gc_module._Lock(vault)
     suspended.acquire()
-    with pytest.raises(Conflict, match="another garbage collection"):
+    with pytest.raises(Conflict, match="holds this vault's lock"):
         collect_garbage(vault, grace_seconds=0)  # a live holder keeps the vault to itself
     lock_file = tmp_path / "vault" / "locks" / "gc"
-    past = time.time() - gc_module.LOCK_LEASE_SECONDS - 5
+    past = time.time() - vault.gc_lease - 5
     os.utime(lock_file, (past, past))  # ... then it sleeps past its lease (SIGSTOP, suspend)
-    suspended.taken_at -= gc_module.LOCK_LEASE_SECONDS
+    suspended.taken_at -= vault.gc_lease
     taken_over = collect_garbage(vault, grace_seconds=0)
     assert taken_over.deleted_chunks == 4
     with pytest.raises(Conflict, match=r"lease|lost its lock"):

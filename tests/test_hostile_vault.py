@@ -242,3 +242,54 @@ def test_a_name_from_a_vault_cannot_drive_the_terminal(
         text = shown.out + shown.err
         assert "\x1b" not in text and "\u202e" not in text and "\r" not in text
     assert "\\x1b[2J\\x1b[H[bold]root\\u202e-ok\\x0d\\x0aforged" in shown.out  # shown, not sent
+
+
+# --- locks that end ------------------------------------------------------------------------
+
+
+def plant_gc_lock(vault: Path, owner: str, *, mtime: float) -> None:
+    lock = vault / "locks" / "gc"
+    lock.parent.mkdir(exist_ok=True)
+    lock.write_text(json.dumps({"owner": owner, "at": mtime}))
+    os.utime(lock, (mtime, mtime))
+
+
+def test_a_gc_lock_whose_holder_died_on_this_host_is_taken_over_at_once(cli: CLI) -> None:
+    backed_up(cli)
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    host = os.uname().nodename
+    plant_gc_lock(cli.home / "vault", f"{host}:{dead}:cafe", mtime=time.time())
+    started = time.monotonic()
+    run_job(cli, "vault", "gc", "--grace", "0")
+    plant_gc_lock(cli.home / "vault", f"{host}:{dead}:beef", mtime=time.time())
+    disk = cli.ok("disk", "show", "d")
+    fill(disk["path"], MiB, seed=6)
+    run_job(cli, "backup", "create", "d")
+    assert time.monotonic() - started < 20
+
+
+def test_a_gc_lock_from_the_future_costs_one_lease_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = CLI.with_config(tmp_path / "home", capsys, CONFIG + "gc_lock_lease_seconds = 6\n")
+    backed_up(cli)
+    future = time.time() + 365 * 24 * 3600
+    plant_gc_lock(cli.home / "vault", "elsewhere:1:f00d", mtime=future)
+    disk = cli.ok("disk", "show", "d")
+    fill(disk["path"], MiB, seed=7)
+    started = time.monotonic()
+    result = cli("backup", "create", "d", "--json")
+    assert result.code == 0, result.err
+    assert time.monotonic() - started < 15, "bounded by one lease, not by the lock's date"
+    assert "waiting for a garbage collection (elsewhere:1:f00d)" in result.out
+    run_job(cli, "vault", "gc", "--grace", "0")  # a lock dated a year ahead has lapsed
+
+
+def test_a_live_gc_lock_refuses_a_second_gc_naming_its_holder(cli: CLI) -> None:
+    backed_up(cli)
+    plant_gc_lock(cli.home / "vault", "other-host:4242:abcd", mtime=time.time())
+    line = cli.fails("vault", "gc", "--grace", "0")
+    assert "other-host:4242:abcd holds this vault's lock" in line and "lapses after" in line

@@ -25,6 +25,7 @@ class Settings:
     chunk_size: int = 4 << 20
     workers: int = field(default_factory=lambda: default_workers())
     gc_grace_seconds: float = 6 * 3600
+    gc_lock_lease_seconds: float = 600.0  # a gc stops deleting after half of it
     default_vault: str = "local"
 
     @classmethod

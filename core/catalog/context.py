@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -12,17 +11,13 @@ from sqlmodel import Session, SQLModel, select
 
 from core.base.config import Settings
 from core.base.errors import NotFound
+from core.base.host import host_id
 from core.base.ids import looks_like_id
 from core.base.locations import Locations
 from core.catalog.db import Catalog
 from core.catalog.models import Event
 
 T = TypeVar("T", bound=SQLModel)
-
-
-def host_id() -> str:
-    """This host's identity in a shared catalog: BLOCKVAULT_HOST_ID, else the hostname."""
-    return os.environ.get("BLOCKVAULT_HOST_ID") or socket.gethostname()
 
 
 def current_actor() -> str:

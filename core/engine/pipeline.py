@@ -92,6 +92,16 @@ def _zero_ids(vault: Repository, size: int, chunk_size: int) -> dict[int, str]:
     return {n: vault.chunk_id(devices.zeros(n)) for n in lengths}
 
 
+def _telling(reporter: ProgressReporter) -> Callable[[str], None]:
+    """Say what the job waits for, in its progress line (a wait is never silent)."""
+
+    def tell(message: str) -> None:
+        reporter.message = message
+        reporter.emit(final=False)
+
+    return tell
+
+
 def disk_digest(vault: Repository, chunks: list[str | None], *, size: int, chunk_size: int) -> str:
     """BLAKE3 over every chunk's id in order, zero chunks as the id of their zeros."""
     zero = _zero_ids(vault, size, chunk_size)
@@ -159,7 +169,9 @@ def backup_device(
         data_map = devices.DataMap(devices.data_ranges(fd, size))
         # The session is announced before the parent is read: the parent's chunks are reused
         # unchecked, so a GC between the two must see this writer (or its rescue list).
-        session = vault.begin_session(manifest_id)
+        session = vault.begin_session(
+            manifest_id, on_wait=_telling(reporter) if reporter is not None else None
+        )
         known: set[str] = set()
         try:
             if parent_id:

@@ -19,8 +19,9 @@ from typing import Any
 from sqlmodel import Session
 
 from core.base.errors import BlockvaultError, Cancelled
+from core.base.host import host_id, pid_alive
 from core.base.progress import ProgressEvent, ProgressReporter, Subscriber
-from core.catalog.context import Context, host_id, record
+from core.catalog.context import Context, record
 from core.catalog.models import Job, utcnow
 from core.catalog.names import unique_id
 from core.rules.states import check_transition
@@ -249,18 +250,6 @@ def _finish(
             detail=error or "",
         )
         session.commit()
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def job_is_stale(job: Job, now: float | None = None) -> bool:

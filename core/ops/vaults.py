@@ -67,6 +67,7 @@ def open_repository(
         cache_dir=ctx.locations.cache_dir / vault.id,
     )
     _check_settings(ctx, vault, repo)
+    repo.gc_lease = ctx.settings.gc_lock_lease_seconds
     ctx.repositories[key] = repo
     return repo
 

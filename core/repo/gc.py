@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass
 
 from core.base.errors import Conflict, ObjectMissing
+from core.base.host import holder_gone, host_id
+from core.base.text import printable
 from core.repo.repository import GC_LOCK_KEY as LOCK_KEY
-from core.repo.repository import GC_LOCK_LEASE_SECONDS as LOCK_LEASE_SECONDS
 from core.repo.repository import Repository
+
+FUTURE_TOLERANCE_SECONDS = 60.0  # clocks may disagree this much; more is skew or tampering
 
 
 @dataclass
@@ -57,9 +59,14 @@ class GcStats:
 
 
 class _Lock:
+    """The single-writer lock of destructive vault operations (I9): an owner token
+    `host:pid:random`, a lease, self-fencing. Taken over at once when its holder's process is
+    gone from this host; after its lease otherwise; a lock dated in the future (clock skew or
+    tampering) counts as lapsed rather than blocking forever."""
+
     def __init__(self, vault: Repository) -> None:
         self.vault = vault
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.owner = f"{host_id()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.taken_at = 0.0
 
     def acquire(self) -> None:
@@ -67,21 +74,24 @@ class _Lock:
         if self.vault.store.put(LOCK_KEY, body, create_only=True):
             self.taken_at = time.monotonic()
             return
-        stale = [
-            i
-            for i in self.vault.store.list(LOCK_KEY)
-            if i.key == LOCK_KEY and time.time() - i.mtime > LOCK_LEASE_SECONDS
-        ]
-        if not stale:
-            raise Conflict("another garbage collection holds this vault's lock; try later")
-        self.vault.store.delete(LOCK_KEY)  # its holder's lease lapsed: it fences itself
+        held = self.vault.gc_lock()
+        if held is not None:
+            info, owner = held
+            age = time.time() - info.mtime
+            lease = self.vault.gc_lease
+            if not (holder_gone(owner) or age >= lease or age < -FUTURE_TOLERANCE_SECONDS):
+                raise Conflict(
+                    f"garbage collection by {printable(owner)} holds this vault's lock (taken "
+                    f"{max(age, 0):.0f} s ago; it lapses after {lease:.0f} s); try later"
+                )
+            self.vault.store.delete(LOCK_KEY)  # gone or lapsed: a lapsed holder fences itself
         if not self.vault.store.put(LOCK_KEY, body, create_only=True):
             raise Conflict("another garbage collection took this vault's lock; try later")
         self.taken_at = time.monotonic()
 
     def check(self) -> None:
         """Self-fencing: a holder whose lease may have lapsed deletes nothing more."""
-        if time.monotonic() - self.taken_at > LOCK_LEASE_SECONDS / 2:
+        if time.monotonic() - self.taken_at > self.vault.gc_lease / 2:
             raise Conflict("garbage collection ran past its lock lease; stopped before deleting")
         try:
             body = json.loads(self.vault.store.get(LOCK_KEY))

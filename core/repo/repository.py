@@ -21,11 +21,10 @@ import contextlib
 import hmac
 import json
 import os
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,8 @@ import blake3
 import zstandard
 
 from core.base.errors import IntegrityError, ObjectMissing, StoreError, UserError
+from core.base.host import holder_gone, host_id
+from core.base.text import printable
 from core.repo import crypto
 from core.repo.manifest import Manifest
 from core.stores.base import ObjectInfo, ObjectStore
@@ -163,6 +164,8 @@ class Repository:
         self.encrypted = keys is not None
         self.location = store.location
         self._passphrase_check: bytes | None = None
+        #: how long a gc lock may be held; its holder stops deleting after half of it
+        self.gc_lease = GC_LOCK_LEASE_SECONDS
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -434,11 +437,27 @@ class Repository:
 
     # --- writer sessions (see core.repo.gc) --------------------------------------------------
 
-    def begin_session(self, session_id: str) -> WriterSession:
-        """Announce a writer, then read what GC has condemned (the order GC relies on)."""
+    def begin_session(
+        self, session_id: str, *, on_wait: Callable[[str], None] | None = None
+    ) -> WriterSession:
+        """Announce a writer, then read what GC has condemned (the order GC relies on);
+        `on_wait` hears what the writer waits for, if anything."""
         session = WriterSession(self, session_id)
-        session.start()
+        session.start(on_wait=on_wait)
         return session
+
+    def gc_lock(self) -> tuple[ObjectInfo, str] | None:
+        """The gc lock and its owner token (host:pid:...), or None when nobody holds it."""
+        found = [i for i in self.store.list(GC_LOCK_KEY) if i.key == GC_LOCK_KEY]
+        if not found:
+            return None
+        try:
+            owner = str(json.loads(self.store.get(GC_LOCK_KEY, max_bytes=4096))["owner"])[:200]
+        except ObjectMissing:
+            return None
+        except (StoreError, ValueError, KeyError, TypeError):
+            owner = "?"  # unreadable: held by someone unknown until it lapses
+        return found[0], owner
 
     def live_sessions(self, *, now: float | None = None) -> list[str]:
         """Writers whose heartbeat is younger than the lease."""
@@ -480,47 +499,39 @@ class WriterSession:
         self._thread: threading.Thread | None = None
 
     def _beat(self) -> None:
-        body = json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "at": time.time()})
+        body = json.dumps({"pid": os.getpid(), "host": host_id(), "at": time.time()})
         self.vault.store.put(self.key, body.encode())
 
-    def start(self) -> None:
+    def start(self, *, on_wait: Callable[[str], None] | None = None) -> None:
         self._beat()
-        self._wait_for_gc()  # after the beat: GC sees this writer, or this writer sees GC
+        self._wait_for_gc(on_wait)  # after the beat: GC sees this writer, or it sees GC
         for _, ids in self.vault.condemned_lists():
             self.condemned |= ids
         self._thread = threading.Thread(target=self._run, daemon=True, name="vault-session")
         self._thread.start()
 
-    def _wait_for_gc(self) -> None:
-        """A GC holding its lock may be deleting chunks this writer would reuse: wait until
-        it is done or its lease lapsed (a lapsed holder fences itself, core.repo.gc)."""
+    def _wait_for_gc(self, on_wait: Callable[[str], None] | None) -> None:
+        """A GC holding its lock may be deleting chunks this writer would reuse: wait until it
+        is done, its holder is gone from this host, or one lease has passed on this host's
+        own clock (a holder stops deleting after half its lease, whatever the lock's date
+        says: a lock dated in the future costs one lease, not forever)."""
+        deadline = time.monotonic() + self.vault.gc_lease
+        said = 0.0
         while True:
-            held = [
-                info
-                for info in self.vault.store.list(GC_LOCK_KEY)
-                if info.key == GC_LOCK_KEY and time.time() - info.mtime < GC_LOCK_LEASE_SECONDS
-            ]
-            if not held or self._gc_holder_died():
+            held = self.vault.gc_lock()
+            if held is None or holder_gone(held[1]):
                 return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if on_wait is not None and time.monotonic() - said >= 5:
+                on_wait(
+                    f"waiting for a garbage collection ({printable(held[1])}) to finish, "
+                    f"at most {left:.0f} s more"
+                )
+                said = time.monotonic()
             self._beat()
-            time.sleep(GC_WAIT_POLL_SECONDS)
-
-    def _gc_holder_died(self) -> bool:
-        """A GC killed on this host leaves its lock; its pid tells us not to wait the lease."""
-        try:
-            body = json.loads(self.vault.store.get(GC_LOCK_KEY))
-            host, pid = str(body["owner"]).split(":")[:2]
-        except (ObjectMissing, ValueError, KeyError, TypeError):
-            return False
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-        return False
+            time.sleep(min(GC_WAIT_POLL_SECONDS, max(left, 0.01)))
 
     def _run(self) -> None:
         while not self._stop.wait(SESSION_HEARTBEAT_SECONDS):

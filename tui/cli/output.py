@@ -140,7 +140,9 @@ class ProgressPrinter:
                 self.task,
                 total=event.bytes_total or None,
                 completed=event.bytes_done,
-                phase=f"{event.phase} · {event.bottleneck}-bound"
+                phase=printable(event.message)
+                if event.message and not event.final
+                else f"{event.phase} · {event.bottleneck}-bound"
                 if event.bottleneck
                 else event.phase,
             )

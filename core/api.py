@@ -280,6 +280,7 @@ class Blockvault:
             (count[0], stats.logical_bytes, stats.stored_bytes),
             chunks=stats.chunks,
             manifests=stats.manifests,
+            damaged_manifests=list(stats.damaged_manifests),
         )
 
     def plan_remove_vault(self, ref: str, *, force: bool = False) -> Plan:

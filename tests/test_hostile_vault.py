@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -293,3 +295,97 @@ def test_a_live_gc_lock_refuses_a_second_gc_naming_its_holder(cli: CLI) -> None:
     plant_gc_lock(cli.home / "vault", "other-host:4242:abcd", mtime=time.time())
     line = cli.fails("vault", "gc", "--grace", "0")
     assert "other-host:4242:abcd holds this vault's lock" in line and "lapses after" in line
+
+
+# --- bounded resources, and one bad manifest affects only its own backup -------------------
+
+RSS_LIMIT_KIB = 300 * 1024
+
+
+def run_measured(home: Path, *argv: str) -> tuple[int, str, int]:
+    """The CLI in a child process: exit code, stderr, and its peak memory (KiB)."""
+    script = (
+        "import re, sys\n"
+        "from tui.cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        "status = open('/proc/self/status').read()\n"  # VmHWM: this program's peak, not the parent's
+        "sys.stdout.write('\\nMAXRSS ' + re.search(r'VmHWM:\\s+(\\d+)', status)[1] + '\\n')\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "--home", str(home), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    peak = int(done.stdout.rsplit("MAXRSS ", 1)[1])
+    return done.returncode, done.stderr, peak
+
+
+def plant_manifest(vault: Path, manifest_id: str, envelope: bytes) -> None:
+    path = vault / "manifests" / manifest_id
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(envelope)
+
+
+def zeros_frame(size: int) -> bytes:
+    """A zstd frame of `size` zeros, made a MiB at a time (the test itself stays small)."""
+    writer = zstandard.ZstdCompressor(level=3).compressobj(size=size)
+    block = bytes(1 << 20)
+    frame = b"".join(writer.compress(block) for _ in range(size >> 20))
+    return frame + writer.flush()
+
+
+def test_manifest_bombs_cost_a_clear_line_not_gigabytes(cli: CLI, tmp_path: Path) -> None:
+    backed_up(cli)
+    vault = cli.home / "vault"
+    plant_manifest(vault, "bk-b0b0b0", b"\x01" + zeros_frame(4 << 30))  # 4 GiB of zeros
+    nulls = zstandard.ZstdCompressor().compressobj()  # a JSON list of 50 M chunks, undeclared
+    body = nulls.compress(b'{"format":"blockvault-manifest","chunks":[')
+    body += b"".join(nulls.compress(b"null," * 1_000_000) for _ in range(50))
+    body += nulls.compress(b"null]}") + nulls.flush()
+    assert len(body) < 1 << 20
+    plant_manifest(vault, "bk-c0c0c0", b"\x01" + body)
+    other = tmp_path / "other"
+    code, err, _ = run_measured(other, "vault", "add", "found", "--path", str(vault))
+    assert code == 0, err
+    code, err, peak = run_measured(other, "vault", "import", "found", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    assert peak < RSS_LIMIT_KIB, f"vault import peaked at {peak // 1024} MiB"
+
+
+def test_one_damaged_manifest_affects_only_its_own_backup(cli: CLI, tmp_path: Path) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "1M")
+    fill(disk["path"], MiB, seed=8)
+    good = run_job(cli, "backup", "create", "d")
+    fill(disk["path"], MiB, seed=9)
+    bad = run_job(cli, "backup", "create", "d")
+    path = cli.home / "vault" / "manifests" / bad["id"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    assert cli.ok("backup", "show", good["id"])["id"] == good["id"]
+    shown = cli.ok("vault", "show")
+    assert shown["damaged_manifests"] == [bad["id"]]
+    line = cli.fails("vault", "gc", "--grace", "0")
+    assert bad["id"] in line and "stopped before deleting anything" in line
+    imported = CLI(tmp_path / "other", cli.capsys)
+    imported.ok("vault", "add", "found", "--path", str(cli.home / "vault"))
+    rows = imported.ok("vault", "import", "found")
+    assert {r["id"]: r["status"] for r in rows} == {good["id"]: "available", bad["id"]: "damaged"}
+    cli.ok("backup", "delete", bad["id"], "--yes")  # the damaged backup can be deleted
+    run_job(cli, "vault", "gc", "--grace", "0")  # and then gc goes on
+    restored = run_job(cli, "backup", "restore", good["id"], "--to-new", "copy")
+    assert restored["status"] == "available"
+
+
+def test_a_catalog_row_whose_manifest_is_missing_can_be_deleted(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "1M")
+    fill(disk["path"], MiB, seed=10)
+    backup = run_job(cli, "backup", "create", "d")
+    (cli.home / "vault" / "manifests" / backup["id"]).unlink()
+    plan = cli.ok("backup", "delete", backup["id"], "--dry-run")
+    assert plan["allowed"]
+    cli.ok("backup", "delete", backup["id"], "--yes")
+    assert cli.ok("backup", "list", "--all") == []

@@ -14,11 +14,17 @@ from core.base.ids import looks_like_id, new_id
 from core.base.units import validate_name
 
 
-def check_new_name(session: Session, model: type, name: str, *, kind: str) -> str:
-    """Names are unique per kind and may not look like ids (so a ref is never ambiguous)."""
+def check_name_shape(name: str, *, kind: str) -> str:
+    """A valid name that does not look like an id (so a ref is never ambiguous)."""
     validate_name(name, kind=kind)
     if looks_like_id(name):
         raise UserError(f"invalid {kind} name {name!r}: it looks like an id")
+    return name
+
+
+def check_new_name(session: Session, model: type, name: str, *, kind: str) -> str:
+    """Names are unique per kind and may not look like ids (so a ref is never ambiguous)."""
+    check_name_shape(name, kind=kind)
     if session.exec(select(model).where(model.name == name)).first():
         raise Conflict(f"a {kind} named {name!r} already exists")
     return name

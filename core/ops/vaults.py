@@ -17,7 +17,7 @@ from sqlmodel import Session, func, select
 from core.base.errors import Conflict, IntegrityError, NotFound, UserError
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Job, Policy, Snapshot, VaultRecord, utcnow
-from core.catalog.names import check_new_name, commit_unique, unique_id
+from core.catalog.names import check_name_shape, check_new_name, commit_unique, unique_id
 from core.catalog.views import backup_view
 from core.jobs.runner import JobContext, JobHandle, create_job
 from core.ops.facts import check_plan
@@ -332,6 +332,19 @@ def plan_gc(
     return lifecycle.plan_gc(vault, stats, grace_seconds=grace)
 
 
+def _text(value: object, limit: int) -> str:
+    """A string field from a vault's manifest, bounded (it is shown escaped, never obeyed)."""
+    return "" if value is None else str(value)[:limit]
+
+
+def _imported_name(name: object, manifest_id: str) -> str:
+    """A name from a vault is input: kept when it is a valid name, else the backup's id."""
+    try:
+        return check_name_shape(str(name), kind="backup") if name else manifest_id
+    except UserError:
+        return manifest_id
+
+
 def import_vault(
     ctx: Context, vault_ref: str | None, *, passphrase: str | None = None
 ) -> list[dict[str, Any]]:
@@ -341,7 +354,8 @@ def import_vault(
     imported = []
     with ctx.catalog.session() as session:
         known = {b.id for b in session.exec(select(Backup)).all()}
-    found = [repo.read_manifest(m) for m in repo.list_manifest_ids() if m not in known]
+    readable, damaged = repo.readable_manifests()
+    found = [m for m in readable if m.id not in known]
     with ctx.catalog.writer() as session:  # read the vault first, then hold the lock briefly
         if session.get(VaultRecord, vault.id) is None:
             raise NotFound(f"vault {vault.name} was removed while it was being read")
@@ -350,18 +364,18 @@ def import_vault(
             if manifest.kind != "backup" or session.get(Backup, manifest_id) is not None:
                 continue
             meta = manifest.disk
-            name = manifest.name or manifest_id
+            name = _imported_name(manifest.name, manifest_id)
             if session.exec(select(Backup).where(Backup.name == name)).first():
                 name = f"{name}-{manifest_id}"
             backup = Backup(
                 id=manifest_id,
                 name=name,
                 vault_id=vault.id,
-                disk_id=meta.get("id", ""),
-                disk_name=meta.get("name", ""),
-                disk_size=meta.get("size", manifest.size),
-                server_name=meta.get("server"),
-                role=meta.get("role") or "data",
+                disk_id=_text(meta.get("id"), 64),
+                disk_name=_text(meta.get("name"), 200),
+                disk_size=meta["size"] if type(meta.get("size")) is int else manifest.size,
+                server_name=_text(meta.get("server"), 200) or None,
+                role="system" if meta.get("role") == "system" else "data",
                 status="available",
                 size=manifest.size,
                 bytes_new=manifest.stats.bytes_new,
@@ -387,4 +401,9 @@ def import_vault(
             imported.append(backup)
         session.commit()
         disks = {d.id for d in session.exec(select(Disk)).all()}
-    return [backup_view(b, vault=vault, disk_exists=b.disk_id in disks) for b in imported]
+    views = [backup_view(b, vault=vault, disk_exists=b.disk_id in disks) for b in imported]
+    return views + [
+        {"id": m, "name": m, "status": "damaged", "error": why, "size": None, "created_at": None}
+        for m, why in sorted(damaged.items())
+        if m not in known
+    ]

@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from core.base.errors import Conflict, ObjectMissing
+from core.base.errors import Conflict, IntegrityError, ObjectMissing
 from core.base.host import holder_gone, host_id
 from core.base.text import printable
 from core.repo.repository import GC_LOCK_KEY as LOCK_KEY
@@ -110,11 +110,19 @@ class _Lock:
 
 
 def _referenced(vault: Repository) -> tuple[set[str], int]:
+    """Every chunk a manifest references. A damaged manifest stops gc before it condemns or
+    deletes anything (I4): which chunks it needs is unknown, so none may go."""
+    manifests, damaged = vault.readable_manifests()
+    if damaged:
+        which, why = next(iter(damaged.items()))
+        raise IntegrityError(
+            f"gc stopped before deleting anything: {why}; its chunks cannot be told apart. "
+            f"Delete that backup (`blockvault backup delete {which}`) or repair it, then run gc"
+        )
     referenced: set[str] = set()
-    ids = vault.list_manifest_ids()
-    for manifest_id in ids:
-        referenced |= vault.read_manifest(manifest_id).referenced()
-    return referenced, len(ids)
+    for manifest in manifests:
+        referenced |= manifest.referenced()
+    return referenced, len(manifests)
 
 
 def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: GcStats) -> None:

@@ -20,6 +20,7 @@ from core.base.errors import IntegrityError
 FORMAT = "blockvault-manifest"
 VERSION = 1
 CHUNK_ID = re.compile(r"^[0-9a-f]{64}$")
+MAX_DISK_BYTES = 1 << 50  # 1 PiB: a manifest claiming more is damage, not a disk
 MANIFEST_ID = re.compile(r"^[a-z]+-[0-9a-z]{4,32}$")
 
 
@@ -92,10 +93,14 @@ class Manifest:
                 raise ValueError(f"unsupported manifest version {body.get('version')!r}")
             if body["id"] != expected_id:
                 raise ValueError(f"it names itself {body['id']!r}")
-            size, chunk_size = int(body["size"]), int(body["chunk_size"])
+            size, chunk_size = body["size"], body["chunk_size"]
             chunks = body["chunks"]
-            if size < 0 or chunk_size <= 0 or not isinstance(chunks, list):
-                raise ValueError("bad size or chunk list")
+            if type(size) is not int or not 0 <= size <= MAX_DISK_BYTES:
+                raise ValueError(f"size {str(size)[:30]} is out of range (0..{MAX_DISK_BYTES})")
+            if type(chunk_size) is not int or not 4096 <= chunk_size <= 64 << 20:
+                raise ValueError(f"chunk size {str(chunk_size)[:30]} is out of range")
+            if not isinstance(chunks, list):
+                raise ValueError("its chunk list is not a list")
             if len(chunks) != -(-size // chunk_size):
                 raise ValueError("chunk count does not match the size")
             for entry in chunks:

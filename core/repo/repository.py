@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import io
 import json
 import os
 import threading
@@ -35,7 +36,7 @@ from core.base.errors import IntegrityError, ObjectMissing, StoreError, UserErro
 from core.base.host import holder_gone, host_id
 from core.base.text import printable
 from core.repo import crypto
-from core.repo.manifest import Manifest
+from core.repo.manifest import CHUNK_ID, Manifest
 from core.stores.base import ObjectInfo, ObjectStore
 
 FORMAT = "blockvault-vault"
@@ -82,6 +83,9 @@ def _worth_compressing(data: bytes) -> bool:
 #: the settings that decide how data is written; bound to the key, remembered by the catalog
 SETTINGS_KEYS = ("format", "version", "id", "chunk_size", "compression", "chunk_hash", "encryption")
 CONFIG_MAX_BYTES = 64 << 10
+#: a manifest or condemned list, stored or unpacked: ~1 M chunk entries (4 TiB of 4 MiB
+#: chunks); a hostile one costs at most this much memory, a clear error beyond
+MANIFEST_MAX_BYTES = 64 << 20
 MIN_CHUNK, MAX_CHUNK = 4096, 64 << 20
 
 
@@ -141,6 +145,7 @@ class VaultStats:
     stored_bytes: int
     manifests: int
     logical_bytes: int
+    damaged_manifests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,9 @@ class Repository:
         self._passphrase_check: bytes | None = None
         #: how long a gc lock may be held; its holder stops deleting after half of it
         self.gc_lease = GC_LOCK_LEASE_SECONDS
+        #: condemned lists found damaged (skipped by writers and gc alike: nothing in them
+        #: is ever deleted); `vault check` reports them
+        self.damaged_condemned: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -276,9 +284,17 @@ class Repository:
             return body
         if flag == ZSTD:
             try:
-                if zstandard.frame_content_size(body) > limit:  # a damaged header: no huge alloc
+                declared = zstandard.frame_content_size(body)
+                if declared > limit:  # a damaged or hostile header: no huge allocation
                     raise IntegrityError(f"{what} claims more than {limit} bytes")
-                return _decompressor().decompress(body, max_output_size=limit)
+                if declared >= 0:
+                    return _decompressor().decompress(body, max_output_size=limit)
+                # size not declared: stream, never holding more than the limit (zstd bombs)
+                with _decompressor().stream_reader(io.BytesIO(body)) as reader:
+                    data = reader.read(limit + 1)
+                if len(data) > limit:
+                    raise IntegrityError(f"{what} decompresses to more than {limit} bytes")
+                return data
             except (zstandard.ZstdError, MemoryError) as exc:
                 raise IntegrityError(f"{what} does not decompress: {exc}") from None
         raise IntegrityError(f"{what} has an unknown encoding {flag}")
@@ -352,10 +368,14 @@ class Repository:
         key = f"{'trash' if trashed else 'manifests'}/{manifest_id}"
         what = f"manifest {manifest_id}"
         try:
-            blob = self.store.get(key)
+            blob = self.store.get(key, max_bytes=MANIFEST_MAX_BYTES)
         except ObjectMissing:
             raise IntegrityError(f"{what} is missing from the vault") from None
-        data = bytes(self._unpack(self._unseal(blob, key, what), what, 1 << 31))
+        except StoreError as exc:
+            if exc.transient:
+                raise
+            raise IntegrityError(f"{what} cannot be read: {exc}") from None
+        data = bytes(self._unpack(self._unseal(blob, key, what), what, MANIFEST_MAX_BYTES))
         return Manifest.from_bytes(data, expected_id=manifest_id)
 
     def list_manifest_ids(self) -> list[str]:
@@ -367,16 +387,31 @@ class Repository:
     def trash_manifest(self, manifest_id: str) -> None:
         """Move a manifest to trash/ (re-sealed under its new key); GC empties the trash."""
         key = f"manifests/{manifest_id}"
+        trash_key = f"trash/{manifest_id}"
         try:
             manifest = self.read_manifest(manifest_id)
         except IntegrityError:
             if not self.store.exists(key):
                 return
-            raise
-        trash_key = f"trash/{manifest_id}"
+            # damaged: its bytes go to the trash as they are (gc empties it); its backup can
+            # be deleted like any other, and only it is affected
+            self.store.put(trash_key, self.store.get(key, max_bytes=MANIFEST_MAX_BYTES))
+            self.store.delete(key)
+            return
         inner, _ = self._pack(manifest.to_bytes(), level=3)
         self.store.put(trash_key, self._seal(inner, trash_key))
         self.store.delete(key)
+
+    def readable_manifests(self) -> tuple[list[Manifest], dict[str, str]]:
+        """Every manifest that reads back whole, and the damaged ones with why: one damaged
+        manifest affects only its own backup."""
+        good, damaged = [], {}
+        for manifest_id in self.list_manifest_ids():
+            try:
+                good.append(self.read_manifest(manifest_id))
+            except IntegrityError as exc:
+                damaged[manifest_id] = str(exc)
+        return good, damaged
 
     # --- accounting ---------------------------------------------------------------------
 
@@ -385,11 +420,15 @@ class Repository:
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.list_chunks()}
 
     def unique_chunks(self, manifest_id: str) -> set[str]:
-        """Chunk ids only this manifest references (no other live manifest does)."""
-        target = self.read_manifest(manifest_id).referenced()
-        for other in self.list_manifest_ids():
-            if other != manifest_id:
-                target -= self.read_manifest(other).referenced()
+        """Chunk ids only this manifest references (no other readable manifest does); none
+        when it is itself damaged (what it references is unknown)."""
+        try:
+            target = self.read_manifest(manifest_id).referenced()
+        except IntegrityError:
+            return set()
+        for other in self.readable_manifests()[0]:
+            if other.id != manifest_id:
+                target -= other.referenced()
                 if not target:
                     break
         return target
@@ -403,16 +442,19 @@ class Repository:
         again, so they stay (a new backup of a disk repeats its newest backup's chunks)."""
         doomed = set(manifest_ids)
         kept: set[str] = set()
+        readable = {m.id: m for m in self.readable_manifests()[0]}
         for alike in kept_alike:
-            kept |= self.read_manifest(alike).referenced()
-        for other in self.list_manifest_ids():
-            if other not in doomed:
-                kept |= self.read_manifest(other).referenced()
+            if alike in readable:
+                kept |= readable[alike].referenced()
+        for other_id, other in readable.items():
+            if other_id not in doomed:
+                kept |= other.referenced()
         sizes = self.chunk_sizes()
         seen: set[str] = set()
         freed = {}
         for manifest_id in manifest_ids:
-            mine = self.read_manifest(manifest_id).referenced() - kept - seen
+            found = readable.get(manifest_id)
+            mine = (found.referenced() if found else set()) - kept - seen
             seen |= mine
             freed[manifest_id] = sum(sizes.get(c, 0) for c in mine)
         return freed
@@ -427,12 +469,13 @@ class Repository:
 
     def stats(self) -> VaultStats:
         sizes = self.chunk_sizes()
-        manifests = self.manifests()
+        manifests, damaged = self.readable_manifests()
         return VaultStats(
             chunks=len(sizes),
             stored_bytes=sum(sizes.values()),
-            manifests=len(manifests),
+            manifests=len(manifests) + len(damaged),
             logical_bytes=sum(m.size for m in manifests),
+            damaged_manifests=tuple(sorted(damaged)),
         )
 
     # --- writer sessions (see core.repo.gc) --------------------------------------------------
@@ -473,11 +516,26 @@ class Repository:
         found = []
         for info in self.store.list("condemned/"):
             try:
-                sealed = self._unseal(self.store.get(info.key), info.key, info.key)
-                body = json.loads(bytes(self._unpack(sealed, info.key, 1 << 31)))
+                blob = self.store.get(info.key, max_bytes=MANIFEST_MAX_BYTES)
+                sealed = self._unseal(blob, info.key, info.key)
+                body = json.loads(bytes(self._unpack(sealed, info.key, MANIFEST_MAX_BYTES)))
+                chunks = body["chunks"]
+                if not isinstance(chunks, list) or not all(
+                    isinstance(c, str) and CHUNK_ID.match(c) for c in chunks
+                ):
+                    raise ValueError("not a list of chunk ids")
             except ObjectMissing:
                 continue
-            found.append((info, set(body["chunks"])))
+            except (IntegrityError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+                # damaged: writers and gc both skip it, so its chunks are never deleted
+                self.damaged_condemned.add(info.key)
+                continue
+            except StoreError as exc:
+                if exc.transient:
+                    raise
+                self.damaged_condemned.add(info.key)
+                continue
+            found.append((info, set(chunks)))
         return found
 
     def write_condemned(self, chunk_ids: set[str]) -> str:

@@ -569,11 +569,11 @@ class Flaky(LocalStore):
         self.script = script
         self.calls = 0
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         self.calls += 1
         if self.script:
             raise self.script.pop(0)
-        return super().get(key)
+        return super().get(key, max_bytes=max_bytes)
 
 
 def test_retry_only_transient_and_reports(tmp_path: Path) -> None:

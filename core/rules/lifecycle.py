@@ -67,7 +67,7 @@ def safety_snapshot_item(facts: DiskFacts) -> PlanItem:
         "",
         "safety snapshot",
         0,
-        f"of disk {facts.disk.name}, for disk undo ({facts.undo_hours:g} h)",
+        f"for disk undo ({facts.undo_hours:g} h)",
     )
 
 

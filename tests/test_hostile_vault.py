@@ -273,6 +273,7 @@ def test_a_gc_lock_whose_holder_died_on_this_host_is_taken_over_at_once(cli: CLI
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.slow
 def test_a_gc_lock_from_the_future_costs_one_lease_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -337,6 +338,7 @@ def zeros_frame(size: int) -> bytes:
     return frame + writer.flush()
 
 
+@pytest.mark.slow
 def test_manifest_bombs_cost_a_clear_line_not_gigabytes(cli: CLI, tmp_path: Path) -> None:
     backed_up(cli)
     vault = cli.home / "vault"
@@ -355,6 +357,7 @@ def test_manifest_bombs_cost_a_clear_line_not_gigabytes(cli: CLI, tmp_path: Path
     assert peak < RSS_LIMIT_KIB, f"vault import peaked at {peak // 1024} MiB"
 
 
+@pytest.mark.slow
 def test_one_damaged_manifest_affects_only_its_own_backup(cli: CLI, tmp_path: Path) -> None:
     disk = cli.ok("disk", "create", "d", "--size", "1M")
     fill(disk["path"], MiB, seed=8)

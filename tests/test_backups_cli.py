@@ -123,6 +123,7 @@ def test_restore_refuses_smaller_new_disk_and_bad_targets(cli: CLI) -> None:
     assert "no backup named" in cli.fails("backup", "restore", "nope", "--to-new", "x")
 
 
+@pytest.mark.slow
 def test_verify_names_the_damaged_chunk(cli: CLI) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=5, holes=False)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import core
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +20,7 @@ def core_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.walk_packages(core.__path__, "core.") if not m.ispkg)
 
 
+@pytest.mark.slow
 def test_core_never_imports_textual_or_tui() -> None:
     modules = core_modules()
     assert "core.api" in modules and "core.rules.lifecycle" in modules

@@ -671,6 +671,8 @@ SLOW = (
     scenario_server_delete,
     scenario_disk_undo,
     scenario_policy_delete,
+    scenario_server_os_changed,
+    scenario_vault_remove,
 )
 
 

@@ -360,6 +360,7 @@ def test_lost_ack_on_create_only_put_is_success(faulty: RetryingStore, proxy: Fa
     assert [status for m, _, status in proxy.log if m == "PUT"] == ["drop_response", "412"]
 
 
+@pytest.mark.slow
 def test_lost_ack_does_not_hide_someone_elses_object(
     faulty: RetryingStore, proxy: FaultProxy
 ) -> None:

@@ -462,6 +462,7 @@ def race_rounds(tmp_path: Path, capsys: pytest.CaptureFixture[str], rounds: int)
     return race
 
 
+@pytest.mark.slow
 def test_four_processes_race_for_one_disk_quick(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from sqlmodel import select
 
 from core.api import Blockvault, PlanChanged
+from core.base.errors import NotFound
 from tests import test_backup_reliability as reliability
 from tests.support.cli import CLI
 from tests.support.faultproxy import FaultProxy, Rule
@@ -262,4 +264,23 @@ def test_a_job_cancelled_before_it_started_touches_nothing(tmp_path) -> None:  #
     shown = bv.get_disk("d")
     assert (shown["status"], shown["restore_incomplete"]) == ("available", False)
     assert [s["name"] for s in bv.list_snapshots(disk="d")] == ["s1"]
+    bv.close()
+
+
+def test_a_plan_whose_disk_was_deleted_meanwhile_is_a_clear_refusal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The race test's find: a rollback planned while a disk delete commits said
+    AttributeError; now it says the snapshot went with its disk."""
+    from core.catalog.models import Snapshot
+    from core.ops import snapshots as snapshot_ops
+
+    bv = Blockvault.open(home=tmp_path / "home")
+    bv.create_disk("d", MiB)
+    bv.start_snapshot("d", name="s1").run()
+    with bv.ctx.catalog.session() as session:
+        snapshot = session.exec(select(Snapshot).where(Snapshot.name == "s1")).one()
+        bv.delete_disk("d", plan=bv.plan_delete_disk("d"))  # another process, in effect
+        with pytest.raises(NotFound, match="its disk was just deleted"):
+            snapshot_ops._rollback_plan(bv.ctx, session, snapshot, force=False)
+        with pytest.raises(NotFound, match="its disk was just deleted"):
+            snapshot_ops._delete_plan(bv.ctx, session, snapshot, measure=True)
     bv.close()

@@ -270,14 +270,29 @@ def exclusive_bytes(
     try:
         ours: list[tuple[int, int]] = []
         for path in chosen:
-            ours += physical_extents(path)
+            ours += _extents_or_none(path)
         theirs: list[tuple[int, int]] = []
         for path in files_under(universe):
             if path.resolve() not in chosen and path.resolve() not in gone:
-                theirs += physical_extents(path)
-    except OSError:
-        return sum(os.stat(p).st_blocks * 512 for p in chosen)
+                theirs += _extents_or_none(path)
+    except OSError:  # no FIEMAP here: nothing can share, the blocks are what goes
+        return sum(_allocated(p) for p in chosen)
     return _covered(ours) - _overlap(_merge(ours), _merge(theirs))
+
+
+def _extents_or_none(path: Path) -> list[tuple[int, int]]:
+    """A file that vanished while the pool was walked (a temp chunk) has no extents."""
+    try:
+        return physical_extents(path)
+    except FileNotFoundError:
+        return []
+
+
+def _allocated(path: Path) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0  # gone while we measured: it frees nothing more
 
 
 def _merge(extents: list[tuple[int, int]]) -> list[tuple[int, int]]:

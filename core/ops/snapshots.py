@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from core.base.errors import NotFound
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Disk, Server, Snapshot
 from core.catalog.names import check_new_name, commit_unique, default_name
@@ -36,6 +37,14 @@ def _view(session: Session, snapshot: Snapshot) -> dict[str, Any]:
     disk = session.get(Disk, snapshot.disk_id)
     server = session.get(Server, disk.server_id) if disk and disk.server_id else None
     return snapshot_view(snapshot, disk=disk, server=server)
+
+
+def _disk_of(session: Session, snapshot: Snapshot) -> Disk:
+    """The snapshot's disk; a disk deleted meanwhile took the snapshot with it."""
+    disk = session.get(Disk, snapshot.disk_id)
+    if disk is None:
+        raise NotFound(f"no snapshot named {snapshot.name!r} (its disk was just deleted)")
+    return disk
 
 
 # --- create ------------------------------------------------------------------------------
@@ -106,7 +115,7 @@ def get_snapshot(ctx: Context, ref: str) -> dict[str, Any]:
 
 
 def _delete_plan(ctx: Context, session: Session, snapshot: Snapshot, *, measure: bool) -> Plan:
-    disk = session.get(Disk, snapshot.disk_id)
+    disk = _disk_of(session, snapshot)
     freed = 0
     if measure and snapshot.status != "deleting":  # a deletion cut short has freed some already
         engine = engine_for(ctx, disk)
@@ -146,7 +155,7 @@ def delete_snapshot(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan
 def _rollback_plan(
     ctx: Context, session: Session, snapshot: Snapshot, *, force: bool
 ) -> tuple[Plan, Disk]:
-    disk = session.get(Disk, snapshot.disk_id)
+    disk = _disk_of(session, snapshot)
     facts = disk_facts(ctx, session, disk)
     return lifecycle.plan_rollback(snapshot, facts=facts, force=force), disk
 

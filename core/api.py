@@ -16,7 +16,7 @@ from core.base.errors import BlockvaultError, Cancelled, Conflict, PlanChanged, 
 from core.base.locations import Locations
 from core.base.progress import ProgressEvent
 from core.base.text import printable
-from core.base.units import human_size, parse_size
+from core.base.units import human_size, parse_count, parse_size
 from core.catalog.context import Context, current_actor, record, resolve
 from core.catalog.db import Catalog
 from core.catalog.models import Backup, Disk, Event, Job, Server, iso
@@ -39,6 +39,7 @@ __all__ = [
     "ProgressEvent",
     "UserError",
     "human_size",
+    "parse_count",
     "parse_size",
     "printable",
 ]

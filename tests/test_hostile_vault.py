@@ -392,3 +392,50 @@ def test_a_catalog_row_whose_manifest_is_missing_can_be_deleted(cli: CLI) -> Non
     assert plan["allowed"]
     cli.ok("backup", "delete", backup["id"], "--yes")
     assert cli.ok("backup", "list", "--all") == []
+
+
+# --- one line, never a traceback ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (("disk", "create", "x", "--size", "9999999P"), "at most 1P"),
+        (("policy", "create", "p", "--keep-last", "99999999999999999999"), "--keep-last"),
+        (("events", "--limit", "99999999999999999999"), "--limit"),
+        (("disk", "register", "x", "--path", "/proc/self/mem"), "cannot open /proc/self/mem"),
+    ],
+)
+def test_bad_input_is_one_line(cli: CLI, argv: tuple[str, ...], says: str) -> None:
+    assert says in cli.fails(*argv)
+    assert not any((cli.home / "pool").glob("*")), "nothing is left behind"
+
+
+@pytest.mark.parametrize(
+    "setting, says",
+    [
+        ('chunk_size = "big"', "chunk_size"),
+        ('safety_snapshot_hours = "x"', "safety_snapshot_hours"),
+        ("workers = 0", "workers must be between"),
+        ("chunk_size = 5000", "multiple of 4096"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, says: str
+) -> None:
+    cli = CLI.with_config(tmp_path / "home", capsys, f"[blockvault]\n{setting}\n")
+    assert says in cli.fails("disk", "list")
+
+
+def test_a_damaged_or_empty_catalog_says_so_and_how_to_recover(cli: CLI) -> None:
+    cli.ok("disk", "create", "d", "--size", "1M")
+    catalog = cli.home / "catalog.sqlite"
+    for leftover in cli.home.glob("catalog.sqlite-*"):
+        leftover.unlink()
+    catalog.write_bytes(b"this is not a database at all" * 100)
+    line = cli.fails("disk", "list")
+    assert "catalog" in line and "damaged" in line and "vault import" in line
+    catalog.write_bytes(b"")
+    line = cli.fails("disk", "list")
+    assert "is empty (0 bytes)" in line and "vault import" in line
+    assert catalog.stat().st_size == 0, "it was not silently turned into an empty catalog"

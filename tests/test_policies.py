@@ -59,7 +59,7 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
 
 def test_bad_schedule_and_retention_are_clear_errors(cli: CLI) -> None:
     assert "invalid schedule" in cli.fails("policy", "create", "p1", "--schedule", "61 * * * *")
-    assert "at least 1" in cli.fails("policy", "create", "p1", "--keep-last", "0")
+    assert "between 1 and" in cli.fails("policy", "create", "p1", "--keep-last", "0")
     assert "no disk named" in cli.fails("policy", "create", "p1", "--disk", "ghost")
 
 

@@ -9,6 +9,27 @@ from pathlib import Path
 
 from core.base.errors import UserError
 
+#: ranges a setting must fall in (a typo in config.toml is one clear line, not a traceback)
+LIMITS: dict[str, tuple[float, float]] = {
+    "max_snapshots_per_disk": (1, 100_000),
+    "safety_snapshot_hours": (0, 24 * 365),
+    "chunk_size": (4096, 64 << 20),
+    "workers": (1, 64),
+    "gc_grace_seconds": (0, 10 * 365 * 86400),
+    "gc_lock_lease_seconds": (1, 86400),
+}
+
+
+def _fits(kind: str, value: object) -> bool:
+    """The field's declared type (annotations are strings here): int, float or str."""
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "float":
+        return isinstance(value, int | float)
+    return isinstance(value, str)
+
 
 def default_workers() -> int:
     """Chunks in flight: twice the cores, at least 4, at most 16 (measured in bench/: more
@@ -42,6 +63,13 @@ class Settings:
         if unknown:
             raise UserError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
         for key, value in data.items():
-            if not isinstance(value, int | float | str) or isinstance(value, bool):
-                raise UserError(f"{path}: setting {key} has an invalid value {value!r}")
+            if not _fits(known[key], value):
+                raise UserError(
+                    f"{path}: setting {key} = {str(value)[:40]!r} is not a valid {known[key]}"
+                )
+            low, high = LIMITS.get(key, (None, None))
+            if low is not None and not low <= value <= high:
+                raise UserError(f"{path}: setting {key} must be between {low} and {high}")
+        if "chunk_size" in data and data["chunk_size"] % 4096:
+            raise UserError(f"{path}: setting chunk_size must be a multiple of 4096")
         return cls(**data)

@@ -9,6 +9,7 @@ import humanize
 from core.base.errors import UserError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
+MAX_SIZE = 1 << 50  # 1 PiB: the largest disk blockvault takes (and a manifest may claim)
 _FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -24,7 +25,20 @@ def parse_size(text: str) -> int:
     size = int(number * _FACTORS[unit])
     if size <= 0:
         raise UserError(f"invalid size {text!r}: must be greater than zero")
+    if size > MAX_SIZE:
+        raise UserError(f"invalid size {text!r}: at most 1P (1 PiB)")
     return size
+
+
+def parse_count(text: str, *, low: int, high: int, what: str) -> int:
+    """A whole number in [low, high] for a count option (--keep-last, --limit)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UserError(f"invalid {what} {str(text)[:40]!r}: a whole number") from None
+    if not low <= value <= high:
+        raise UserError(f"invalid {what} {str(text)[:40]!r}: between {low} and {high}")
+    return value
 
 
 def validate_name(name: str, *, kind: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -131,13 +132,44 @@ def _stamp(engine: Engine, version: int) -> None:
         session.commit()
 
 
+RECOVERY = "blockvault vault add NAME --path DIR|--s3 URL && blockvault vault import NAME"
+
+
+def _where(url: str) -> str:
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else "database"
+
+
+def _refuse_empty_file(url: str) -> None:
+    """A zero-length SQLite file would open as an empty catalog: say what happened instead."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return
+    if empty:
+        raise UserError(
+            f"the catalog {path} is empty (0 bytes): it was truncated; move it aside and "
+            f"rebuild it from your vaults with `{RECOVERY}`"
+        )
+
+
 class Catalog:
     """The engine plus a session factory; each thread opens its own session."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        _refuse_empty_file(url)
         self.engine = make_engine(url)
-        self.version = migrate(self.engine)
+        try:
+            self.version = migrate(self.engine)
+        except sa.exc.DatabaseError as exc:
+            self.engine.dispose()
+            raise UserError(
+                f"the catalog {_where(url)} is damaged ({str(exc.orig)[:80]}); move it aside "
+                f"and rebuild it from your vaults with `{RECOVERY}`"
+            ) from None
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -130,7 +130,10 @@ def register_disk(
         raise UserError(f"{path} is a directory, not a disk image or block device")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         raise UserError(f"{path} is not a regular file or block device")
-    size = devices.device_size(target)
+    try:
+        size = devices.device_size(target)
+    except OSError as exc:
+        raise UserError(f"cannot open {path}: {exc.strerror or exc}") from None
     if size <= 0:
         raise UserError(f"{path} is empty: a disk needs a size greater than zero")
     real = str(target.resolve())

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.api import Blockvault, Cancelled, Plan, UserError, parse_size, printable
+from core.api import Blockvault, Cancelled, Plan, UserError, parse_count, parse_size, printable
 from tui.cli import output
 
 Handler = Callable[[Blockvault, argparse.Namespace], Any]
@@ -83,6 +83,18 @@ def size_arg(text: str) -> int:
         return parse_size(text)
     except UserError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def count_arg(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type for a bounded whole number (so a huge one is a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            return parse_count(text, low=low, high=high, what=what)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 # --- printing results -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from tui.cli.common import (
     add_noun,
     add_verb,
     confirm_parent,
+    count_arg,
     json_parent,
     show_list,
     show_object,
@@ -69,5 +70,5 @@ def add_to(nouns: Nouns) -> None:
             bv.events(limit=a.limit, object_ref=a.object), a
         )
     )
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=count_arg(1, 100_000, "--limit"), default=50)
     p.add_argument("--object", help="only events about this id or name")

@@ -11,6 +11,7 @@ from tui.cli.common import (
     add_noun,
     add_verb,
     confirm_parent,
+    count_arg,
     json_parent,
     run_planned,
     show_list,
@@ -81,8 +82,8 @@ def add_to(nouns: Nouns) -> None:
         "--schedule", default="0 2 * * *", help="cron expression (default: daily at 02:00 UTC)"
     )
     p.add_argument("--vault")
-    p.add_argument("--keep-last", type=int, default=7)
-    p.add_argument("--keep-days", type=int)
+    p.add_argument("--keep-last", type=count_arg(1, 100_000, "--keep-last"), default=7)
+    p.add_argument("--keep-days", type=count_arg(1, 36_500, "--keep-days"))
     p.add_argument("--disk", action="append", default=[], help="a disk to cover (repeatable)")
     add_verb(
         policy,

@@ -439,3 +439,12 @@ def test_a_damaged_or_empty_catalog_says_so_and_how_to_recover(cli: CLI) -> None
     line = cli.fails("disk", "list")
     assert "is empty (0 bytes)" in line and "vault import" in line
     assert catalog.stat().st_size == 0, "it was not silently turned into an empty catalog"
+
+
+def test_credentials_in_an_endpoint_url_are_refused_and_never_echoed(cli: CLI) -> None:
+    line = cli.fails(
+        "vault", "add", "s3v", "--s3", "s3://bucket/p",
+        "--endpoint-url", "http://AKIDSENTINEL:SECRETSENTINEL@127.0.0.1:9",
+    )  # fmt: skip
+    assert "AWS chain" in line and "SECRETSENTINEL" not in line and "AKIDSENTINEL" not in line
+    assert "SECRETSENTINEL" not in json.dumps(cli.ok("vault", "list"))

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlmodel import Session, func, select
 
@@ -131,6 +132,16 @@ def add_vault(
     create_bucket: bool = False,
 ) -> VaultRecord:
     """Register a vault; initialise it if the location is empty, adopt it if it holds one."""
+    if endpoint_url:
+        parts = urlsplit(endpoint_url)
+        if parts.username or parts.password or "@" in parts.netloc:
+            raise UserError(
+                "the endpoint URL may not carry credentials (user:secret@host): they would be "
+                "stored and shown; give them through the AWS chain (AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, --profile, or an instance role)"
+            )
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UserError("the endpoint URL must look like https://host[:port]")
     if bool(path) == bool(s3_url):
         raise UserError("give exactly one of --path DIR or --s3 s3://bucket/prefix")
     with ctx.catalog.writer() as session:

@@ -58,19 +58,27 @@ class Blockvault:
         home: str | os.PathLike | None = None,
         catalog_url: str | None = None,
         actor: str | None = None,
+        read_only: bool = False,
     ) -> Blockvault:
-        """Resolve locations, open (and migrate) the catalog, reconcile interrupted jobs."""
+        """Resolve locations, open (and migrate) the catalog, reconcile interrupted jobs.
+
+        `read_only` writes nothing anywhere: no folder is made, the catalog is opened
+        read-only (it must exist), nothing is reconciled or expired."""
         locations = Locations.resolve(home)
-        locations.ensure()
+        if not read_only:
+            locations.ensure()
         settings = Settings.load(locations.config_file)
         url = (
             catalog_url
             or os.environ.get("BLOCKVAULT_CATALOG")
             or f"sqlite:///{locations.catalog_file}"
         )
-        ctx = Context(Catalog(url), locations, settings, actor or current_actor())
+        ctx = Context(
+            Catalog(url, read_only=read_only), locations, settings, actor or current_actor()
+        )
         service = cls(ctx)
-        service.reconcile()
+        if not read_only:
+            service.reconcile()
         return service
 
     def close(self) -> None:

@@ -89,6 +89,50 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def make_read_only_engine(url: str) -> Engine:
+    """The catalog opened so that nothing can write it (SQLite's mode=ro; a PostgreSQL
+    transaction marked read only); a missing SQLite catalog is an error, not a new file."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise UserError(
+                f"no catalog at {path}: nothing to show read-only (open it once without "
+                "--read-only to create it)"
+            )
+        engine = create_engine(
+            f"sqlite:///file:{path}?mode=ro&uri=true",
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            dbapi_connection.execute("PRAGMA busy_timeout=10000")
+            dbapi_connection.execute("PRAGMA query_only=ON")
+
+        return engine
+    engine = make_engine(url)
+
+    @sa.event.listens_for(engine, "begin")
+    def _read_only(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+    return engine
+
+
+def current_version(engine: Engine) -> int:
+    """The schema version, without migrating: a read-only open of an older catalog is
+    refused (migrating would write it)."""
+    version = schema_version(engine)
+    if version is None:
+        raise UserError("the catalog is empty: nothing to show read-only")
+    if version != SCHEMA_VERSION:
+        raise UserError(
+            f"the catalog is schema v{version}, this blockvault needs v{SCHEMA_VERSION}: open "
+            "it once without --read-only to migrate it"
+        )
+    return version
+
+
 def schema_version(engine: Engine) -> int | None:
     """The stored schema version, or None for an empty database."""
     inspector = sa.inspect(engine)
@@ -158,12 +202,13 @@ def _refuse_empty_file(url: str) -> None:
 class Catalog:
     """The engine plus a session factory; each thread opens its own session."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only
         _refuse_empty_file(url)
-        self.engine = make_engine(url)
+        self.engine = make_read_only_engine(url) if read_only else make_engine(url)
         try:
-            self.version = migrate(self.engine)
+            self.version = current_version(self.engine) if read_only else migrate(self.engine)
         except sa.exc.DatabaseError as exc:
             self.engine.dispose()
             raise UserError(
@@ -187,6 +232,8 @@ class Catalog:
         lock row stays locked until commit). The caller commits; leaving without a commit
         rolls everything back and releases the lock.
         """
+        if self.read_only:
+            raise UserError("read-only: this blockvault changes nothing")
         with Session(self.engine, expire_on_commit=False) as session:
             session.execute(
                 sa.update(models.Meta)

@@ -86,6 +86,8 @@ def _check_settings(ctx: Context, vault: VaultRecord, repo: Repository) -> None:
             "write plaintext into it (someone edited the config)"
         )
     now = canonical_settings(repo)
+    if vault.config_settings is None and ctx.catalog.read_only:
+        return  # remembered by the next process that may write
     if vault.config_settings is None:  # first open since the catalog learnt to remember
         with ctx.catalog.writer() as session:
             row = session.get(VaultRecord, vault.id)

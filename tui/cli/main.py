@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--demo", action="store_true", help="open the console on a throwaway demo")
     parser.add_argument(
-        "--read-only", action="store_true", help="console without destructive actions"
+        "--read-only",
+        action="store_true",
+        help="change nothing: the catalog opened read-only, destructive actions hidden",
     )
     nouns = parser.add_subparsers(dest="noun", metavar="NOUN", parser_class=ArgumentParser)
     for module in NOUN_MODULES:
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             home=args.home, catalog=args.catalog, demo=args.demo, read_only=args.read_only
         )
     try:
-        bv = Blockvault.open(home=args.home, catalog_url=args.catalog)
+        bv = Blockvault.open(home=args.home, catalog_url=args.catalog, read_only=args.read_only)
         try:
             args.handler(bv, args)
         finally:

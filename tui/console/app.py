@@ -94,7 +94,7 @@ def run_console(
             sys.stderr.write(f"blockvault: building the demo in {demo_dir} ...\n")
             bv = build_demo(demo_dir)
         else:
-            bv = Blockvault.open(home=home, catalog_url=catalog)
+            bv = Blockvault.open(home=home, catalog_url=catalog, read_only=read_only)
     except BlockvaultError as exc:
         sys.stderr.write(f"blockvault: error: {exc}\n")
         return exc.exit_code

@@ -306,6 +306,10 @@ class Blockvault:
     def plan_gc(self, ref: str | None, *, grace_seconds: float | None = None) -> Plan:
         return vaults.plan_gc(self.ctx, ref, grace_seconds=grace_seconds)
 
+    def start_check(self, ref: str | None, *, read_fraction: float = 0.0) -> JobHandle:
+        """Check a vault's structure and read back `read_fraction` of its data (a job)."""
+        return vaults.start_check(self.ctx, ref, read_fraction=read_fraction)
+
     def start_gc(self, ref: str | None, *, grace_seconds: float | None = None) -> JobHandle:
         """Garbage-collect a vault as a job (`plan_gc` is its dry run)."""
         return vaults.start_gc(self.ctx, ref, grace_seconds=grace_seconds)

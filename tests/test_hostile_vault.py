@@ -448,3 +448,46 @@ def test_credentials_in_an_endpoint_url_are_refused_and_never_echoed(cli: CLI) -
     )  # fmt: skip
     assert "AWS chain" in line and "SECRETSENTINEL" not in line and "AKIDSENTINEL" not in line
     assert "SECRETSENTINEL" not in json.dumps(cli.ok("vault", "list"))
+
+
+# --- damage heals (I13) ---------------------------------------------------------------------
+
+
+def flip_a_chunk(vault: Path) -> Path:
+    victim = next(p for p in sorted((vault / "chunks").rglob("*")) if p.is_file())
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    return victim
+
+
+def test_a_damaged_chunk_is_stored_again_by_the_next_backup(cli: CLI) -> None:
+    """The issue's finding: flip a byte, verify names it, delete that backup, back up the
+    intact disk again: it was 'reused 100%' and still damaged; now the chunk heals."""
+    disk = cli.ok("disk", "create", "d", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=11)
+    first = run_job(cli, "backup", "create", "d")
+    victim = flip_a_chunk(cli.home / "vault")
+    assert "is damaged" in cli.fails("backup", "verify", first["id"])
+    cli.ok("backup", "delete", first["id"], "--yes")
+    again = run_job(cli, "backup", "create", "d")
+    assert again["bytes_new"] > 0, "the damaged chunk was stored again, not reused"
+    verified = run_job(cli, "backup", "verify", again["id"])
+    assert verified["ok"] and verified["damaged"] == []
+    assert victim.exists() and victim.read_bytes() != b""
+    checked = run_job(cli, "vault", "check", "--read-data", "1")
+    assert checked["ok"] and checked["repaired_chunks"] == 1
+
+
+def test_vault_check_reports_what_is_lost_by_backup_and_a_backup_heals_it(cli: CLI) -> None:
+    disk = cli.ok("disk", "create", "d", "--size", "2M")
+    fill(disk["path"], 2 * MiB, seed=12)
+    backup = run_job(cli, "backup", "create", "d")
+    assert run_job(cli, "vault", "check")["ok"]  # structure only
+    flip_a_chunk(cli.home / "vault")
+    line = cli.fails("vault", "check", "--read-data", "1")
+    assert "1 damaged" in line and f"{backup['id']} (1 chunks)" in line
+    assert "vault check" in line or "quarantined" in line
+    healed = run_job(cli, "backup", "create", "d")  # the disk still holds the data
+    assert healed["bytes_new"] > 0
+    assert run_job(cli, "vault", "check", "--read-data", "1")["ok"]

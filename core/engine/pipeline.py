@@ -185,6 +185,9 @@ def backup_device(
             for other in vault.list_manifest_ids():
                 with contextlib.suppress(IntegrityError):
                     known |= vault.read_manifest(other).referenced()
+        # reuse is trusted only as far as it was verified: a chunk found damaged is stored again
+        sick = vault.quarantined()
+        known -= sick
         # Into a vault with no chunk at all (a first backup), asking whether each chunk is
         # there costs a round trip for nothing: the create-only PUT settles races anyway.
         empty = trusted and not known and not vault.holds_any_chunk()
@@ -268,6 +271,8 @@ def backup_device(
                     created = True
                 else:
                     created = vault.put_chunk(encoded)
+            if chunk_id in sick:
+                vault.healed(chunk_id)  # a good copy is stored again
             if created:
                 account(done=length, new=length, stored=len(encoded.blob))
             else:
@@ -440,6 +445,8 @@ def restore_device(
                 try:
                     data = get(index, chunk_id)
                 except IntegrityError as exc:
+                    if fetch is None:
+                        vault.quarantine_chunk(chunk_id)
                     raise IntegrityError(
                         f"backup {manifest.id}: chunk {index} (offset {offset}, {length} bytes) "
                         f"is damaged: {exc}"
@@ -542,6 +549,7 @@ def verify_backup(
             vault.get_chunk(chunk_id)
         except IntegrityError as exc:
             error = str(exc)
+            vault.quarantine_chunk(chunk_id)  # never reused; the next backup stores it again
         length = sum(manifest.chunk_length(i) for i in indices)
         with lock:
             report.chunks_checked += 1

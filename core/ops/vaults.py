@@ -20,6 +20,7 @@ from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Job, Policy, Snapshot, VaultRecord, utcnow
 from core.catalog.names import check_name_shape, check_new_name, commit_unique, unique_id
 from core.catalog.views import backup_view
+from core.engine.check import check_vault
 from core.jobs.runner import JobContext, JobHandle, create_job
 from core.ops.facts import check_plan
 from core.repo.gc import collect_garbage
@@ -289,6 +290,59 @@ def remove_vault(ctx: Context, ref: str, *, force: bool, plan: Plan | None = Non
         session.commit()
     ctx.repositories.clear()
     return plan or now
+
+
+def start_check(
+    ctx: Context,
+    vault_ref: str | None,
+    *,
+    read_fraction: float = 0.0,
+    passphrase: str | None = None,
+) -> JobHandle:
+    """`vault check`: structure, plus `read_fraction` of the data read back; what is lost is
+    quarantined and reported by backup (a failed job whose error names them)."""
+    if not 0.0 <= read_fraction <= 1.0:
+        raise UserError("--read-data takes a fraction between 0 and 1 (e.g. 0.1)")
+    vault = get_vault(ctx, vault_ref)
+    repo = open_repository(ctx, vault, passphrase=passphrase)
+
+    def run(job: JobContext) -> dict[str, Any]:
+        report = check_vault(
+            repo,
+            read_fraction=read_fraction,
+            reporter=job.reporter("checking", 0),
+            cancel=job.cancel,
+            workers=ctx.settings.workers,
+        )
+        with ctx.catalog.writer() as session:
+            record(
+                session,
+                ctx,
+                "vault.check",
+                kind="vault",
+                object_id=vault.id,
+                name=vault.name,
+                detail=report.describe(),
+            )
+            session.commit()
+        if not report.ok:
+            raise IntegrityError(report.describe())
+        return {
+            "id": vault.id,
+            "name": vault.name,
+            "summary": report.describe(),
+            **report.to_dict(),
+        }
+
+    return create_job(
+        ctx,
+        "check",
+        target_kind="vault",
+        target_id=vault.id,
+        target_name=vault.name,
+        disk_id=None,
+        fn=run,
+    )
 
 
 def start_gc(

@@ -133,6 +133,10 @@ def parse_config(raw: bytes, *, where: str) -> dict:
     return config
 
 
+QUARANTINE = "quarantine/"  # chunks found damaged or missing: never reused
+REPAIRED = "repaired/"  # chunks a later backup stored again, until `vault check` reports them
+
+
 def chunk_key(chunk_id: str) -> str:
     return f"chunks/{chunk_id[:2]}/{chunk_id}"
 
@@ -342,6 +346,45 @@ class Repository:
         except ObjectMissing:
             raise IntegrityError(f"chunk {chunk_id[:16]} is missing from the vault") from None
         return self.decode_chunk(chunk_id, blob)
+
+    # --- healing (I13) -------------------------------------------------------------------
+
+    def quarantine_chunk(self, chunk_id: str) -> None:
+        """A chunk found damaged or missing is never reused: its bytes (if any) move to
+        `quarantine/<id>`, so the next backup of intact data stores it again."""
+        key = chunk_key(chunk_id)
+        try:
+            blob = self.store.get(key, max_bytes=self.chunk_size + (1 << 20))
+        except (ObjectMissing, StoreError):
+            blob = b""
+        self.store.put(f"{QUARANTINE}{chunk_id}", blob)
+        self.store.delete(key)
+
+    def quarantined(self) -> set[str]:
+        """Chunk ids found damaged or missing and not stored again since."""
+        return {
+            info.key[len(QUARANTINE) :]
+            for info in self.store.list(QUARANTINE)
+            if CHUNK_ID.match(info.key[len(QUARANTINE) :])
+        }
+
+    def healed(self, chunk_id: str) -> None:
+        """A good copy was stored again: the chunk leaves quarantine (`vault check` reports
+        it as repaired)."""
+        self.store.put(f"{REPAIRED}{chunk_id}", b"")
+        self.store.delete(f"{QUARANTINE}{chunk_id}")
+
+    def repaired(self, *, clear: bool) -> set[str]:
+        """Chunks stored again since the last check (`clear`: the check has reported them)."""
+        found = {
+            info.key[len(REPAIRED) :]
+            for info in self.store.list(REPAIRED)
+            if CHUNK_ID.match(info.key[len(REPAIRED) :])
+        }
+        if clear:
+            for chunk_id in found:
+                self.store.delete(f"{REPAIRED}{chunk_id}")
+        return found
 
     def holds_any_chunk(self) -> bool:
         """One listing call: is there any chunk in the vault yet?"""

@@ -129,6 +129,21 @@ def add_to(nouns: Nouns) -> None:
     )
     p = add_verb(
         vault,
+        "check",
+        lambda bv, a: run_job(bv.start_check(a.vault, read_fraction=a.read_data), a, "check"),
+        parents=[js],
+        help="check structure and read back a share of the data; lost chunks are quarantined",
+    )
+    p.add_argument("vault", nargs="?")
+    p.add_argument(
+        "--read-data",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of the chunks to read back and verify, 0..1 (default 0: structure only)",
+    )
+    p = add_verb(
+        vault,
         "gc",
         vault_gc,
         parents=[js],

@@ -491,3 +491,11 @@ def test_vault_check_reports_what_is_lost_by_backup_and_a_backup_heals_it(cli: C
     healed = run_job(cli, "backup", "create", "d")  # the disk still holds the data
     assert healed["bytes_new"] > 0
     assert run_job(cli, "vault", "check", "--read-data", "1")["ok"]
+
+
+def test_the_catalog_is_readable_by_its_owner_only(cli: CLI) -> None:
+    cli.ok("disk", "create", "d", "--size", "1M")
+    for path in cli.home.glob("catalog.sqlite*"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, (
+            f"{path.name} is group/other readable"
+        )

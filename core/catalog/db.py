@@ -183,6 +183,19 @@ def _where(url: str) -> str:
     return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else "database"
 
 
+def _owner_only(url: str) -> None:
+    """The catalog names every disk, path and vault of the host: readable by its owner only."""
+    if not url.startswith("sqlite:///"):
+        return
+    base = url.removeprefix("sqlite:///")
+    for path in (Path(base), Path(f"{base}-wal"), Path(f"{base}-shm")):
+        try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+        except FileNotFoundError:
+            continue
+
+
 def _refuse_empty_file(url: str) -> None:
     """A zero-length SQLite file would open as an empty catalog: say what happened instead."""
     if not url.startswith("sqlite:///"):
@@ -209,6 +222,8 @@ class Catalog:
         self.engine = make_read_only_engine(url) if read_only else make_engine(url)
         try:
             self.version = current_version(self.engine) if read_only else migrate(self.engine)
+            if not read_only:
+                _owner_only(url)
         except sa.exc.DatabaseError as exc:
             self.engine.dispose()
             raise UserError(

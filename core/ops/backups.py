@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from core.base.errors import IntegrityError, ObjectMissing, UserError
+from core.base.errors import BlockvaultError, IntegrityError, ObjectMissing, UserError
 from core.base.units import human_size
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Snapshot, VaultRecord, utcnow
@@ -25,6 +25,7 @@ from core.catalog.views import allocated_bytes, backup_view
 from core.engine import pipeline
 from core.jobs.claims import active_readers, claim, disk_metadata, release_disk
 from core.jobs.runner import JobContext, JobHandle, create_job, new_job
+from core.ops import recovery
 from core.ops.facts import check_plan, disk_facts
 from core.ops.vaults import get_vault, open_repository
 from core.rules import lifecycle
@@ -184,6 +185,10 @@ def _run_backup(
         )
         session.commit()
     summary = summary_line(row)
+    try:
+        recovery.save_copy(ctx, repo)  # the catalog's description, for a host that lost it
+    except (BlockvaultError, OSError) as exc:
+        manifest.warnings.append(f"the catalog's copy was not saved in the vault: {exc}")
     if manifest.warnings:
         summary += "; warning: " + "; ".join(manifest.warnings)
     reporter.message = summary

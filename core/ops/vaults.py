@@ -22,6 +22,7 @@ from core.catalog.names import check_name_shape, check_new_name, commit_unique, 
 from core.catalog.views import backup_view
 from core.engine.check import check_vault
 from core.jobs.runner import JobContext, JobHandle, create_job
+from core.ops import recovery
 from core.ops.facts import check_plan
 from core.repo.gc import collect_garbage
 from core.repo.repository import Repository, settings_of
@@ -415,9 +416,24 @@ def _imported_name(name: object, manifest_id: str) -> str:
 def import_vault(
     ctx: Context, vault_ref: str | None, *, passphrase: str | None = None
 ) -> list[dict[str, Any]]:
-    """Register every completed backup found in a vault (the catalog is only a cache, I7)."""
+    """Rebuild the servers, disks and policies the vault's catalog copies describe, then
+    register every completed backup found in it (the catalog is only a cache, I7)."""
     vault = get_vault(ctx, vault_ref)
     repo = open_repository(ctx, vault, passphrase=passphrase)
+    rebuilt = recovery.rebuild(ctx, vault, repo)
+    if any(rebuilt.values()):
+        with ctx.catalog.writer() as session:
+            detail = ", ".join(f"{n} {what}" for what, n in rebuilt.items() if n)
+            record(
+                session,
+                ctx,
+                "vault.recover",
+                kind="vault",
+                object_id=vault.id,
+                name=vault.name,
+                detail=detail,
+            )
+            session.commit()
     imported = []
     with ctx.catalog.session() as session:
         known = {b.id for b in session.exec(select(Backup)).all()}

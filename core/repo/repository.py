@@ -22,6 +22,7 @@ import hmac
 import io
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -133,8 +134,15 @@ def parse_config(raw: bytes, *, where: str) -> dict:
     return config
 
 
+CATALOG_COPIES = "catalog/"  # one object per host: the catalog's description, for recovery
 QUARANTINE = "quarantine/"  # chunks found damaged or missing: never reused
 REPAIRED = "repaired/"  # chunks a later backup stored again, until `vault check` reports them
+
+
+def _safe_segment(text: str) -> str:
+    """A host id as one key segment: letters, digits, '.', '_' and '-' only."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100].lstrip(".")
+    return cleaned or "host"
 
 
 def chunk_key(chunk_id: str) -> str:
@@ -406,6 +414,27 @@ class Repository:
             existing = self.read_manifest(manifest.id)
             if existing.digest != manifest.digest:
                 raise IntegrityError(f"manifest {manifest.id} already exists with other content")
+
+    def write_catalog_copy(self, host: str, description: dict) -> None:
+        """The catalog's own description (servers, disks, policies, vaults) of one host, kept
+        in the vault (sealed where the vault is encrypted) so a new host can rebuild it."""
+        key = f"{CATALOG_COPIES}{_safe_segment(host)}"
+        inner, _ = self._pack(json.dumps(description, sort_keys=True).encode(), level=3)
+        self.store.put(key, self._seal(inner, key))
+
+    def catalog_copies(self) -> list[dict]:
+        """Every host's catalog description that reads back whole; damaged ones are skipped."""
+        found = []
+        for info in self.store.list(CATALOG_COPIES):
+            try:
+                blob = self.store.get(info.key, max_bytes=MANIFEST_MAX_BYTES)
+                inner = self._unseal(blob, info.key, info.key)
+                body = json.loads(bytes(self._unpack(inner, info.key, MANIFEST_MAX_BYTES)))
+            except (ObjectMissing, IntegrityError, ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(body, dict):
+                found.append(body)
+        return found
 
     def read_manifest(self, manifest_id: str, *, trashed: bool = False) -> Manifest:
         key = f"{'trash' if trashed else 'manifests'}/{manifest_id}"

@@ -1,0 +1,97 @@
+"""Full catalog recovery (issue "Hostile vaults and bad input", item 11; RELIABILITY F, I7):
+a host that lost its catalog rebuilds servers, disks and policies from a vault, not backups
+alone, and restores each disk bit for bit onto the disk it came from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import CLI
+from tests.test_backup_reliability import CONFIG, MiB, fill, run_job
+
+
+def sha(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_new_host_rebuilds_servers_disks_and_policies_from_the_vault(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    encrypted: bool,
+) -> None:
+    monkeypatch.setenv("BLOCKVAULT_PASSPHRASE", "correct horse battery staple 42")
+    old = CLI.with_config(tmp_path / "old", capsys, CONFIG)
+    vault = tmp_path / "vault"
+    old.ok("vault", "add", "off", "--path", str(vault), *(["--encrypt"] if encrypted else []))
+    old.ok("server", "create", "web1")
+    root = old.ok("disk", "create", "root", "--size", "2M", "--server", "web1", "--role", "system")
+    data = old.ok("disk", "create", "data", "--size", "1M", "--server", "web1")
+    fill(root["path"], 2 * MiB, seed=1)
+    fill(data["path"], MiB, seed=2)
+    old.ok("policy", "create", "nightly", "--vault", "off", "--disk", "root", "--disk", "data")
+    backups = {d: run_job(old, "backup", "create", d, "--vault", "off") for d in ("root", "data")}
+    digests = {"root": sha(root["path"]), "data": sha(data["path"])}
+    if encrypted:  # the description is sealed like everything else in an encrypted vault
+        for path in (vault / "catalog").iterdir():
+            assert b"nightly" not in path.read_bytes() and b"web1" not in path.read_bytes()
+
+    new = CLI.with_config(tmp_path / "new", capsys, CONFIG)  # the old host and catalog are gone
+    new.ok("vault", "add", "off", "--path", str(vault))
+    new.ok("vault", "import", "off")
+    server = new.ok("server", "show", "web1")
+    assert sorted((d["name"], d["role"]) for d in server["disks"]) == [
+        ("data", "data"),
+        ("root", "system"),
+    ]
+    for name, disk in (("root", root), ("data", data)):
+        shown = new.ok("disk", "show", name)
+        assert (shown["id"], shown["size"]) == (disk["id"], disk["size"])
+        assert (shown["status"], shown["restore_incomplete"]) == ("error-restoring", True)
+    policy = new.ok("policy", "show", "nightly")
+    assert sorted(d["name"] for d in policy["disks"]) == ["data", "root"]
+    for name, backup in backups.items():
+        done = run_job(new, "backup", "restore", backup["id"], "--to-original", "--yes")
+        assert sha(done["path"]) == digests[name]
+        shown = new.ok("disk", "show", name)
+        assert (shown["status"], shown["restore_incomplete"]) == ("available", False)
+    events = [e["action"] for e in new.ok("events", "--limit", "200")]
+    assert "vault.recover" in events
+    new.ok("vault", "import", "off")  # again: nothing doubles
+    assert len(new.ok("disk", "list")) == 2 and len(new.ok("policy", "list")) == 1
+
+
+def test_a_hostile_catalog_copy_rebuilds_nothing_dangerous(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = CLI.with_config(tmp_path / "old", capsys, CONFIG)
+    disk = old.ok("disk", "create", "d", "--size", "1M")
+    fill(disk["path"], MiB, seed=3)
+    run_job(old, "backup", "create", "d")
+    vault = old.home / "vault"
+    (vault / "catalog" / "evil").write_bytes(
+        b"\x00"
+        + json.dumps(
+            {
+                "format": "blockvault-catalog-copy",
+                "servers": [{"id": "srv-abcdef", "name": "\x1b[2Jevil"}, "junk"],
+                "disks": [
+                    {"id": "disk-abcdef", "name": "sda", "size": 1 << 20, "managed": False,
+                     "path": "/dev/sda"},
+                    {"id": "disk-fedcba", "name": "huge", "size": 1 << 62},
+                    {"id": "../../etc", "name": "x", "size": 4096},
+                ],
+                "policies": [{"id": "pol-abcdef", "name": "p", "schedule": "not cron"}],
+            }
+        ).encode()
+    )  # fmt: skip
+    new = CLI.with_config(tmp_path / "new", capsys, CONFIG)
+    new.ok("vault", "add", "found", "--path", str(vault))
+    new.ok("vault", "import", "found")
+    assert [d["name"] for d in new.ok("disk", "list")] == ["d"]  # only the real one
+    assert new.ok("server", "list") == [] and new.ok("policy", "list") == []

@@ -18,7 +18,7 @@ def sha(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("encrypted", [False, True])
+@pytest.mark.parametrize("encrypted", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_new_host_rebuilds_servers_disks_and_policies_from_the_vault(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

@@ -42,6 +42,7 @@ def stale_state(home: Path) -> None:
     bv.close()
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_read_only_console_writes_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"

@@ -133,8 +133,8 @@ SABOTAGES: tuple[Sabotage, ...] = (
         (
             Patch(
                 "core/repo/repository.py",
-                "            mine = (found.referenced() if found else set()) - kept - seen\n",
-                "            mine = (found.referenced() if found else set()) - seen\n",
+                "            unique[manifest_id] = (found.referenced() if found else set()) - kept - seen\n",
+                "            unique[manifest_id] = (found.referenced() if found else set()) - seen\n",
             ),
         ),
         (
@@ -149,7 +149,7 @@ SABOTAGES: tuple[Sabotage, ...] = (
             Patch(
                 "core/rules/lifecycle.py",
                 "        refusal=disk_busy(disk, facts.owner)\n"
-                '        or _readers_refusal(f"a snapshot of disk {disk.name}", disk.name, readers),\n',
+                '        or _readers_refusal(f"a snapshot of disk {disk.name}", readers),\n',
                 "        refusal=None,\n",
             ),
         ),
@@ -162,7 +162,7 @@ SABOTAGES: tuple[Sabotage, ...] = (
             Patch(
                 "core/rules/lifecycle.py",
                 "        refusal=disk_busy(disk, facts.owner)\n"
-                '        or _readers_refusal(f"a snapshot of disk {disk.name}", disk.name, readers),\n',
+                '        or _readers_refusal(f"a snapshot of disk {disk.name}", readers),\n',
                 "        refusal=disk_busy(disk, facts.owner),\n",
             ),
         ),

@@ -285,17 +285,8 @@ class SnapshotEngine:
                 chunked.append(snapshot_id)
         root = self.folder / "store"
         if chunked and root.exists():
-            store = self._store()
             present = [s for s in chunked if (root / "manifests" / s).exists()]
-            doomed = set(present)
-            kept: set[str] = set()
-            for other in store.list_manifest_ids():
-                if other not in doomed:
-                    kept |= store.read_manifest(other).referenced()
-            seen: set[str] = set()
-            for snapshot_id in present:
-                mine = store.read_manifest(snapshot_id).referenced() - kept - seen
-                seen |= mine
+            for snapshot_id, mine in self._store().unique_to(present).items():
                 files = [root / chunk_key(c) for c in mine] + [root / "manifests" / snapshot_id]
                 freed[snapshot_id] = sum(f.stat().st_blocks * 512 for f in files if f.exists())
         return {s: freed.get(s, 0) for s in snapshot_ids}

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlmodel import Session, select
 
@@ -19,12 +21,13 @@ from core.catalog.models import Backup, Disk, Server, Snapshot
 from core.catalog.names import check_new_name, commit_unique, unique_id
 from core.engine import devices
 from core.engine.snapshot_store import detect_strategy
-from core.jobs.claims import active_readers, claim
+from core.jobs.claims import active_readers, claim, release_disk
 from core.ops.facts import check_plan, disk_facts, disk_folder, folder_freed_bytes
 from core.rules import lifecycle
 from core.rules.plans import Plan
 
 ROLES = ("system", "data")
+T = TypeVar("T")
 
 
 def attach_checks(session: Session, server: Server, role: str, *, disk_id: str | None) -> None:
@@ -93,6 +96,32 @@ def insert_pool_disk(
         detail=f"size {size}",
     )
     return disk
+
+
+def fill_new_disk(ctx: Context, *, job_id: str, disk: Disk, write: Callable[[], T]) -> T:
+    """Write a disk this job made (or resumes filling); release it complete, or marked
+    incomplete if the write stopped, so running it again resumes."""
+    ok = False
+    try:
+        result = write()
+        ok = True
+        return result
+    finally:
+        status = "available" if ok else "error-restoring"
+        release_disk(ctx, disk.id, job_id=job_id, status=status, incomplete=not ok)
+
+
+def filled_disk(disk: Disk, **extra: Any) -> dict[str, Any]:
+    """The result of a job that filled a disk."""
+    return {
+        "id": disk.id,
+        "name": disk.name,
+        "status": "available",
+        "size": disk.size,
+        "created_at": None,
+        "path": disk.path,
+        **extra,
+    }
 
 
 def commit_new_disk(session: Session, ctx: Context, disk: Disk) -> None:
@@ -200,23 +229,22 @@ def attach_disk(ctx: Context, ref: str, server_ref: str, *, role: str = "data") 
         return disk
 
 
+def unattach(ctx: Context, session: Session, disk: Disk, *, detail: str) -> None:
+    """The disk belongs to no server any more (a data disk), in the caller's transaction."""
+    disk.server_id, disk.role = None, "data"
+    session.add(disk)
+    record(
+        session, ctx, "disk.detach", kind="disk", object_id=disk.id, name=disk.name, detail=detail
+    )
+
+
 def detach_disk(ctx: Context, ref: str) -> Disk:
     with ctx.catalog.writer() as session:
         disk = resolve(session, Disk, ref, kind="disk")
         if not disk.server_id:
             raise Conflict(f"disk {disk.name} is not attached to a server")
         server = session.get(Server, disk.server_id)
-        disk.server_id, disk.role = None, "data"
-        session.add(disk)
-        record(
-            session,
-            ctx,
-            "disk.detach",
-            kind="disk",
-            object_id=disk.id,
-            name=disk.name,
-            detail=f"from {server.name}",
-        )
+        unattach(ctx, session, disk, detail=f"from {server.name}")
         session.commit()
         return disk
 

@@ -8,7 +8,9 @@ their bytes and rows; its `creating` backup rows go (their chunks are reused by 
 
 from __future__ import annotations
 
-from sqlmodel import select
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, select
 
 from core.catalog.context import Context
 from core.catalog.models import Backup, Disk, Job, Snapshot, utcnow
@@ -41,67 +43,73 @@ def reconcile(ctx: Context) -> None:
         expire_safety_snapshots(ctx)
 
 
-def _reconcile_jobs(ctx: Context) -> None:
-    with ctx.catalog.session() as session:
-        candidates = session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
-        if not any(job_is_stale(job) for job in candidates) and not _orphans_exist(session):
-            return
-    with ctx.catalog.writer() as session:
-        for job in session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all():  # type: ignore[attr-defined]
-            if job_is_stale(job):
-                job.status = "failed"
-                job.error = "interrupted: its process ended before the job finished"
-                job.finished_at = utcnow()
-                session.add(job)
-        session.commit()
-        active = {
-            j.id
-            for j in session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
-        }
-        stuck_disks = [
-            (d.id, d.claim_job_id, d.status, d.restore_incomplete)
-            for d in session.exec(select(Disk)).all()
-            if d.status in INTERRUPTED_DISK_STATUS and d.claim_job_id not in active
-        ]
-        creating = session.exec(select(Snapshot).where(Snapshot.status == "creating")).all()
-        stuck_snapshots = [(s.id, s.disk_id) for s in creating if s.claim_job_id not in active]
+@dataclass
+class Orphans:
+    """What dead jobs left behind, as seen in one read of the catalog."""
+
+    stale_jobs: list[str] = field(default_factory=list)
+    disks: list[Disk] = field(default_factory=list)  # claimed by no active job
+    snapshots: list[Snapshot] = field(default_factory=list)  # `creating`, owner gone
+    backups: list[Backup] = field(default_factory=list)  # `creating`, no job on its disk
+    untouched: set[str] = field(default_factory=set)  # dead jobs that never wrote a disk
+
+    def __bool__(self) -> bool:
+        return bool(self.stale_jobs or self.disks or self.snapshots or self.backups)
+
+
+def find_orphans(session: Session) -> Orphans:
+    """Stale jobs, and the claims and half-made rows of every job that is not active (a
+    stale job counts as gone already)."""
+    jobs = session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
+    stale = [j.id for j in jobs if job_is_stale(j)]
+    live = [j for j in jobs if j.id not in stale]
+    active = {j.id for j in live}
+    creating = session.exec(select(Snapshot).where(Snapshot.status == "creating")).all()
+    busy_disks = {j.disk_id for j in live}
+    return Orphans(
+        stale_jobs=stale,
+        disks=[
+            d
+            for d in session.exec(
+                select(Disk).where(Disk.status.in_(list(INTERRUPTED_DISK_STATUS)))  # type: ignore[attr-defined]
+            ).all()
+            if d.claim_job_id not in active
+        ],
+        snapshots=[s for s in creating if s.claim_job_id not in active],
+        backups=[
+            b
+            for b in session.exec(select(Backup).where(Backup.status == "creating")).all()
+            if b.disk_id not in busy_disks
+        ],
         # an overwrite writes only after its safety snapshot is complete: a dead job whose
         # safety snapshot is still `creating` never touched its disk
-        untouched = {s.claim_job_id for s in creating if s.kind == "safety"}
-        busy_disks = {
-            j.disk_id
-            for j in session.exec(select(Job).where(Job.id.in_(active))).all()  # type: ignore[attr-defined]
-        }
-        for backup in session.exec(select(Backup).where(Backup.status == "creating")).all():
-            if backup.disk_id not in busy_disks:
-                session.delete(backup)
-        session.commit()
-    for snapshot_id, disk_id in stuck_snapshots:
-        with ctx.catalog.session() as session:
-            disk = session.get(Disk, disk_id)
-        discard_snapshot(ctx, disk, snapshot_id)
-    for disk_id, job_id, status, was_incomplete in stuck_disks:
-        new_status, incomplete = INTERRUPTED_DISK_STATUS[status]
-        if job_id is not None and job_id in untouched:
-            new_status, incomplete = ("error-restoring" if was_incomplete else "available"), None
-        release_disk(ctx, disk_id, job_id=job_id, status=new_status, incomplete=incomplete)
-
-
-def _orphans_exist(session) -> bool:  # type: ignore[no-untyped-def]
-    """Claims or half-made objects whose owner is no longer an active job."""
-    active = {
-        j.id
-        for j in session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
-    }
-    for disk in session.exec(
-        select(Disk).where(Disk.status.in_(list(INTERRUPTED_DISK_STATUS)))
-    ).all():  # type: ignore[attr-defined]
-        if disk.claim_job_id not in active:
-            return True
-    creating = session.exec(select(Snapshot).where(Snapshot.status == "creating")).all()
-    if any(s.claim_job_id not in active for s in creating):
-        return True
-    return (
-        session.exec(select(Backup).where(Backup.status == "creating")).first() is not None
-        and not active
+        untouched={s.claim_job_id for s in creating if s.kind == "safety" and s.claim_job_id},
     )
+
+
+def _reconcile_jobs(ctx: Context) -> None:
+    with ctx.catalog.session() as session:
+        if not find_orphans(session):
+            return
+    with ctx.catalog.writer() as session:  # again under the lock: what is true now
+        found = find_orphans(session)
+        for job in (session.get(Job, job_id) for job_id in found.stale_jobs):
+            job.status = "failed"
+            job.error = "interrupted: its process ended before the job finished"
+            job.finished_at = utcnow()
+            session.add(job)
+        for backup in found.backups:
+            session.delete(backup)
+        session.commit()
+    for snapshot in found.snapshots:
+        with ctx.catalog.session() as session:
+            disk = session.get(Disk, snapshot.disk_id)
+        discard_snapshot(ctx, disk, snapshot.id)
+    for disk in found.disks:
+        new_status, incomplete = INTERRUPTED_DISK_STATUS[disk.status]
+        if disk.claim_job_id is not None and disk.claim_job_id in found.untouched:
+            new_status = "error-restoring" if disk.restore_incomplete else "available"
+            incomplete = None
+        release_disk(
+            ctx, disk.id, job_id=disk.claim_job_id, status=new_status, incomplete=incomplete
+        )

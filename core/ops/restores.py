@@ -14,9 +14,9 @@ from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, VaultRecord
 from core.engine import pipeline
 from core.engine.snapshot_store import RestoreSource
-from core.jobs.claims import claim, owner_of, release_disk
+from core.jobs.claims import claim, owner_of
 from core.jobs.runner import JobContext, JobHandle, new_job
-from core.ops.disks import commit_new_disk, insert_pool_disk
+from core.ops.disks import commit_new_disk, fill_new_disk, filled_disk, insert_pool_disk
 from core.ops.facts import check_plan, disk_facts, disk_folder
 from core.ops.safety import new_snapshot_row, overwrite
 from core.ops.vaults import open_repository
@@ -180,18 +180,11 @@ def start_restore(
                 write=lambda differing: done.append(restore(context, differing, True)),
             )
         else:
-            ok = False
-            try:
-                done.append(restore(context, None, False))
-                ok = True
-            finally:
-                release_disk(
-                    ctx,
-                    target.id,
-                    job_id=job.id,
-                    status="available" if ok else "error-restoring",
-                    incomplete=not ok,
+            done.append(
+                fill_new_disk(
+                    ctx, job_id=job.id, disk=target, write=lambda: restore(context, None, False)
                 )
+            )
         with ctx.catalog.writer() as session:
             record(
                 session,
@@ -204,20 +197,15 @@ def start_restore(
             )
             session.commit()
         stats = done[0]
-        return {
-            "id": target.id,
-            "name": target.name,
-            "status": "available",
-            "size": target.size,
-            "created_at": None,
-            "disk_id": target.id,
-            "disk_name": target.name,
-            "path": target.path,
-            "backup_id": backup.id,
-            "undo": safety.name if safety else None,
-            "bytes_fetched": stats.bytes_fetched,
-            "bytes_written": stats.bytes_written,
-            "bytes_skipped": stats.bytes_skipped,
-        }
+        return filled_disk(
+            target,
+            disk_id=target.id,
+            disk_name=target.name,
+            backup_id=backup.id,
+            undo=safety.name if safety else None,
+            bytes_fetched=stats.bytes_fetched,
+            bytes_written=stats.bytes_written,
+            bytes_skipped=stats.bytes_skipped,
+        )
 
     return JobHandle(ctx, job, run)

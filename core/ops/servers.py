@@ -21,6 +21,7 @@ from core.engine import pipeline
 from core.engine.imaging import copy_image
 from core.jobs.claims import active_readers, claim
 from core.jobs.runner import JobContext, JobHandle, new_job
+from core.ops.disks import unattach
 from core.ops.facts import check_plan, disk_facts
 from core.ops.safety import discard_snapshot, engine_for, new_snapshot_row, overwrite
 from core.ops.vaults import open_repository
@@ -54,17 +55,8 @@ def delete_server(ctx: Context, ref: str, *, detach_disks: bool, plan: Plan | No
         server = resolve(session, Server, ref, kind="server")
         now = check_plan(plan, _delete_plan(session, server, detach_disks=detach_disks))
         for item in now.of("detach", "disk"):
-            disk = session.get(Disk, item.id)
-            disk.server_id, disk.role = None, "data"
-            session.add(disk)
-            record(
-                session,
-                ctx,
-                "disk.detach",
-                kind="disk",
-                object_id=disk.id,
-                name=disk.name,
-                detail=f"server {server.name} deleted",
+            unattach(
+                ctx, session, session.get(Disk, item.id), detail=f"server {server.name} deleted"
             )
         session.flush()  # detach first: disks point at the server
         session.delete(server)

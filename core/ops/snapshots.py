@@ -19,7 +19,7 @@ from core.catalog.names import check_new_name, commit_unique, default_name
 from core.catalog.views import snapshot_view
 from core.jobs.claims import active_readers, claim, owner_of, release_disk
 from core.jobs.runner import JobContext, JobHandle, new_job
-from core.ops.disks import commit_new_disk, insert_pool_disk
+from core.ops.disks import commit_new_disk, fill_new_disk, filled_disk, insert_pool_disk
 from core.ops.facts import check_plan, disk_facts
 from core.ops.safety import (
     discard_snapshot,
@@ -280,23 +280,17 @@ def start_to_disk(ctx: Context, ref: str, new_name: str, *, plan: Plan | None = 
         commit_new_disk(session, ctx, target)
 
     def run(context: JobContext) -> dict[str, Any]:
-        ok = False
-        try:
-            engine_for(ctx, source).to_new_disk(
+        fill_new_disk(
+            ctx,
+            job_id=job.id,
+            disk=target,
+            write=lambda: engine_for(ctx, source).to_new_disk(
                 snapshot.id,
                 Path(target.path),
                 reporter=context.reporter("copying", snapshot.size),
                 cancel=context.cancel,
-            )
-            ok = True
-        finally:
-            release_disk(
-                ctx,
-                target.id,
-                job_id=job.id,
-                status="available" if ok else "error-restoring",
-                incomplete=not ok,
-            )
+            ),
+        )
         with ctx.catalog.writer() as session:
             record(
                 session,
@@ -308,14 +302,6 @@ def start_to_disk(ctx: Context, ref: str, new_name: str, *, plan: Plan | None = 
                 detail=f"from {snapshot.name}",
             )
             session.commit()
-        return {
-            "id": target.id,
-            "name": target.name,
-            "status": "available",
-            "size": target.size,
-            "created_at": None,
-            "path": target.path,
-            "snapshot_id": snapshot.id,
-        }
+        return filled_disk(target, snapshot_id=snapshot.id)
 
     return JobHandle(ctx, job, run)

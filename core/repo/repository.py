@@ -491,53 +491,39 @@ class Repository:
         """Stored bytes per chunk id, from one listing."""
         return {info.key.rsplit("/", 1)[1]: info.size for info in self.list_chunks()}
 
-    def unique_chunks(self, manifest_id: str) -> set[str]:
-        """Chunk ids only this manifest references (no other readable manifest does); none
-        when it is itself damaged (what it references is unknown)."""
-        try:
-            target = self.read_manifest(manifest_id).referenced()
-        except IntegrityError:
-            return set()
-        for other in self.readable_manifests()[0]:
-            if other.id != manifest_id:
-                target -= other.referenced()
-                if not target:
-                    break
-        return target
+    def unique_to(
+        self, manifest_ids: list[str], *, kept_alike: tuple[str, ...] | list[str] = ()
+    ) -> dict[str, set[str]]:
+        """The chunks deleting these manifests frees, per manifest in the order given: each
+        chunk no other readable manifest references, for the first of them naming it (none
+        for a damaged one: what it references is unknown). `kept_alike`: manifests (among
+        them) whose chunks a new manifest will reference again (a new backup of a disk
+        repeats its newest backup's chunks)."""
+        doomed = set(manifest_ids)
+        readable = {m.id: m for m in self.readable_manifests()[0]}
+        kept: set[str] = set()
+        for other_id, other in readable.items():
+            if other_id not in doomed or other_id in kept_alike:
+                kept |= other.referenced()
+        seen: set[str] = set()
+        unique = {}
+        for manifest_id in manifest_ids:
+            found = readable.get(manifest_id)
+            unique[manifest_id] = (found.referenced() if found else set()) - kept - seen
+            seen |= unique[manifest_id]
+        return unique
 
     def freed_by_deleting(
         self, manifest_ids: list[str], *, kept_alike: tuple[str, ...] | list[str] = ()
     ) -> dict[str, int]:
-        """Stored bytes deleting these manifests frees, per manifest in the order given: each
-        chunk no other manifest references counts once, for the first of them naming it.
-        `kept_alike`: manifests (among them) whose chunks a new manifest will reference
-        again, so they stay (a new backup of a disk repeats its newest backup's chunks)."""
-        doomed = set(manifest_ids)
-        kept: set[str] = set()
-        readable = {m.id: m for m in self.readable_manifests()[0]}
-        for alike in kept_alike:
-            if alike in readable:
-                kept |= readable[alike].referenced()
-        for other_id, other in readable.items():
-            if other_id not in doomed:
-                kept |= other.referenced()
-        sizes = self.chunk_sizes()
-        seen: set[str] = set()
-        freed = {}
-        for manifest_id in manifest_ids:
-            found = readable.get(manifest_id)
-            mine = (found.referenced() if found else set()) - kept - seen
-            seen |= mine
-            freed[manifest_id] = sum(sizes.get(c, 0) for c in mine)
-        return freed
+        """Stored bytes deleting these manifests frees (`unique_to`), per manifest."""
+        unique = self.unique_to(manifest_ids, kept_alike=kept_alike)
+        sizes = self.chunk_sizes() if any(unique.values()) else {}
+        return {m: sum(sizes.get(c, 0) for c in chunks) for m, chunks in unique.items()}
 
     def unique_bytes(self, manifest_id: str) -> int:
         """Stored bytes only this manifest references: what deleting it frees after dedup."""
-        target = self.unique_chunks(manifest_id)
-        if not target:
-            return 0
-        sizes = self.chunk_sizes()
-        return sum(sizes.get(c, 0) for c in target)
+        return self.freed_by_deleting([manifest_id])[manifest_id]
 
     def stats(self) -> VaultStats:
         sizes = self.chunk_sizes()

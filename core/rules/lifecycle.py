@@ -52,10 +52,10 @@ def _writers_refusal(disk: Disk, writers: Sequence[str], force: bool) -> str | N
     return None
 
 
-def _readers_refusal(kind: str, name: str, readers: Sequence[Job]) -> str | None:
+def _readers_refusal(what: str, readers: Sequence[Job]) -> str | None:
+    """`what` ("snapshot s1", "a snapshot of disk d") may not go while a job reads it."""
     if readers:
         job = readers[0]
-        what = kind if kind.startswith("a snapshot of") else f"{kind} {name}"
         return f"{what} is being read by job {job.id} on host {job.host} ({job.kind})"
     return None
 
@@ -136,7 +136,7 @@ def plan_disk_delete(
         target=f"{disk.name} ({disk.id})",
         items=tuple(items),
         refusal=disk_busy(disk, facts.owner)
-        or _readers_refusal(f"a snapshot of disk {disk.name}", disk.name, readers),
+        or _readers_refusal(f"a snapshot of disk {disk.name}", readers),
     )
 
 
@@ -196,7 +196,7 @@ def plan_os_reinstall(
                 f"{system.name} ({human_size(system.size)})"
             )
         refusal = refusal or _overwrite_refusal(facts, source_size=image_size or 0, force=force)
-    refusal = refusal or _readers_refusal(f"a snapshot of disk {system.name}", system.name, readers)
+    refusal = refusal or _readers_refusal(f"a snapshot of disk {system.name}", readers)
     freed = freed or {}
     doomed = snapshots_by_disk.get(system.id, ())
     items += [snapshot_item(s, "delete", when=when, freed=freed.get(s.id, 0)) for s in doomed]
@@ -259,7 +259,7 @@ def plan_backup_delete(
     """The bytes freed are the ones only this backup references (after deduplication).
     Refused while it is still being made, while a job reads it, and while a safety snapshot
     (the undo of a restore) reads unchanged chunks from it; a deletion cut short finishes."""
-    refusal = _readers_refusal("backup", backup.name, readers)
+    refusal = _readers_refusal(f"backup {backup.name}", readers)
     if refusal is None and backup.status == "creating":
         refusal = f"backup {backup.name} is still being created"
     if refusal is None and leaning:
@@ -389,7 +389,7 @@ def plan_snapshot_delete(
     while it is being made, and while its disk is being snapshotted, rolled back or undone
     (other writers of the store are safe: its writer sessions guard its chunks). `freed`:
     bytes no other snapshot of the disk shares."""
-    refusal = _readers_refusal("snapshot", snapshot.name, readers)
+    refusal = _readers_refusal(f"snapshot {snapshot.name}", readers)
     if refusal is None and snapshot.status == "creating":
         refusal = f"snapshot {snapshot.name} is still being created"
     if refusal is None and owner is not None and owner.kind in ("snapshot", "rollback", "undo"):

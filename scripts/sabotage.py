@@ -329,6 +329,8 @@ def run_one(sabotage: Sabotage, files: list[str], verbose: bool) -> tuple[str, f
         if stale:
             return "STALE", time.monotonic() - started, stale
         env = dict(os.environ, PYTHONPATH=str(dest), PYTHONDONTWRITEBYTECODE="1")
+        # a sabotaged run loses data on purpose: its fault ledger stays in the scratch copy
+        env["BLOCKVAULT_LEDGER_DIR"] = str(dest / ".reliability")
         command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
         command += sabotage.tests
         try:

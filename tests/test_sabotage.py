@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ledger import Ledger
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_every_sabotage_is_caught() -> None:
+def test_every_sabotage_is_caught(fault_ledger: Ledger) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "sabotage.py")],
         cwd=REPO,
@@ -25,5 +27,9 @@ def test_every_sabotage_is_caught() -> None:
         text=True,
         timeout=880,
     )
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ")]
+    for name, outcome in rows[1:]:  # after the header
+        if "control" not in name:
+            fault_ledger.record("sabotage", detected=outcome.strip() == "CAUGHT", note=name.strip())
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "every one caught" in result.stdout

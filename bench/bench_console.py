@@ -148,7 +148,7 @@ def latency(presses: int) -> dict:
 
     home = Path(tempfile.mkdtemp(prefix="bench-console-")) / "home"
     home.mkdir()
-    (home / "config.toml").write_text("[blockvault]\nchunk_size = 4096\nworkers = 1\n")
+    (home / "config.toml").write_text("[blockvault]\nchunk_size = 65536\nworkers = 1\n")
     bv = Blockvault.open(home=home)
     bv.create_server("web1")
     disk = bv.create_disk("big", 32 * MiB, server="web1")

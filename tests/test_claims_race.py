@@ -57,8 +57,8 @@ import pytest
 from tests.support.cli import CLI
 
 KiB, MiB = 1 << 10, 1 << 20
-DISK_SIZE = 32 * MiB
-CHUNK = 32 * KiB  # ~1000 chunks: every job stores or writes ~1000 of them (about a second)
+DISK_SIZE = 64 * MiB
+CHUNK = 64 * KiB  # ~1000 chunks: every job stores or writes ~1000 of them (about a second)
 CONFIG = f"[blockvault]\nchunk_size = {CHUNK}\nmax_snapshots_per_disk = 256\n"
 JITTER = 0.05  # seconds: each process starts within this much of the shared instant...
 DELETE_HEAD = 0.08  # ...but the delete, slower to plan, may start up to this much earlier

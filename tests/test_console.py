@@ -276,13 +276,13 @@ async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(main_screen, "JOB_POLL_SECONDS", 0.3)  # follow other processes' jobs faster
     home = tmp_path / "slow"
     home.mkdir()
-    # 4 KiB chunks (each fsynced) and one worker: a 64 MiB backup takes many seconds,
+    # the smallest chunks (each fsynced) and one worker: a 128 MiB backup takes seconds,
     # cancellation one chunk
-    (home / "config.toml").write_text("[blockvault]\nchunk_size = 4096\nworkers = 1\n")
+    (home / "config.toml").write_text("[blockvault]\nchunk_size = 65536\nworkers = 1\n")
     bv = Blockvault.open(home=home, actor=ACTOR)
     bv.create_server("web1")
-    disk = bv.create_disk("big", 64 * MiB, server="web1")
-    write(disk["path"], 0, os.urandom(64 * MiB))
+    disk = bv.create_disk("big", 128 * MiB, server="web1")
+    write(disk["path"], 0, os.urandom(128 * MiB))
     app = make_app(bv)
     async with app.run_test() as pilot:
         await settle(app, pilot)

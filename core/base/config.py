@@ -8,12 +8,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from core.base.errors import UserError
+from core.base.units import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 
 #: ranges a setting must fall in (a typo in config.toml is one clear line, not a traceback)
 LIMITS: dict[str, tuple[float, float]] = {
     "max_snapshots_per_disk": (1, 100_000),
     "safety_snapshot_hours": (0, 24 * 365),
-    "chunk_size": (4096, 64 << 20),
+    "chunk_size": (MIN_CHUNK_BYTES, MAX_CHUNK_BYTES),
     "workers": (1, 64),
     "gc_grace_seconds": (0, 10 * 365 * 86400),
     "gc_lock_lease_seconds": (1, 86400),

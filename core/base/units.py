@@ -10,6 +10,9 @@ from core.base.errors import UserError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 MAX_SIZE = 1 << 50  # 1 PiB: the largest disk blockvault takes (and a manifest may claim)
+#: a chunk: 64 KiB..64 MiB in whole 4 KiB pages (smaller chunks cost more objects than they
+#: save; larger ones more memory per worker)
+MIN_CHUNK_BYTES, MAX_CHUNK_BYTES = 64 << 10, 64 << 20
 _FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.base.errors import IntegrityError
+from core.base.units import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 
 FORMAT = "blockvault-manifest"
 VERSION = 1
@@ -97,7 +98,7 @@ class Manifest:
             chunks = body["chunks"]
             if type(size) is not int or not 0 <= size <= MAX_DISK_BYTES:
                 raise ValueError(f"size {str(size)[:30]} is out of range (0..{MAX_DISK_BYTES})")
-            if type(chunk_size) is not int or not 4096 <= chunk_size <= 64 << 20:
+            if type(chunk_size) is not int or not MIN_CHUNK_BYTES <= chunk_size <= MAX_CHUNK_BYTES:
                 raise ValueError(f"chunk size {str(chunk_size)[:30]} is out of range")
             if not isinstance(chunks, list):
                 raise ValueError("its chunk list is not a list")

@@ -36,6 +36,7 @@ import zstandard
 from core.base.errors import IntegrityError, ObjectMissing, StoreError, UserError
 from core.base.host import holder_gone, host_id
 from core.base.text import printable
+from core.base.units import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from core.repo import crypto
 from core.repo.manifest import CHUNK_ID, Manifest
 from core.stores.base import ObjectInfo, ObjectStore
@@ -87,7 +88,6 @@ CONFIG_MAX_BYTES = 64 << 10
 #: a manifest or condemned list, stored or unpacked: ~1 M chunk entries (4 TiB of 4 MiB
 #: chunks); a hostile one costs at most this much memory, a clear error beyond
 MANIFEST_MAX_BYTES = 64 << 20
-MIN_CHUNK, MAX_CHUNK = 4096, 64 << 20
 
 
 def settings_of(config: dict) -> dict:
@@ -116,8 +116,8 @@ def parse_config(raw: bytes, *, where: str) -> dict:
     if config.get("version") != VERSION:
         raise bad(f"unsupported vault version {str(config.get('version'))[:20]!r}")
     size = config.get("chunk_size")
-    if type(size) is not int or not MIN_CHUNK <= size <= MAX_CHUNK or size % 4096:
-        raise bad(f"chunk size {str(size)[:30]!r} is not a multiple of 4 KiB in 4 KiB..64 MiB")
+    if type(size) is not int or not MIN_CHUNK_BYTES <= size <= MAX_CHUNK_BYTES or size % 4096:
+        raise bad(f"chunk size {str(size)[:30]!r} is not a multiple of 4 KiB in 64 KiB..64 MiB")
     level = config.get("compression", 3)
     if type(level) is not int or not -7 <= level <= 22:
         raise bad(f"unknown compression {str(level)[:30]!r} (a zstd level -7..22)")
@@ -204,8 +204,8 @@ class Repository:
         compression: int = 3,
     ) -> Repository:
         """Write a new vault's config (create-only: two hosts racing get one vault)."""
-        if chunk_size < MIN_CHUNK or chunk_size > MAX_CHUNK or chunk_size % 4096:
-            raise UserError("chunk size must be a multiple of 4 KiB between 4 KiB and 64 MiB")
+        if chunk_size < MIN_CHUNK_BYTES or chunk_size > MAX_CHUNK_BYTES or chunk_size % 4096:
+            raise UserError("chunk size must be a multiple of 4 KiB between 64 KiB and 64 MiB")
         config: dict = {
             "format": FORMAT,
             "version": VERSION,

@@ -460,19 +460,30 @@ class Blockvault:
         *,
         schedule: str,
         vault: str | None = None,
-        keep_last: int | None = 7,
-        keep_days: int | None = None,
+        keep: dict[str, int | None] | None = None,
+        keep_within: str | None = None,
+        drill: str | None = None,
         disks: list[str] | tuple[str, ...] = (),
     ) -> dict[str, Any]:
+        """A policy; `schedule` is any form parse_schedule takes, `keep` the GFS counts
+        (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)."""
         return policies.create_policy(
             self.ctx,
             name,
             schedule=schedule,
             vault=vault,
-            keep_last=keep_last,
-            keep_days=keep_days,
+            keep=dict(keep if keep is not None else {"keep_last": 7}),
+            keep_within=keep_within,
+            drill=drill,
             disks=list(disks),
         )
+
+    def apply_policy(self, policy: str, targets: list[str]) -> dict[str, Any]:
+        """Cover disks, or every disk of a server, with a policy."""
+        return policies.apply_policy(self.ctx, policy, targets)
+
+    def unapply_policy(self, policy: str, targets: list[str]) -> dict[str, Any]:
+        return policies.apply_policy(self.ctx, policy, targets, remove=True)
 
     def list_policies(self) -> list[dict[str, Any]]:
         return policies.list_policies(self.ctx)
@@ -489,22 +500,52 @@ class Blockvault:
     def plan_policy_run(
         self, *, policy: str | None = None, force: bool = False
     ) -> list[dict[str, Any]]:
-        """What `policy run` would do now: the disks each due policy backs up, and its
-        retention plan as it applies after those backups (if they succeed)."""
+        """What `policy run` would do now: the slot each due policy claims, the disks it
+        backs up, and its retention plan as it applies after those backups."""
         return [
             {
                 "policy": p.name,
+                "slot": iso(slot),
                 "backs_up": [d.name for d in disks],
-                "retention": policies.plan_retention_of(self.ctx, p.id, pending=True).to_dict(),
+                "retention": policies.plan_prune(self.ctx, p.id, pending=True).to_dict(),
             }
-            for p, disks in policies.due_policies(self.ctx, force=force, policy_ref=policy)
+            for p, disks, slot in policies.due_policies(self.ctx, force=force, policy_ref=policy)
         ]
 
     def plan_retention(self, policy: str) -> Plan:
-        return policies.plan_retention_of(self.ctx, policy)
+        """What `policy prune` deletes now, with the bytes really freed."""
+        return policies.plan_prune(self.ctx, policy)
+
+    def prune_policy(self, policy: str, *, plan: Plan | None = None) -> list[dict[str, Any]]:
+        return policies.prune(self.ctx, policy, plan=plan)
+
+    def pin_backup(self, ref: str, *, pinned: bool = True) -> dict[str, Any]:
+        """Exempt a backup from retention (`pinned=False` returns it to its policy)."""
+        return policies.pin_backup(self.ctx, ref, pinned=pinned)
 
     def run_policies(
         self, *, policy: str | None = None, force: bool = False
     ) -> list[dict[str, Any]]:
         """Run due policies now (what cron calls); `force` runs them whatever the schedule."""
         return policies.run_due(self.ctx, policy_ref=policy, force=force)
+
+    @staticmethod
+    def schedule_text(
+        *,
+        cron: str | None = None,
+        daily_at: str | None = None,
+        weekly: str | None = None,
+        every_days: str | None = None,
+        every: str | None = None,
+    ) -> str:
+        """The stored form of a schedule given as one of the CLI's options."""
+        from core.rules.schedules import from_options
+
+        return from_options(
+            cron=cron, daily_at=daily_at, weekly=weekly, every_days=every_days, every=every
+        ).text
+
+    @staticmethod
+    def policy_exit_code(outcomes: list[dict[str, Any]]) -> int:
+        """0 every due backup succeeded, 3 some failed, 1 none could run."""
+        return policies.exit_code(outcomes)

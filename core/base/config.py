@@ -18,6 +18,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "workers": (1, 64),
     "gc_grace_seconds": (0, 10 * 365 * 86400),
     "gc_lock_lease_seconds": (1, 86400),
+    "service_jobs": (1, 32),
 }
 
 
@@ -49,6 +50,9 @@ class Settings:
     gc_grace_seconds: float = 6 * 3600
     gc_lock_lease_seconds: float = 600.0  # a gc stops deleting after half of it
     default_vault: str = "local"
+    timezone: str = ""  # schedules' zone, e.g. "Europe/Berlin"; empty: the host's local zone
+    notify_command: str = ""  # run with one JSON event on stdin for each alert
+    service_jobs: int = 2  # jobs the service runs at a time
 
     @classmethod
     def load(cls, path: Path) -> Settings:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from alembic.operations import Operations
 from core.base.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CLAIM_LOCK_KEY = "claim_lock"  # the meta row every claiming transaction updates first
 
 
@@ -59,9 +59,36 @@ def _v3_claims(op: Operations) -> None:
             batch.add_column(sa.Column("source_id", sa.String(), nullable=True))
 
 
+def _v4_protection(op: Operations) -> None:
+    """v4: GFS retention and drills on policies, pinned backups, jobs handed to the service
+    (policy_slots and drills are new tables, made complete by create_all)."""
+    present = set(sa.inspect(op.get_bind()).get_table_names())
+    if "policies" in present:
+        with op.batch_alter_table("policies") as batch:
+            for column in (
+                "keep_hourly",
+                "keep_daily",
+                "keep_weekly",
+                "keep_monthly",
+                "keep_yearly",
+            ):
+                batch.add_column(sa.Column(column, sa.Integer(), nullable=True))
+            batch.add_column(sa.Column("keep_within", sa.String(), nullable=True))
+            batch.add_column(sa.Column("drill", sa.String(), nullable=True))
+    if "backups" in present:
+        with op.batch_alter_table("backups") as batch:
+            batch.add_column(
+                sa.Column("pinned", sa.Boolean(), nullable=False, server_default=sa.false())
+            )
+    if "jobs" in present:
+        with op.batch_alter_table("jobs") as batch:
+            batch.add_column(sa.Column("request", sa.String(), nullable=True))
+
+
 MIGRATIONS: dict[int, Callable[[Operations], None]] = {
     2: _v2_restore_marker_and_heartbeat,
     3: _v3_claims,
+    4: _v4_protection,
 }
 
 

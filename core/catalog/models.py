@@ -132,6 +132,7 @@ class Backup(SQLModel, table=True):
     policy_id: str | None = None
     duration: float = 0.0
     version: int = 0
+    pinned: bool = False  # exempt from every policy's retention (`backup pin`)
     created_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
 
@@ -142,10 +143,51 @@ class Policy(SQLModel, table=True):
     name: str = Field(index=True, unique=True)
     schedule: str = "0 2 * * *"
     vault_id: str | None = Field(default=None, foreign_key="vaults.id")
-    keep_last: int | None = 7
-    keep_days: int | None = None
+    keep_last: int | None = None  # `policy create` gives 7 when no rule is given
+    keep_days: int | None = None  # v1..v3 catalogs; read as keep_within of that many days
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    keep_within: str | None = None  # a duration, e.g. "30d"
+    drill: str | None = None  # a schedule for restore drills of the policy's disks
     enabled: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicySlot(SQLModel, table=True):
+    """One scheduled run of a policy, claimed by the first service or `policy run` to insert
+    it: two services on one catalog never run the same slot twice."""
+
+    __tablename__ = "policy_slots"
+    policy_id: str = Field(foreign_key="policies.id", primary_key=True)
+    slot_at: datetime = Field(primary_key=True)
+    kind: str = Field(default="backup", primary_key=True)  # backup | drill
+    host: str = ""
+    status: str = "running"  # running | succeeded | failed | partial
+    claimed_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    detail: str = ""
+
+
+class Drill(SQLModel, table=True):
+    """A restore drill: a backup restored into scratch space, its digest and filesystem checked,
+    the time it took (the measured RTO)."""
+
+    __tablename__ = "drills"
+    id: str = Field(primary_key=True)
+    disk_id: str = Field(index=True)
+    disk_name: str = ""
+    backup_id: str = ""
+    backup_name: str = ""
+    policy_id: str | None = None
+    status: str = "running"  # running | passed | failed
+    filesystem: str = ""  # ext4 | xfs | "" (none found)
+    detail: str = ""
+    seconds: float = 0.0
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
 
 
 class PolicyTarget(SQLModel, table=True):
@@ -174,6 +216,7 @@ class Job(SQLModel, table=True):
     eta: float | None = None
     error: str | None = None
     result: str | None = None  # JSON of the result object
+    request: str | None = None  # JSON of a job handed to the service (`--background`)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

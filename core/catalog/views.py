@@ -91,6 +91,7 @@ def backup_view(backup: Backup, *, vault: VaultRecord | None, disk_exists: bool)
         "digest": backup.digest,
         "duration": backup.duration,
         "policy_id": backup.policy_id,
+        "pinned": backup.pinned,
     }
 
 

@@ -1,57 +1,137 @@
-"""Backup policies: a cron schedule, a vault, retention, and the disks they cover.
+"""Backup policies: a schedule, a vault, GFS retention, drills, and the disks they cover.
 
-`run_due` is what cron calls (`blockvault policy run`): it backs up every disk of every policy
-whose schedule fired since its last run, then applies retention (keep the newest `keep_last`,
-and anything younger than `keep_days`), never deleting the newest backup of a disk.
+`run_due` is what the service and cron call (`blockvault policy run`): for each policy whose
+schedule has a slot since its last claimed one, it claims that slot in the catalog (the first
+claimer wins: two services never run one slot twice; slots missed while the host was down
+run once), backs up every covered disk, then applies retention (core/rules/gfs.py): only
+the policy's own automatic backups expire, never a pinned one, never a disk's newest good one.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from core.base.errors import BlockvaultError, UserError
+from core.base.host import host_id
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, Policy, PolicyTarget, iso
+from core.catalog.models import Backup, Disk, Policy, PolicySlot, PolicyTarget, Server, iso
 from core.catalog.names import check_new_name, commit_unique, unique_id
 from core.ops import backups
 from core.ops.facts import check_plan
 from core.ops.vaults import get_vault, open_repository
 from core.rules import lifecycle
+from core.rules.gfs import KeepRules, decide, parse_duration
 from core.rules.plans import Plan
-from core.rules.retention import (
-    due,
-    next_run,
-    plan_retention,
-    retention_victims,
-    validate_schedule,
+from core.rules.retention import plan_retention
+from core.rules.schedules import Schedule, due_slot, parse_schedule, zone_named
+
+KEEP_COUNTS = (
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
 )
 
 
-def policy_view(policy: Policy, disks: list[Disk]) -> dict[str, Any]:
+def zone(ctx: Context) -> tzinfo:
+    """The zone schedules and retention buckets are read in (config `timezone`, else local)."""
+    return zone_named(ctx.settings.timezone or None)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def rules_of(policy: Policy) -> KeepRules:
+    within = None
+    if policy.keep_within:
+        within = parse_duration(policy.keep_within)
+    elif policy.keep_days:
+        within = timedelta(days=policy.keep_days)
+    return KeepRules(
+        last=policy.keep_last,
+        hourly=policy.keep_hourly,
+        daily=policy.keep_daily,
+        weekly=policy.keep_weekly,
+        monthly=policy.keep_monthly,
+        yearly=policy.keep_yearly,
+        within=within,
+    )
+
+
+def _last_slot(session: Session, policy: Policy, kind: str = "backup") -> PolicySlot | None:
+    return session.exec(
+        select(PolicySlot)
+        .where(PolicySlot.policy_id == policy.id, PolicySlot.kind == kind)
+        .order_by(PolicySlot.slot_at.desc())  # type: ignore[attr-defined]
+    ).first()
+
+
+def policy_view(
+    session: Session, policy: Policy, disks: list[Disk], *, tz: tzinfo, now: datetime
+) -> dict[str, Any]:
+    schedule = parse_schedule(policy.schedule)
+    last = _last_slot(session, policy)
     return {
         "id": policy.id,
         "name": policy.name,
         "status": "enabled" if policy.enabled else "disabled",
         "size": None,
         "created_at": iso(policy.created_at),
-        "schedule": policy.schedule,
+        "schedule": schedule.text,
+        "runs": schedule.describe(),
         "vault_id": policy.vault_id,
-        "keep_last": policy.keep_last,
-        "keep_days": policy.keep_days,
+        "retention": rules_of(policy).describe(),
+        **{key: getattr(policy, key) for key in KEEP_COUNTS},
+        "keep_within": policy.keep_within or (f"{policy.keep_days}d" if policy.keep_days else None),
+        "drill": parse_schedule(policy.drill).describe() if policy.drill else None,
         "disks": [{"id": d.id, "name": d.name} for d in disks],
-        "next_run_at": iso(next_run(policy.schedule, datetime.now(UTC))),
+        "last_run_at": iso(last.slot_at) if last else None,
+        "last_run_status": last.status if last else None,
+        "next_run_at": iso(schedule.next_after(now, tz)),
     }
 
 
-def _targets(session, policy: Policy) -> list[Disk]:  # type: ignore[no-untyped-def]
+def targets_of(session: Session, policy: Policy) -> list[Disk]:
     ids = [
         t.disk_id
         for t in session.exec(select(PolicyTarget).where(PolicyTarget.policy_id == policy.id)).all()
     ]
-    return [d for d in (session.get(Disk, i) for i in ids) if d is not None]
+    found = [d for d in (session.get(Disk, i) for i in ids) if d is not None]
+    return sorted(found, key=lambda d: d.name)
+
+
+def _resolve_targets(session: Session, refs: list[str]) -> list[Disk]:
+    """Disks named directly, or every disk of a named server."""
+    found: dict[str, Disk] = {}
+    for ref in refs:
+        disk = session.exec(select(Disk).where((Disk.id == ref) | (Disk.name == ref))).first()
+        if disk is not None:
+            found[disk.id] = disk
+            continue
+        server = session.exec(
+            select(Server).where((Server.id == ref) | (Server.name == ref))
+        ).first()
+        if server is None:
+            raise UserError(f"no disk or server named {ref!r}")
+        for disk in session.exec(select(Disk).where(Disk.server_id == server.id)).all():
+            found[disk.id] = disk
+    return list(found.values())
+
+
+def _check_rules(keep: dict[str, int | None], keep_within: str | None) -> None:
+    for key, value in keep.items():
+        if value is not None and value < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
+    if keep_within is not None:
+        parse_duration(keep_within)
 
 
 def create_policy(
@@ -60,28 +140,33 @@ def create_policy(
     *,
     schedule: str,
     vault: str | None,
-    keep_last: int | None,
-    keep_days: int | None,
+    keep: dict[str, int | None],
+    keep_within: str | None = None,
+    drill: str | None = None,
     disks: list[str],
 ) -> dict[str, Any]:
-    validate_schedule(schedule)
-    if keep_last is not None and keep_last < 1:
-        raise UserError("--keep-last must be at least 1")
-    if keep_days is not None and keep_days < 1:
-        raise UserError("--keep-days must be at least 1")
+    """A new policy; `keep` holds the GFS counts (keep_last, keep_daily, ...)."""
+    parsed = parse_schedule(schedule)
+    drill_text = parse_schedule(drill).text if drill else None
+    unknown = set(keep) - set(KEEP_COUNTS)
+    if unknown:
+        raise UserError(f"unknown retention rule(s): {', '.join(sorted(unknown))}")
+    _check_rules(keep, keep_within)
     target_vault = get_vault(ctx, vault)
     with ctx.catalog.writer() as session:
         check_new_name(session, Policy, name, kind="policy")
         policy = Policy(
             id=unique_id(session, Policy, "policy"),
             name=name,
-            schedule=schedule,
+            schedule=parsed.text,
             vault_id=target_vault.id,
-            keep_last=keep_last,
-            keep_days=keep_days,
+            keep_within=keep_within,
+            drill=drill_text,
+            **{key: keep.get(key) for key in KEEP_COUNTS},
         )
         session.add(policy)
-        resolved = [resolve(session, Disk, ref, kind="disk") for ref in disks]
+        resolved = _resolve_targets(session, disks)
+        session.flush()
         for disk in resolved:
             session.add(PolicyTarget(policy_id=policy.id, disk_id=disk.id))
         record(
@@ -91,16 +176,53 @@ def create_policy(
             kind="policy",
             object_id=policy.id,
             name=name,
-            detail=schedule,
+            detail=parsed.text,
         )
         commit_unique(session, f"a policy named {name!r}")
-        return policy_view(policy, resolved)
+        view = policy_view(session, policy, resolved, tz=zone(ctx), now=datetime.now(UTC))
+    view["warnings"] = (
+        []
+        if resolved
+        else [f"policy {name} covers no disk yet: `blockvault policy apply {name} DISK|SERVER`"]
+    )
+    return view
+
+
+def apply_policy(ctx: Context, ref: str, targets: list[str], *, remove: bool = False) -> dict:
+    """Cover (or with `remove`, stop covering) disks, or every disk of a server."""
+    with ctx.catalog.writer() as session:
+        policy = resolve(session, Policy, ref, kind="policy")
+        disks = _resolve_targets(session, targets)
+        changed = []
+        for disk in disks:
+            current = session.get(PolicyTarget, (policy.id, disk.id))
+            if remove and current is not None:
+                session.delete(current)
+                changed.append(disk.name)
+            elif not remove and current is None:
+                session.add(PolicyTarget(policy_id=policy.id, disk_id=disk.id))
+                changed.append(disk.name)
+        record(
+            session,
+            ctx,
+            "policy.unapply" if remove else "policy.apply",
+            kind="policy",
+            object_id=policy.id,
+            name=policy.name,
+            detail=", ".join(changed),
+        )
+        session.commit()
+        session.refresh(policy)
+        return policy_view(
+            session, policy, targets_of(session, policy), tz=zone(ctx), now=datetime.now(UTC)
+        )
 
 
 def list_policies(ctx: Context) -> list[dict[str, Any]]:
+    now, tz = datetime.now(UTC), zone(ctx)
     with ctx.catalog.session() as session:
         return [
-            policy_view(p, _targets(session, p))
+            policy_view(session, p, targets_of(session, p), tz=tz, now=now)
             for p in session.exec(select(Policy).order_by(Policy.name)).all()
         ]
 
@@ -108,13 +230,15 @@ def list_policies(ctx: Context) -> list[dict[str, Any]]:
 def get_policy(ctx: Context, ref: str) -> dict[str, Any]:
     with ctx.catalog.session() as session:
         policy = resolve(session, Policy, ref, kind="policy")
-        return policy_view(policy, _targets(session, policy))
+        return policy_view(
+            session, policy, targets_of(session, policy), tz=zone(ctx), now=datetime.now(UTC)
+        )
 
 
 def plan_delete_policy(ctx: Context, ref: str) -> Plan:
     with ctx.catalog.session() as session:
         policy = resolve(session, Policy, ref, kind="policy")
-        return lifecycle.plan_policy_delete(policy, disks=_targets(session, policy))
+        return lifecycle.plan_policy_delete(policy, disks=targets_of(session, policy))
 
 
 def delete_policy(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
@@ -122,13 +246,12 @@ def delete_policy(ctx: Context, ref: str, *, plan: Plan | None = None) -> Plan:
     with ctx.catalog.writer() as session:
         policy = resolve(session, Policy, ref, kind="policy")
         now = check_plan(
-            plan, lifecycle.plan_policy_delete(policy, disks=_targets(session, policy))
+            plan, lifecycle.plan_policy_delete(policy, disks=targets_of(session, policy))
         )
-        for target in session.exec(
-            select(PolicyTarget).where(PolicyTarget.policy_id == policy.id)
-        ).all():
-            session.delete(target)
-        session.flush()  # targets first: they point at the policy
+        for model in (PolicyTarget, PolicySlot):
+            for row in session.exec(select(model).where(model.policy_id == policy.id)).all():
+                session.delete(row)
+        session.flush()  # its rows first: they point at the policy
         session.delete(policy)
         record(session, ctx, "policy.delete", kind="policy", object_id=policy.id, name=policy.name)
         session.commit()
@@ -140,61 +263,104 @@ def _retention_plan(
     session: Session,
     policy: Policy,
     *,
-    now: datetime,
     measure: bool,
-    pending: bool = False,
+    pending: datetime | None = None,
 ) -> Plan:
-    """Retention of one policy. `pending`: as it will be after this run's backups (one new,
-    newest backup per covered disk), which is when `policy run` applies it; the new backup
-    is taken to hold what the disk's newest backup holds (exact for an unchanged disk)."""
+    """Retention of one policy. With `pending` (the moment of this run's backups), as it
+    will be once each covered disk has one more backup, which is when `policy run` applies
+    it; the new backup is taken to hold what the disk's newest backup holds."""
+    rules, tz = rules_of(policy), zone(ctx)
     victims: list[Backup] = []
     newest: list[str] = []
-    for disk in _targets(session, policy):
-        mine = list(
+    for disk in targets_of(session, policy):
+        good = list(
             session.exec(
-                select(Backup).where(
-                    Backup.policy_id == policy.id,
-                    Backup.disk_id == disk.id,
-                    Backup.status == "available",
-                )
+                select(Backup).where(Backup.disk_id == disk.id, Backup.status == "available")
             ).all()
         )
-        if pending and mine:
-            newest.append(max(mine, key=lambda b: b.created_at).id)
-        if pending:
+        mine = [b for b in good if b.policy_id == policy.id]
+        protected = {b.id for b in good if b.pinned}
+        if good:  # a disk's newest good backup never expires: after this run, the new one
+            latest = max(good, key=lambda b: _utc(b.created_at))
+            if pending is None:
+                protected.add(latest.id)
+            else:
+                newest.append(latest.id)
+        if pending is not None:
             mine.append(
-                Backup(id="", name="(this run)", vault_id="", disk_id=disk.id, created_at=now)
+                Backup(id="", name="(this run)", vault_id="", disk_id=disk.id, created_at=pending)
             )
-        victims += [
-            b
-            for b in retention_victims(
-                mine, keep_last=policy.keep_last, keep_days=policy.keep_days, now=now
-            )
-            if b.id
-        ]
+        decision = decide(mine, rules, tz=tz, pinned=frozenset(protected))
+        expired = set(decision.expire)
+        victims += [b for b in mine if b.id and b.id in expired]
     freed = None
     if measure and victims:
-        vault = get_vault(ctx, policy.vault_id)
-        repo = open_repository(ctx, vault)
+        repo = open_repository(ctx, get_vault(ctx, policy.vault_id))
         freed = repo.freed_by_deleting([b.id for b in victims], kept_alike=newest)
     return plan_retention(policy, victims, freed=freed)
 
 
-def plan_retention_of(
-    ctx: Context, ref: str, *, now: datetime | None = None, pending: bool = False
-) -> Plan:
-    """What retention deletes (`pending`: after this run's backups, as `policy run` does)."""
+def plan_prune(ctx: Context, ref: str, *, pending: bool = False) -> Plan:
+    """What retention deletes now, with the bytes really freed (`policy prune --dry-run`);
+    `pending`: as it will be after this run's backups, as `policy run` applies it."""
     with ctx.catalog.session() as session:
         policy = resolve(session, Policy, ref, kind="policy")
-        moment = now or datetime.now(UTC)
-        return _retention_plan(ctx, session, policy, now=moment, measure=True, pending=pending)
+        moment = datetime.now(UTC) if pending else None
+        return _retention_plan(ctx, session, policy, measure=True, pending=moment)
+
+
+def prune(ctx: Context, ref: str, *, plan: Plan | None = None) -> list[dict[str, Any]]:
+    """Apply a policy's retention now; the plan confirmed must be the plan that runs."""
+    with ctx.catalog.session() as session:
+        policy = resolve(session, Policy, ref, kind="policy")
+        now = _retention_plan(ctx, session, policy, measure=False)
+    check_plan(plan, now)
+    return _expire(ctx, policy, now)
+
+
+def _expire(ctx: Context, policy: Policy, plan: Plan) -> list[dict[str, Any]]:
+    outcomes = []
+    for item in plan.of("delete", "backup"):
+        try:
+            backups.delete_backup(ctx, item.id)
+            status, error = "expired", None
+        except BlockvaultError as exc:
+            status, error = "failed", str(exc)
+        outcomes.append(
+            {"policy": policy.name, "backup": item.name, "status": status, "error": error}
+        )
+    return outcomes
+
+
+def pin_backup(ctx: Context, ref: str, *, pinned: bool) -> dict[str, Any]:
+    """Exempt a backup from retention (or return it to its policy's rules)."""
+    with ctx.catalog.writer() as session:
+        backup = resolve(session, Backup, ref, kind="backup")
+        backup.pinned = pinned
+        backup.version += 1
+        session.add(backup)
+        record(
+            session,
+            ctx,
+            "backup.pin" if pinned else "backup.unpin",
+            kind="backup",
+            object_id=backup.id,
+            name=backup.name,
+        )
+        session.commit()
+        return {"id": backup.id, "name": backup.name, "pinned": pinned}
+
+
+# --- running what is due -------------------------------------------------------------------
 
 
 def due_policies(
     ctx: Context, *, now: datetime | None = None, force: bool = False, policy_ref: str | None = None
-) -> list[tuple[Policy, list[Disk]]]:
-    """Policies whose schedule fired since their last run (or the one named, with `force`)."""
-    now = now or datetime.now(UTC)
+) -> list[tuple[Policy, list[Disk], datetime]]:
+    """Policies with a slot due now (or the one named, with `force`), each with its disks and
+    the slot it would claim: the newest slot since its last claimed one (missed slots run once)."""
+    now = _utc(now or datetime.now(UTC))
+    tz = zone(ctx)
     with ctx.catalog.session() as session:
         policies = (
             [resolve(session, Policy, policy_ref, kind="policy")]
@@ -203,59 +369,114 @@ def due_policies(
                 session.exec(select(Policy).where(Policy.enabled == True)).all()  # noqa: E712
             )
         )
-        plans = []
+        found = []
         for policy in policies:
-            last = session.exec(
-                select(Backup.created_at)
-                .where(Backup.policy_id == policy.id)
-                .order_by(Backup.created_at.desc())  # type: ignore[attr-defined]
-            ).first()
-            if force or due(policy, last_run=last, now=now):
-                plans.append((policy, _targets(session, policy)))
-        return plans
+            last = _last_slot(session, policy)
+            since = _utc(last.slot_at if last else policy.created_at)
+            slot = due_slot(parse_schedule(policy.schedule), since=since, now=now, tz=tz)
+            if force and slot is None:
+                slot = now
+            if slot is not None:
+                found.append((policy, targets_of(session, policy), slot))
+        return found
+
+
+def claim_slot(ctx: Context, policy: Policy, slot: datetime, kind: str = "backup") -> bool:
+    """Insert the slot's row; the unique key decides between two claimers (False: taken)."""
+    stamp = _utc(slot)
+    with ctx.catalog.writer() as session:
+        if session.get(PolicySlot, (policy.id, stamp, kind)) is not None:
+            return False
+        session.add(PolicySlot(policy_id=policy.id, slot_at=stamp, kind=kind, host=host_id()))
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:
+            return False
+    return True
+
+
+def finish_slot(ctx: Context, policy: Policy, slot: datetime, status: str, detail: str) -> None:
+    stamp = _utc(slot)
+    with ctx.catalog.writer() as session:
+        row = session.get(PolicySlot, (policy.id, stamp, "backup"))
+        if row is not None:
+            row.status, row.detail, row.finished_at = status, detail[:500], datetime.now(UTC)
+            session.add(row)
+            session.commit()
+
+
+def run_policy(
+    ctx: Context,
+    policy: Policy,
+    disks: list[Disk],
+    slot: datetime,
+    *,
+    on_backup: Callable[[Any], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Claim the slot, back up each disk, record the slot's outcome, then apply retention.
+    A slot another runner claimed first is skipped (an empty list)."""
+    if not claim_slot(ctx, policy, slot):
+        return []
+    outcomes: list[dict[str, Any]] = []
+    for disk in disks:
+        try:
+            handle = backups.start_backup(
+                ctx, disk.id, vault_ref=policy.vault_id, policy_id=policy.id
+            )
+            if on_backup is not None:
+                on_backup(handle)
+            result = handle.run()
+            if handle.error:
+                raise handle.error
+            outcomes.append(
+                {
+                    "policy": policy.name,
+                    "disk": disk.name,
+                    "backup": result["id"],
+                    "status": "succeeded",
+                    "error": None,
+                }
+            )
+        except BlockvaultError as exc:
+            outcomes.append(
+                {"policy": policy.name, "disk": disk.name, "status": "failed", "error": str(exc)}
+            )
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    status = (
+        "failed"
+        if failed and len(failed) == len(outcomes)
+        else "partial"
+        if failed
+        else "succeeded"
+    )
+    detail = "; ".join(f"{o['disk']}: {o['error']}" for o in failed)
+    finish_slot(ctx, policy, slot, status, detail)
+    with ctx.catalog.session() as session:
+        retention = _retention_plan(ctx, session, policy, measure=False)
+    outcomes += _expire(ctx, policy, retention)
+    return outcomes
 
 
 def run_due(
     ctx: Context, *, now: datetime | None = None, force: bool = False, policy_ref: str | None = None
 ) -> list[dict[str, Any]]:
-    """Back up the disks of every due policy, then apply its retention plan."""
-    now = now or datetime.now(UTC)
+    """Run every due policy (what cron calls); outcomes per backup and per expired backup."""
     outcomes: list[dict[str, Any]] = []
-    for policy, disks in due_policies(ctx, now=now, force=force, policy_ref=policy_ref):
-        for disk in disks:
-            try:
-                handle = backups.start_backup(
-                    ctx, disk.id, vault_ref=policy.vault_id, policy_id=policy.id
-                )
-                result = handle.run()
-                if handle.error:
-                    raise handle.error
-                outcomes.append(
-                    {
-                        "policy": policy.name,
-                        "disk": disk.name,
-                        "backup": result["id"],
-                        "status": "succeeded",
-                    }
-                )
-            except BlockvaultError as exc:
-                outcomes.append(
-                    {
-                        "policy": policy.name,
-                        "disk": disk.name,
-                        "status": "failed",
-                        "error": str(exc),
-                    }
-                )
-        with ctx.catalog.session() as session:
-            retention = _retention_plan(ctx, session, policy, now=now, measure=False)
-        for item in retention.of("delete", "backup"):
-            try:
-                backups.delete_backup(ctx, item.id)
-                status, error = "expired", None
-            except BlockvaultError as exc:
-                status, error = "failed", str(exc)
-            outcomes.append(
-                {"policy": policy.name, "backup": item.id, "status": status, "error": error}
-            )
+    for policy, disks, slot in due_policies(ctx, now=now, force=force, policy_ref=policy_ref):
+        outcomes += run_policy(ctx, policy, disks, slot)
     return outcomes
+
+
+def exit_code(outcomes: list[dict[str, Any]]) -> int:
+    """0: every due backup succeeded (or nothing was due); 3: some failed; 1: none could run."""
+    ran = [o for o in outcomes if "disk" in o]
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    if not failed:
+        return 0
+    if ran and all(o["status"] == "failed" for o in ran):
+        return 1
+    return 3
+
+
+def schedule_of(policy: Policy) -> Schedule:
+    return parse_schedule(policy.schedule)

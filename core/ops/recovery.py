@@ -23,9 +23,11 @@ from core.catalog.models import Disk, Policy, PolicyTarget, Server, VaultRecord
 from core.engine.snapshot_store import detect_strategy
 from core.ops.facts import disk_folder
 from core.repo.repository import Repository
-from core.rules.retention import validate_schedule
+from core.rules.gfs import parse_duration
+from core.rules.schedules import parse_schedule
 
 FORMAT = "blockvault-catalog-copy"
+KEEP_MORE = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
 
 def describe(session: Session) -> dict[str, Any]:
@@ -57,6 +59,9 @@ def describe(session: Session) -> dict[str, Any]:
                 "vault": vaults.get(p.vault_id or ""),
                 "keep_last": p.keep_last,
                 "keep_days": p.keep_days,
+                **{key: getattr(p, key) for key in KEEP_MORE},
+                "keep_within": p.keep_within,
+                "drill": p.drill,
                 "enabled": p.enabled,
                 "disks": [
                     t.disk_id
@@ -205,15 +210,18 @@ def _policies(
         if _taken(session, Policy, policy_id, name):
             continue
         try:
-            schedule = validate_schedule(str(entry.get("schedule"))[:100])
+            schedule = parse_schedule(str(entry.get("schedule"))[:100]).text
+            drill = entry.get("drill")
+            drill = parse_schedule(str(drill)[:100]).text if drill else None
+            within = entry.get("keep_within")
+            within = str(within)[:40] if within else None
+            if within:
+                parse_duration(within)
         except UserError:
             continue
         keep = {
             key: value if type(value) is int and 0 < value <= 100_000 else None
-            for key, value in (
-                ("keep_last", entry.get("keep_last")),
-                ("keep_days", entry.get("keep_days")),
-            )
+            for key, value in ((k, entry.get(k)) for k in ("keep_last", "keep_days", *KEEP_MORE))
         }
         session.add(
             Policy(
@@ -222,6 +230,8 @@ def _policies(
                 schedule=schedule,
                 vault_id=vault.id,
                 enabled=entry.get("enabled") is not False,
+                keep_within=within,
+                drill=drill,
                 **keep,
             )
         )

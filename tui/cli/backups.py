@@ -118,3 +118,15 @@ def add_to(nouns: Nouns) -> None:
         help="delete a backup (vault gc frees its chunks)",
     )
     p.add_argument("backup")
+    for verb, pinned, text in (
+        ("pin", True, "exempt a backup from every policy's retention"),
+        ("unpin", False, "return a pinned backup to its policy's retention"),
+    ):
+        p = add_verb(
+            backup,
+            verb,
+            lambda bv, a, pinned=pinned: show_object(bv.pin_backup(a.backup, pinned=pinned), a),
+            parents=[js],
+            help=text,
+        )
+        p.add_argument("backup")

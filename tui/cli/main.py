@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bv = Blockvault.open(home=args.home, catalog_url=args.catalog, read_only=args.read_only)
         try:
-            args.handler(bv, args)
+            code = args.handler(bv, args)  # a verb with its own exit codes returns one
         finally:
             bv.close()
     except Cancelled:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         what = printable(f"{type(exc).__name__}: {exc}")[:300]
         sys.stderr.write(f"blockvault: internal error: {what}; run with --debug for details\n")
         return INTERNAL_ERROR
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,17 @@ from core.catalog.models import Backup, Disk, Event, Job, Server, iso
 from core.catalog.views import disk_view, job_view, server_view, vault_view
 from core.engine import devices
 from core.jobs.runner import JobHandle
-from core.ops import backups, disks, housekeeping, policies, restores, safety, servers, vaults
+from core.ops import (
+    backups,
+    disks,
+    housekeeping,
+    policies,
+    protection,
+    restores,
+    safety,
+    servers,
+    vaults,
+)
 from core.ops import snapshots as snapshot_ops
 from core.rules.plans import Plan, PlanItem
 from core.rules.states import JOB_ACTIVE
@@ -528,6 +538,10 @@ class Blockvault:
     ) -> list[dict[str, Any]]:
         """Run due policies now (what cron calls); `force` runs them whatever the schedule."""
         return policies.run_due(self.ctx, policy_ref=policy, force=force)
+
+    def protection_status(self) -> dict[str, Any]:
+        """Each disk: protected, overdue, failing or unprotected; the counts by status."""
+        return protection.status(self.ctx)
 
     @staticmethod
     def schedule_text(

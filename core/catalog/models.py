@@ -161,9 +161,10 @@ class PolicySlot(SQLModel, table=True):
     it: two services on one catalog never run the same slot twice."""
 
     __tablename__ = "policy_slots"
-    policy_id: str = Field(foreign_key="policies.id", primary_key=True)
+    #: a policy's id, or another schedule's owner (e.g. "gc:<vault id>" for gc windows)
+    policy_id: str = Field(primary_key=True)
     slot_at: datetime = Field(primary_key=True)
-    kind: str = Field(default="backup", primary_key=True)  # backup | drill
+    kind: str = Field(default="backup", primary_key=True)  # backup | drill | gc
     host: str = ""
     status: str = "running"  # running | succeeded | failed | partial
     claimed_at: datetime = Field(default_factory=utcnow)

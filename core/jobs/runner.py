@@ -24,6 +24,7 @@ from core.base.progress import ProgressEvent, ProgressReporter, Subscriber
 from core.catalog.context import Context, record
 from core.catalog.models import Job, utcnow
 from core.catalog.names import unique_id
+from core.jobs.alerts import alert
 from core.rules.states import check_transition
 
 HEARTBEAT_SECONDS = 1.0
@@ -250,6 +251,20 @@ def _finish(
             detail=error or "",
         )
         session.commit()
+        failed = {"job_id": job.id, "job_kind": job.kind, "disk_id": job.disk_id}
+        target = (job.target_kind, job.target_id, job.target_name)
+    if status == "failed":
+        kind, object_id, name = target
+        alert(
+            ctx,
+            "job.failed",
+            kind=kind or "job",
+            object_id=object_id or job_id,
+            name=name,
+            detail=error or "",
+            data=failed,
+            recorded=True,
+        )
 
 
 def job_is_stale(job: Job, now: float | None = None) -> bool:

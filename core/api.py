@@ -539,6 +539,15 @@ class Blockvault:
         """Run due policies now (what cron calls); `force` runs them whatever the schedule."""
         return policies.run_due(self.ctx, policy_ref=policy, force=force)
 
+    def run_policy_now(self, policy: str, *, on_backup: Any = None) -> list[dict[str, Any]]:
+        """`policy run POLICY --now` for a front that shows each backup as it runs: the same
+        slot `plan_policy_run(policy=..., force=True)` shows, and `on_backup(handle)` is called
+        with each backup's `JobHandle` before it runs (to follow its progress or cancel it)."""
+        outcomes: list[dict[str, Any]] = []
+        for found, covered, slot in policies.due_policies(self.ctx, force=True, policy_ref=policy):
+            outcomes += policies.run_policy(self.ctx, found, covered, slot, on_backup=on_backup)
+        return outcomes
+
     def protection_status(self) -> dict[str, Any]:
         """Each disk: protected, overdue, failing or unprotected; the counts by status."""
         return protection.status(self.ctx)

@@ -51,6 +51,7 @@ HV = "tests/test_hostile_vault.py"
 LC = "tests/test_lifecycle.py"
 RO = "tests/test_read_only.py"
 GAPS = "tests/test_sabotage_gaps.py"
+PO = "tests/test_policies.py"
 
 SABOTAGES: tuple[Sabotage, ...] = (
     Sabotage(
@@ -276,6 +277,44 @@ SABOTAGES: tuple[Sabotage, ...] = (
             ),
         ),
         (f"{GAPS}::test_a_read_only_catalog_refuses_a_write_at_the_database_itself", RO),
+    ),
+    Sabotage(
+        "slot-claimed-twice",
+        "L30: a policy slot another runner already claimed is run again",
+        (
+            Patch(
+                "core/ops/policies.py",
+                "        if session.get(PolicySlot, (policy.id, stamp, kind)) is not None:\n"
+                "            return False\n",
+                "        if session.get(PolicySlot, (policy.id, stamp, kind)) is not None:\n"
+                "            return True\n",
+            ),
+        ),
+        (f"{PO}::test_two_runners_that_both_saw_a_slot_due_run_it_once",),
+    ),
+    Sabotage(
+        "retention-ignores-pins",
+        "L31: retention expires pinned backups",
+        (
+            Patch(
+                "core/ops/policies.py",
+                "        protected = {b.id for b in good if b.pinned}\n",
+                "        protected = set()\n",
+            ),
+        ),
+        (f"{PO}::test_pinned_and_manual_backups_never_expire",),
+    ),
+    Sabotage(
+        "retention-expires-manual-backups",
+        "L31: retention expires backups its policy did not make",
+        (
+            Patch(
+                "core/ops/policies.py",
+                "        mine = [b for b in good if b.policy_id == policy.id]\n",
+                "        mine = list(good)\n",
+            ),
+        ),
+        (f"{PO}::test_pinned_and_manual_backups_never_expire",),
     ),
 )
 

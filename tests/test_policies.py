@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,28 @@ def test_policy_run_exit_codes_with_the_s3_server_stopped(
     assert result.code == 1, (result.out, result.err)
     failed = [o for o in result.json() if o["status"] == "failed"]
     assert failed and "Traceback" not in result.err
+
+
+def test_two_runners_that_both_saw_a_slot_due_run_it_once(cli: CLI) -> None:
+    """The race the slot claim exists for: two services compute the same due slot before
+    either has claimed it; only the first to insert the slot's row runs it."""
+    from core.api import Blockvault
+    from core.ops import policies
+
+    data_disk(cli, "d1")
+    cli.ok("policy", "create", "often", "--disk", "d1", "--every", "1h")
+    first, second = (Blockvault.open(home=cli.home) for _ in range(2))
+    try:
+        later = datetime.now(UTC) + timedelta(hours=2)
+        seen = [policies.due_policies(bv.ctx, now=later) for bv in (first, second)]
+        assert [slot for _, _, slot in seen[0]] == [slot for _, _, slot in seen[1]]
+        ran = [
+            policies.run_policy(bv.ctx, *due[0])
+            for bv, due in zip((first, second), seen, strict=True)
+        ]
+    finally:
+        first.close()
+        second.close()
+    assert [o["status"] for o in ran[0] if o.get("disk")] == ["succeeded"]
+    assert ran[1] == [], "the second runner found the slot claimed"
+    assert len(cli.ok("backup", "list", "--disk", "d1")) == 1

@@ -26,6 +26,7 @@ from core.jobs.runner import JobHandle
 from core.ops import (
     backups,
     disks,
+    drills,
     housekeeping,
     policies,
     protection,
@@ -551,6 +552,29 @@ class Blockvault:
     def protection_status(self) -> dict[str, Any]:
         """Each disk: protected, overdue, failing or unprotected; the counts by status."""
         return protection.status(self.ctx)
+
+    # --- restore drills -------------------------------------------------------------------
+
+    def drill_targets(
+        self, disk: str | None = None, *, policy: str | None = None, backup: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What `backup drill` restores: per disk (one DISK, every disk `policy` covers, or
+        the disk of `backup`) the backup it drills, or an `error` when it has none."""
+        return drills.drill_targets(self.ctx, disk_ref=disk, policy_ref=policy, backup_ref=backup)
+
+    def start_drill(self, backup: str, *, policy: str | None = None) -> JobHandle:
+        """A restore drill of one backup into scratch space, as a job (not started): every
+        chunk and the digest checked, an ext4/XFS filesystem checked read-only, the restore
+        time recorded (RTO). A failed drill raises its error and a `drill.failed` alert."""
+        return drills.start_drill(self.ctx, backup, policy_ref=policy)
+
+    def list_drills(self, *, disk: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Past drills, newest first (a deleted disk's too, by its name or id)."""
+        return drills.list_drills(self.ctx, disk_ref=disk, limit=limit)
+
+    def run_due_drills(self) -> list[dict[str, Any]]:
+        """Run the drills due now by the policies' drill schedules (what the service does)."""
+        return drills.run_due_drills(self.ctx)
 
     @staticmethod
     def schedule_text(

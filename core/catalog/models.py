@@ -183,8 +183,8 @@ class Drill(SQLModel, table=True):
     backup_id: str = ""
     backup_name: str = ""
     policy_id: str | None = None
-    status: str = "running"  # running | passed | failed
-    filesystem: str = ""  # ext4 | xfs | "" (none found)
+    status: str = "running"  # running | passed | failed | cancelled (by a user, or interrupted)
+    filesystem: str = ""  # ext2 | ext3 | ext4 | xfs | "" (none found)
     detail: str = ""
     seconds: float = 0.0
     started_at: datetime = Field(default_factory=utcnow)

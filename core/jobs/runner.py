@@ -253,7 +253,7 @@ def _finish(
         session.commit()
         failed = {"job_id": job.id, "job_kind": job.kind, "disk_id": job.disk_id}
         target = (job.target_kind, job.target_id, job.target_name)
-    if status == "failed":
+    if status == "failed" and failed["job_kind"] != "drill":  # a drill alerts drill.failed
         kind, object_id, name = target
         alert(
             ctx,

@@ -1,9 +1,11 @@
 """What the next process cleans up after one that died: its jobs, claims and half-made objects.
 
-Runs when the catalog is opened; it also lets safety snapshots past their window go. A job whose process is gone (same host) or whose heartbeat
-stopped is failed; the disks it owned are released honestly (a half-written disk is marked
-incomplete, so `disk undo` or the restore again can finish it); its `creating` snapshots lose
-their bytes and rows; its `creating` backup rows go (their chunks are reused by the next run).
+Runs when the catalog is opened; it also lets safety snapshots past their window go, and
+clears what interrupted restore drills left in the scratch area (`drills.sweep_scratch`).
+A job whose process is gone (same host) or whose heartbeat stopped is failed; the disks it
+owned are released honestly (a half-written disk is marked incomplete, so `disk undo` or the
+restore again can finish it); its `creating` snapshots lose their bytes and rows; its
+`creating` backup rows go (their chunks are reused by the next run).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from core.catalog.context import Context
 from core.catalog.models import Backup, Disk, Job, Snapshot, utcnow
 from core.jobs.claims import release_disk
 from core.jobs.runner import job_is_stale
+from core.ops.drills import sweep_scratch
 from core.ops.safety import discard_snapshot, expire_safety_snapshots
 from core.rules.states import JOB_ACTIVE
 
@@ -31,6 +34,7 @@ INTERRUPTED_DISK_STATUS = {
 
 def reconcile(ctx: Context) -> None:
     _reconcile_jobs(ctx)
+    sweep_scratch(ctx)  # scratch files and `running` rows of drills whose job is gone
     with ctx.catalog.session() as session:
         expired = session.exec(
             select(Snapshot.id).where(

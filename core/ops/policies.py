@@ -395,10 +395,13 @@ def claim_slot(ctx: Context, policy: Policy, slot: datetime, kind: str = "backup
     return True
 
 
-def finish_slot(ctx: Context, policy: Policy, slot: datetime, status: str, detail: str) -> None:
+def finish_slot(
+    ctx: Context, policy: Policy, slot: datetime, status: str, detail: str, *, kind: str = "backup"
+) -> None:
+    """Record the outcome of a claimed slot (`kind` as it was claimed: backup, drill...)."""
     stamp = _utc(slot)
     with ctx.catalog.writer() as session:
-        row = session.get(PolicySlot, (policy.id, stamp, "backup"))
+        row = session.get(PolicySlot, (policy.id, stamp, kind))
         if row is not None:
             row.status, row.detail, row.finished_at = status, detail[:500], datetime.now(UTC)
             session.add(row)

@@ -1,11 +1,12 @@
-"""`blockvault backup`: block-level, deduplicated backups in a vault; restore and verify."""
+"""`blockvault backup`: block-level, deduplicated backups in a vault; restore, verify, drill."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from core.api import Blockvault, Plan
+from core.api import Blockvault, BlockvaultError, Cancelled, Plan, UserError, printable
+from tui.cli import output
 from tui.cli.common import (
     BACKUP_COLUMNS,
     Nouns,
@@ -50,6 +51,48 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
     if not plan.destructive:
         a.yes = True  # creating a new disk overwrites nothing: no question to ask
     run_planned_job(a, plan, start, description="restore")
+
+
+DRILL_COLUMNS = (
+    "id",
+    "disk_name",
+    "backup_name",
+    "status",
+    "filesystem",
+    "seconds",
+    "started_at",
+    "detail",
+)
+
+
+def backup_drill(bv: Blockvault, a: argparse.Namespace) -> None:
+    """Drill each target in turn (one job each); `--list` shows past drills instead. One
+    failed drill of several does not stop the others; any failure ends in one line."""
+    if a.list:
+        if a.policy or a.backup:
+            raise UserError("--list shows past drills: give it at most a DISK")
+        return show_list(DRILL_COLUMNS, "no drills")(bv.list_drills(disk=a.disk), a)
+    targets = bv.drill_targets(a.disk, policy=a.policy, backup=a.backup)
+    for target in targets:
+        if target["error"]:
+            output.err.print(printable(f"warning: skipped: {target['error']}"), markup=False)
+    targets = [t for t in targets if not t["error"]]
+    failures = []
+    for target in targets:
+        handle = bv.start_drill(target["backup_id"], policy=target["policy_id"])
+        try:
+            run_job(handle, a, f"drill {target['disk_name']}")
+        except Cancelled:
+            raise
+        except BlockvaultError as exc:
+            if len(targets) == 1:
+                raise
+            failures.append(f"{target['disk_name']}: {exc}")
+    if failures:
+        raise BlockvaultError(
+            f"{len(failures)} of {len(targets)} drills failed: " + "; ".join(failures)
+        )
+    return None
 
 
 def add_to(nouns: Nouns) -> None:
@@ -108,6 +151,18 @@ def add_to(nouns: Nouns) -> None:
         help="fetch and check every chunk",
     )
     p.add_argument("backup")
+    p = add_verb(
+        backup,
+        "drill",
+        backup_drill,
+        parents=[js],
+        help="restore a backup into scratch space and check it (digest, ext4/XFS fsck); "
+        "--list shows past drills",
+    )
+    p.add_argument("disk", nargs="?", help="drill this disk's newest backup")
+    p.add_argument("--policy", help="drill every disk the policy covers")
+    p.add_argument("--backup", help="drill this backup (also of a deleted disk)")
+    p.add_argument("--list", action="store_true", help="show past drills (of DISK)")
     p = add_verb(
         backup,
         "delete",

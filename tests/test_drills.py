@@ -253,6 +253,39 @@ def test_scheduled_drills_claim_their_slot_once(cli: CLI) -> None:
 
 
 @pytest.mark.slow
+def test_a_stopping_service_ends_the_drill_slot_and_a_drill_that_cannot_start_alerts(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("r1", "r2"):
+        disk = cli.ok("disk", "create", name, "--size", "1M")
+        Path(disk["path"]).write_bytes(b"\x33" * 1048576)
+        run_job(cli, "backup", "create", name)
+    cli.ok("policy", "create", "p", "--disk", "r1", "--disk", "r2", "--drill", "every 1h")
+    bv = open_vault(cli)
+    try:
+        now = datetime.now(UTC) + timedelta(hours=2)
+        outcomes = drills.run_due_drills(bv.ctx, now, on_job=lambda handle: handle.cancel())
+        assert [(o["disk"], o["status"]) for o in outcomes] == [
+            ("r1", "cancelled"),
+            ("r2", "cancelled"),
+        ]
+        assert outcomes[1]["drill"] is None, "nothing more is started once one is cancelled"
+        with bv.ctx.catalog.session() as session:
+            assert [d.status for d in session.exec(select(Drill)).all()] == ["cancelled"]
+            (slot,) = session.exec(select(PolicySlot).where(PolicySlot.kind == "drill")).all()
+            assert slot.status == "cancelled"
+        monkeypatch.setattr(drills, "_SPACE_MARGIN", 1 << 62)  # no scratch space left
+        later = drills.run_due_drills(bv.ctx, now + timedelta(hours=1))
+        assert {o["status"] for o in later} == {"failed"}
+        assert "not enough scratch space" in later[0]["error"]
+    finally:
+        bv.close()
+    alerts = [e for e in cli.ok("events") if e["action"] == "drill.failed"]
+    assert len(alerts) == 2 and "could not start" in alerts[0]["detail"]
+    assert scratch_files(cli) == []
+
+
+@pytest.mark.slow
 def test_backup_drill_with_a_policy_drills_each_covered_disk(cli: CLI) -> None:
     ext4_disk(cli, "d1")
     ext4_disk(cli, "d2")

@@ -217,7 +217,8 @@ def _tool(name: str) -> str | None:
 _NOISE = re.compile(
     r"^(Pass \d|Phase \d|\s*- |e2fsck \d|xfs_repair version|No modify flag|"
     r"Cannot get host filesystem geometry|Repair may fail|the image and the host|"
-    r"Warning: skipping journal recovery|.*: \d+/\d+ files \(|.*WARNING: Filesystem still has errors)"
+    r"Warning: skipping journal recovery|.*: \d+/\d+ files \(|"
+    r".*WARNING: Filesystem still has errors)"
 )
 
 
@@ -570,8 +571,10 @@ def run_due_drills(
     job handle before it runs (to follow or cancel it).
 
     Returns one outcome per disk: {"policy", "disk", "backup", "drill", "status": passed |
-    failed | skipped | cancelled, "seconds", "error"}; empty when nothing was due. A failed
-    drill has already raised its `drill.failed` alert."""
+    failed | skipped (no backup) | cancelled, "seconds", "error"}; empty when nothing was
+    due. A failed drill (also one that could not start) has already raised its
+    `drill.failed` alert. A cancelled drill (the service stopping) ends the slot: the
+    remaining disks are not started, and the slot is recorded `cancelled`."""
     now = _utc(now or datetime.now(UTC))
     outcomes: list[dict[str, Any]] = []
     for policy, slot in _due_drill_slots(ctx, now):
@@ -580,6 +583,7 @@ def run_due_drills(
         with ctx.catalog.session() as session:
             targets = _policy_targets(session, policy, None)
         mine: list[dict[str, Any]] = []
+        cancelled = False
         for target in targets:
             outcome = {
                 "policy": policy.name,
@@ -590,25 +594,47 @@ def run_due_drills(
                 "seconds": None,
                 "error": target["error"],
             }
-            if target["backup_id"] is not None:
-                try:
-                    handle = start_drill(ctx, target["backup_id"], policy_ref=policy.id)
-                    outcome["drill"] = handle.id
-                    if on_job is not None:
-                        on_job(handle)
-                    result = handle.run()
-                    if handle.error is not None:
-                        raise handle.error
-                    outcome.update(status="passed", seconds=result["seconds"])
-                except Cancelled:
-                    outcome.update(status="cancelled", error="cancelled")
-                except BlockvaultError as exc:
-                    outcome.update(status="failed", error=str(exc))
             mine.append(outcome)
+            if target["backup_id"] is None:
+                continue
+            if cancelled:  # the service is stopping: the rest of the slot is not started
+                outcome.update(status="cancelled", error="cancelled")
+                continue
+            handle = None
+            try:
+                handle = start_drill(ctx, target["backup_id"], policy_ref=policy.id)
+                outcome["drill"] = handle.id
+                if on_job is not None:
+                    on_job(handle)
+                result = handle.run()
+                if handle.error is not None:
+                    raise handle.error
+                outcome.update(status="passed", seconds=result["seconds"])
+            except Cancelled:
+                cancelled = True
+                outcome.update(status="cancelled", error="cancelled")
+            except BlockvaultError as exc:
+                outcome.update(status="failed", error=str(exc))
+                if handle is None:  # it could not even start (no scratch space): an alert too
+                    alert(
+                        ctx,
+                        "drill.failed",
+                        kind="disk",
+                        object_id=target["disk_id"],
+                        name=target["disk_name"],
+                        detail=f"the drill of {target['backup_name']} could not start: {exc}",
+                        data={"backup_id": target["backup_id"], "policy_id": policy.id},
+                    )
         failed = [o for o in mine if o["status"] == "failed"]
         ran = [o for o in mine if o["status"] in ("passed", "failed")]
         status = (
-            "failed" if failed and len(failed) == len(ran) else "partial" if failed else "succeeded"
+            "cancelled"
+            if cancelled
+            else "failed"
+            if failed and len(failed) == len(ran)
+            else "partial"
+            if failed
+            else "succeeded"
         )
         detail = "; ".join(f"{o['disk']}: {o['error']}" for o in mine if o["error"])
         finish_slot(ctx, policy, slot, status, detail, kind="drill")

@@ -1,8 +1,11 @@
 """A throwaway demo environment, built only through the façade (`blockvault --demo`).
 
 Two servers with a system and a data disk each, holding real content (seeded random data,
-written zeros and holes), several snapshots and backups in the embedded local vault, and one
-retained backup of a deleted disk. Small disks and a small chunk size keep it to a few seconds.
+written zeros and holes), several snapshots and backups in the embedded local vault, one
+retained backup of a deleted disk, and two policies: `web-weekly` covers web1's disks and has
+run once; `nightly` covers db1-data and has not run yet (so, on a clock a few days on, as in
+the screenshots, db1-data is overdue); db1-root stays unprotected. Small disks and a small
+chunk size keep it to a few seconds.
 """
 
 from __future__ import annotations
@@ -89,4 +92,17 @@ def build_demo(
     scratch = DELETED[1]
     _finish(bv.start_backup(scratch, name=f"{scratch}-final"))
     bv.delete_disk(scratch)
+    bv.create_policy(
+        "web-weekly",
+        schedule=bv.schedule_text(weekly="sat@01:00"),
+        keep={"keep_last": 4, "keep_weekly": 8},
+        disks=["web1"],
+    )
+    bv.run_policies(policy="web-weekly", force=True)  # its first run: one backup of each disk
+    bv.create_policy(
+        "nightly",
+        schedule=bv.schedule_text(daily_at="02:00"),
+        keep={"keep_daily": 7, "keep_weekly": 4},
+        disks=["db1-data"],
+    )
     return bv

@@ -25,8 +25,14 @@ from tui.console import main_screen
 from tui.console.actions import ACTIONS, MUTATING
 from tui.console.help import HelpScreen, help_text
 from tui.console.jobs_strip import JobsStrip
-from tui.console.messages import JobProgress
-from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal
+from tui.console.messages import JobProgress, PolicyRan
+from tui.console.modals import (
+    ChoiceModal,
+    ConfirmationModal,
+    DisksPickerModal,
+    NameModal,
+    PolicyFormModal,
+)
 from tui.console.too_small import TooSmallScreen
 
 MiB = 1 << 20
@@ -323,7 +329,9 @@ async def test_reinstall_os_from_a_backup(bv) -> None:
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal)) or app.screen
         )
         assert modal.plan.confirm_text == "web1-root"
-        assert modal.command == "blockvault server reinstall web1 --image web1-root-tuesday"
+        newest = bv.reinstall_sources("web1")[1][0]["name"]  # the web-weekly policy's backup
+        assert newest.startswith("web1-root-") and newest != "web1-root-tuesday"
+        assert modal.command == f"blockvault server reinstall web1 --image {newest}"
         assert {i.name for i in modal.plan.of("delete", "snapshot")} == {"web1-root-installed"}
         await type_text(pilot, "web1-root")
         await pilot.press("enter")
@@ -456,3 +464,167 @@ async def test_an_engine_error_in_a_dialog_flow_is_a_notification_not_a_crash(bv
         await pilot.press("d")
         await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications))
         assert app.screen is app.main and app.is_running
+
+
+# --- policies and protection -----------------------------------------------------------------
+
+
+def footer_actions(app) -> set[str]:  # type: ignore[no-untyped-def]
+    return {b.binding.action for b in app.active_bindings.values()}
+
+
+async def test_policies_view_protection_column_and_header_counts(bv) -> None:
+    # a failed backup of a covered disk makes it failing (the demo's nightly covers db1-data)
+    os.unlink(bv.get_disk("db1-data")["path"])
+    handle = bv.start_backup("db1-data")
+    handle.run()
+    assert handle.status == "failed"
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        screen = app.main
+        rows = {r["name"]: r for r in screen.table("disks").rows_by_key.values()}
+        assert rows["db1-data"]["protection"]["status"] == "failing"
+        assert rows["db1-root"]["protection"]["status"] == "unprotected"
+        assert rows["web1-root"]["protection"]["status"] == "protected"
+        cells = screen.table("disks").get_row(rows["db1-data"]["id"])
+        assert str(cells[3]) == "failing" and str(cells[4]).startswith("in ")
+        assert app.alerts == {"overdue": 0, "failing": 1}
+        title = app.format_title(app.title, app.sub_title).plain
+        assert title.startswith("blockvault · 1 failing — ") and "overdue" not in title
+        assert "failing: last backup failed" in screen.query_one("#details").plain
+
+        assert "show_policies" in footer_actions(app) and "new_policy" not in footer_actions(app)
+        await pilot.press("p")
+        await settle(app, pilot)
+        assert screen.view == "policies" and app.focused.id == "policies"
+        shown = footer_actions(app)
+        assert {"new_policy", "apply_policy", "run_policy", "prune_policy", "delete"} <= shown
+        assert not {"snapshot", "backup", "restore", "new_disk", "toggle_all"} & shown
+        policies = {p["name"]: p for p in screen.table("policies").rows_by_key.values()}
+        assert set(policies) == {"nightly", "web-weekly"}
+        assert [d["name"] for d in policies["web-weekly"]["disks"]] == ["web1-data", "web1-root"]
+        assert policies["web-weekly"]["last_run_status"] == "succeeded"
+        details = screen.query_one("#policy-details").plain
+        assert "nightly" in details and "daily at 02:00" in details
+        titles = {c.title for c in app.get_system_commands(screen)}
+        assert "Policy: Run now" in titles and "Disk: Snapshot" not in titles
+        await pilot.press("escape")  # back to the disks
+        assert screen.view == "disks" and app.focused.id == "disks"
+
+
+async def test_new_policy_form_shows_errors_inline_and_creates(bv) -> None:
+    app = make_app(bv)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        form = await open_dialog(app, pilot, "n", PolicyFormModal)
+        assert app.focused.id == "policy-name"
+        await pilot.press("enter")  # no name yet
+        assert app.screen is form
+        assert "give the policy a name" in str(form.query_one("#form-error").render())
+        await type_text(pilot, "hourly")
+        form.query_one("#schedule-form").value = "every"
+        await pilot.pause()
+        assert form.query_one("#schedule-value").value == "6h"  # the form's example
+        form.query_one("#schedule-value").value = "6 parsecs"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: str(form.query_one("#form-error").render()).strip())
+        assert app.screen is form, "a bad schedule keeps the form open"
+        assert "✗" in str(form.query_one("#form-error").render())
+        assert "hourly" not in names(bv.list_policies())
+        form.query_one("#schedule-value").value = "1h"
+        form.query_one("#keep-last").value = "2"
+        form.query_one("#keep-within").value = "2d"
+        form.query_one("#policy-disks").select(bv.get_disk("db1-data")["id"])
+        await pilot.pause()
+        command = str(form.query_one("#command").render())
+        assert command == (
+            "$ blockvault policy create hourly --every 1h --keep-last 2 --keep-within 2d"
+            " --disk db1-data"
+        )
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is app.main)
+        await settle(app, pilot)
+        created = bv.get_policy("hourly")
+        assert created["schedule"] == "every 3600s" and created["keep_last"] == 2
+        assert [d["name"] for d in created["disks"]] == ["db1-data"]
+        assert app.main.table("policies").selected()["name"] == "hourly"  # the cursor follows
+
+
+@pytest.mark.slow
+async def test_policy_apply_run_now_prune_and_delete(bv) -> None:
+    seen: list[PolicyRan] = []
+    app = make_app(bv)
+    async with app.run_test(
+        message_hook=lambda m: seen.append(m) if isinstance(m, PolicyRan) else None
+    ) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        form = await open_dialog(app, pilot, "n", PolicyFormModal)
+        await type_text(pilot, "hourly")
+        form.query_one("#schedule-form").value = "every"
+        form.query_one("#keep-last").value = "1"
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is app.main)
+        await settle(app, pilot)
+        assert bv.get_policy("hourly")["disks"] == []
+
+        # apply: the disks it covers are picked from a list (space checks one)
+        picker = await open_dialog(app, pilot, "a", DisksPickerModal)
+        assert app.focused.id == "policy-disks"
+        await pilot.press("space")  # the first disk: db1-data
+        assert "$ blockvault policy apply hourly db1-data" in str(
+            picker.query_one("#command").render()
+        )
+        await pilot.press("tab", "tab", "enter")  # Cancel, Apply
+        await settle(app, pilot)
+        assert [d["name"] for d in bv.get_policy("hourly")["disks"]] == ["db1-data"]
+
+        # run now: the plan first, then the backup as a job with its row in the strip
+        path = bv.get_disk("db1-data")["path"]
+        write(path, 0, os.urandom(MiB))  # data only this run's backup will hold
+        before = names(bv.list_backups(disk="db1-data"))
+        modal = await open_dialog(app, pilot, "r", ConfirmationModal)
+        assert modal.command == "blockvault policy run hourly --now"
+        assert [(i.op, i.kind, i.name) for i in modal.plan.items] == [
+            ("create", "backup", "of db1-data")
+        ]
+        assert app.focused.id == "cancel"
+        await pilot.press("y")
+        await settle(app, pilot)
+        first = [b for b in bv.list_backups(disk="db1-data") if b["name"] not in before]
+        assert len(first) == 1
+        rows = list(app.main.query_one(JobsStrip).query("JobRow"))
+        assert [(r.kind, r.target, r.status) for r in rows] == [("backup", "db1-data", "succeeded")]
+        assert seen and seen[-1].outcomes[0]["status"] == "succeeded"
+        policy = app.main.table("policies").selected()
+        assert policy["name"] == "hourly" and policy["last_run_status"] == "succeeded"
+
+        # prune preview: a pinned backup outlives keep-last 1; once unpinned it expires
+        bv.pin_backup(first[0]["id"])
+        write(path, 0, os.urandom(MiB))
+        await open_dialog(app, pilot, "r", ConfirmationModal)
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert len(bv.list_backups(disk="db1-data")) == len(before) + 2
+        bv.pin_backup(first[0]["id"], pinned=False)
+        modal = await open_dialog(app, pilot, "x", ConfirmationModal)
+        assert modal.command == "blockvault policy prune hourly"
+        assert [(i.op, i.name) for i in modal.plan.items] == [("delete", first[0]["name"])]
+        assert modal.plan.bytes_freed >= MiB  # the data only it held
+        assert "frees     1.0 MiB" in str(modal.query_one("#plan").render())
+        assert app.focused.id == "cancel"
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert first[0]["name"] not in names(bv.list_backups(disk="db1-data"))
+
+        # delete: the plan, Cancel focused; the backups it made stay
+        modal = await open_dialog(app, pilot, "d", ConfirmationModal)
+        assert modal.plan.action == "delete policy" and app.focused.id == "cancel"
+        assert modal.command == "blockvault policy delete hourly"
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert "hourly" not in names(bv.list_policies())
+        assert len(bv.list_backups(disk="db1-data")) == len(before) + 1

@@ -1,4 +1,5 @@
-"""Looks of the console (pytest-textual-snapshot) on a frozen demo: fixed path, ids, times, actor.
+"""Looks of the console (pytest-textual-snapshot) on a frozen demo: fixed path, ids, times, actor,
+and the core's clock frozen with the console's (next runs, overdue disks).
 
 Regenerate after an intended change with `pytest tests/test_console_snapshots.py --snapshot-update`.
 """
@@ -10,10 +11,18 @@ from textual.widgets import Input
 
 from core.api import Blockvault
 from core.base.progress import ProgressEvent
-from tests.support.console import ACTOR, SNAPSHOT_HOME, frozen_demo, make_app, settle, wait_for
+from tests.support.console import (
+    ACTOR,
+    SNAPSHOT_HOME,
+    frozen_core_clock,
+    frozen_demo,
+    make_app,
+    settle,
+    wait_for,
+)
 from tui.console.help import HelpScreen
 from tui.console.jobs_strip import JobsStrip
-from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal
+from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal, PolicyFormModal
 
 SIZE = (100, 30)
 MiB = 1 << 20
@@ -27,9 +36,10 @@ def frozen_home():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def app(frozen_home):  # type: ignore[no-untyped-def]
-    bv = Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
-    yield make_app(bv)
-    bv.close()
+    with frozen_core_clock():
+        bv = Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
+        yield make_app(bv)
+        bv.close()
 
 
 def test_main_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
@@ -125,6 +135,56 @@ def test_new_disk_name(snap_compare, app) -> None:  # type: ignore[no-untyped-de
         await wait_for(pilot, lambda: isinstance(app.screen, NameModal))
         # a blinking cursor is on or off depending on when the shot is taken: hold it on
         app.screen.query_one("#name", Input).cursor_blink = False
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+async def show_policies(app, pilot) -> None:  # type: ignore[no-untyped-def]
+    await settle(app, pilot)
+    await pilot.press("p")
+    await settle(app, pilot)
+
+
+def test_policies_view(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    """Two policies (web-weekly has run, nightly is overdue on db1-data: the header counts it)."""
+    assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: show_policies(app, pilot))
+
+
+@pytest.mark.slow
+def test_policies_view_80x24(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(
+        app, terminal_size=(80, 24), run_before=lambda pilot: show_policies(app, pilot)
+    )
+
+
+@pytest.mark.slow
+def test_new_policy_form(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await show_policies(app, pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, PolicyFormModal))
+        form = app.screen
+        for field in form.query(Input):
+            field.cursor_blink = False
+        await pilot.press(*"offsite")
+        form.query_one("#schedule-form").value = "weekly"
+        await pilot.pause()
+        form.query_one("#schedule-value").value = "sun@03:00"
+        form.query_one("#keep-weekly").value = "8"
+        form.query_one("#policy-disks").select("disk-000004")
+        form.query_one("#policy-name").focus()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+
+
+@pytest.mark.slow
+def test_run_policy_confirmation(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await show_policies(app, pilot)
+        await pilot.press("j", "r")  # web-weekly
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal))
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
+import importlib
 import itertools
 import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import core.base.ids
 from core.api import Blockvault
-from core.demo import build_demo
+from core.demo import DEMO_CHUNK_SIZE, build_demo
 from tui.console.app import BlockvaultApp
 
 ACTOR = "admin@demo-host"
@@ -58,18 +61,61 @@ class _CountingSecrets:
         return f"{next(self.counter):0{2 * nbytes}x}"
 
 
+# Where the core reads the wall clock for what the console shows: schedules' next runs,
+# protection status, and the names of automatic backups.
+CLOCK_MODULES = ("core.ops.policies", "core.ops.protection", "core.catalog.names")
+
+
+@contextlib.contextmanager
+def frozen_core_clock(moment: datetime = FROZEN_NOW) -> Iterator[None]:
+    """The core's `datetime.now()` is `moment` meanwhile (as the console's clock is): a next
+    run, an overdue disk or a backup's default name comes out the same on every run."""
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
+
+    modules = [importlib.import_module(name) for name in CLOCK_MODULES]
+    saved = [module.datetime for module in modules]  # type: ignore[attr-defined]
+    for module in modules:
+        module.datetime = Frozen  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, saved, strict=True):
+            module.datetime = original  # type: ignore[attr-defined]
+
+
+def write_frozen_config(home: Path) -> None:
+    """The demo's config, with schedules read in UTC whatever the host's zone."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[blockvault]\nchunk_size = {DEMO_CHUNK_SIZE}\ntimezone = "UTC"\n'
+    )
+
+
 def frozen_demo(monkeypatch) -> Blockvault:  # type: ignore[no-untyped-def]
-    """A demo at a fixed path with counter ids and fixed timestamps (for snapshot tests)."""
+    """A demo at a fixed path with counter ids and fixed timestamps (for snapshot tests);
+    open the console on it under `frozen_core_clock()`."""
     shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
     monkeypatch.setattr(core.base.ids, "secrets", _CountingSecrets())
-    bv = small_demo(SNAPSHOT_HOME)
+    write_frozen_config(SNAPSHOT_HOME)
+    with frozen_core_clock(BUILT_AT):
+        bv = small_demo(SNAPSHOT_HOME)
     bv.close()
     freeze_times(SNAPSHOT_HOME / "catalog.sqlite")
     return Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
 
 
+BUILT_AT = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)  # names the policy run's backups
+
+
 def freeze_times(catalog: Path) -> None:
-    """Rewrite every timestamp to a fixed moment (one minute apart in insertion order)."""
+    """Rewrite every timestamp to a fixed moment (97 minutes apart in insertion order).
+
+    Policies were made at the start; a policy's run (its slot) just before its first backup.
+    """
     base = "2026-11-20 08:00:00"
     with sqlite3.connect(catalog) as db:
         for table, columns in {
@@ -83,6 +129,15 @@ def freeze_times(catalog: Path) -> None:
                 f"{c} = datetime('{base}', '+' || (rowid * 97) || ' minutes')" for c in columns
             )
             db.execute(f"UPDATE {table} SET {sets}")
+        db.execute(f"UPDATE policies SET created_at = '{base}'")
+        db.execute(
+            "UPDATE policy_slots SET"
+            " slot_at = (SELECT datetime(min(created_at), '-1 minutes') FROM backups"
+            "            WHERE backups.policy_id = policy_slots.policy_id),"
+            " finished_at = (SELECT max(completed_at) FROM backups"
+            "                WHERE backups.policy_id = policy_slots.policy_id)"
+        )
+        db.execute("UPDATE policy_slots SET claimed_at = slot_at")
         db.execute("DELETE FROM jobs")
 
 

@@ -9,7 +9,12 @@ from textual.binding import Binding
 
 @dataclass(frozen=True)
 class ConsoleAction:
-    """One user action: `keys` is a Textual key list, the first key is the one displayed."""
+    """One user action: `keys` is a Textual key list, the first key is the one displayed.
+
+    `view` is the view it belongs to ("disks" or "policies"; None: both). Outside its view an
+    action is hidden (footer, palette) and its key passes to the action of the view shown, so
+    one letter may mean one thing per view, as in k9s: `n` is a new disk or a new policy.
+    """
 
     id: str
     keys: str
@@ -19,18 +24,48 @@ class ConsoleAction:
     mutating: bool = False  # hidden in --read-only mode
     footer: bool = True
     key_display: str | None = None
+    view: str | None = None
 
     @property
     def palette_title(self) -> str:
         return f"{self.category}: {self.label}"
 
 
+# The footer shows them in this order (what fits); the help screen groups them by CATEGORIES.
 ACTIONS: tuple[ConsoleAction, ...] = (
     ConsoleAction(
-        "snapshot", "s", "Snapshot", "Disk", "Take a snapshot of the selected disk", True
+        "show_policies",
+        "p",
+        "Policies",
+        "View",
+        "Show the policies: schedules, retention, the disks they cover, last and next run",
+        view="disks",
     ),
     ConsoleAction(
-        "backup", "b", "Backup", "Disk", "Back up the selected disk into the default vault", True
+        "show_disks",
+        "p",
+        "Disks",
+        "View",
+        "Back to the disks, snapshots and backups (also esc)",
+        view="policies",
+    ),
+    ConsoleAction(
+        "snapshot",
+        "s",
+        "Snapshot",
+        "Disk",
+        "Take a snapshot of the selected disk",
+        True,
+        view="disks",
+    ),
+    ConsoleAction(
+        "backup",
+        "b",
+        "Backup",
+        "Disk",
+        "Back up the selected disk into the default vault",
+        True,
+        view="disks",
     ),
     ConsoleAction(
         "restore",
@@ -40,6 +75,7 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "Roll the disk back to the selected snapshot, or restore the selected backup "
         "(to its original disk or to a new disk)",
         True,
+        view="disks",
     ),
     ConsoleAction(
         "new_disk",
@@ -48,13 +84,50 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "Recovery",
         "Create a new disk from the selected snapshot or backup",
         True,
+        view="disks",
+    ),
+    ConsoleAction(
+        "new_policy",
+        "n",
+        "New policy",
+        "Policy",
+        "Create a policy: its name, schedule, retention and the disks it covers",
+        True,
+        view="policies",
+    ),
+    ConsoleAction(
+        "apply_policy",
+        "a",
+        "Apply",
+        "Policy",
+        "Choose the disks the selected policy covers (apply to some, unapply from others)",
+        True,
+        view="policies",
+    ),
+    ConsoleAction(
+        "run_policy",
+        "r",
+        "Run now",
+        "Policy",
+        "Run the selected policy now: what it backs up and expires is shown first",
+        True,
+        view="policies",
+    ),
+    ConsoleAction(
+        "prune_policy",
+        "x",
+        "Prune",
+        "Policy",
+        "Preview what the selected policy's retention expires now and the bytes freed, then prune",
+        True,
+        view="policies",
     ),
     ConsoleAction(
         "delete",
         "d",
         "Delete",
         "Object",
-        "Delete the selected disk, snapshot or backup (shows the plan first)",
+        "Delete the selected disk, snapshot, backup or policy (shows the plan first)",
         True,
     ),
     ConsoleAction(
@@ -64,6 +137,7 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "Disk",
         "Put the selected disk back as it was before its last overwrite",
         True,
+        view="disks",
     ),
     ConsoleAction("cancel_job", "c", "Cancel job", "Jobs", "Cancel the newest running job", True),
     ConsoleAction(
@@ -74,13 +148,14 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "Reinstall the OS of the selected server from a backup of its system disk",
         True,
         footer=False,
+        view="disks",
     ),
     ConsoleAction(
         "filter",
         "slash",
         "Filter",
         "View",
-        "Filter disks, snapshots and backups by name",
+        "Filter disks, snapshots, backups and policies by name",
         key_display="/",
     ),
     ConsoleAction(
@@ -89,6 +164,7 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "All",
         "View",
         "Show every backup, including retained backups of deleted disks",
+        view="disks",
     ),
     ConsoleAction(
         "refresh",
@@ -119,8 +195,16 @@ ACTIONS: tuple[ConsoleAction, ...] = (
     ConsoleAction("quit", "q", "Quit", "App", "Quit at once (running jobs are cancelled)"),
 )
 
+CATEGORIES = ("Disk", "Recovery", "Policy", "Object", "Jobs", "Server", "View", "App")
 BY_ID = {action.id: action for action in ACTIONS}
 MUTATING = frozenset(action.id for action in ACTIONS if action.mutating)
+VIEWS = ("disks", "policies")
+
+
+def in_view(action_id: str, view: str) -> bool:
+    """Whether an action applies in a view (actions outside the registry always do)."""
+    action = BY_ID.get(action_id)
+    return action is None or action.view in (None, view)
 
 
 def bindings() -> list[Binding]:

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from textual.app import App, SystemCommand
+from textual.content import Content
 from textual.events import Resize
 from textual.screen import Screen
 
@@ -21,6 +22,7 @@ from tui.console.main_screen import MainScreen
 from tui.console.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
 
 DARK, LIGHT = "textual-dark", "textual-light"
+ALERT_STYLE = {"overdue": "$warning", "failing": "$error"}
 
 
 class BlockvaultApp(App[int]):
@@ -42,6 +44,22 @@ class BlockvaultApp(App[int]):
         self.clock = clock
         self.initial_theme = theme
         self.main: MainScreen | None = None
+        self.alerts: dict[str, int] = {}  # overdue and failing disks, for the header
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """`blockvault · 2 overdue · 1 failing — actor · catalog · vaults`: the counts (only
+        when not zero) in the theme's warning and error colours, and in words."""
+        shown = [
+            (f"{count} {name}", f"bold {ALERT_STYLE[name]}")
+            for name, count in self.alerts.items()
+            if count
+        ]
+        parts: list[Content | tuple[str, str]] = [Content(self.TITLE)]
+        for text, style in shown:
+            parts += [(" · ", "dim"), (text, style)]
+        if sub_title:
+            parts += [(" — ", "dim"), Content(sub_title).stylize("dim")]
+        return Content.assemble(*parts)
 
     def on_mount(self) -> None:
         self.theme = self.initial_theme

@@ -1,4 +1,4 @@
-"""The details panel: every field of the selected server, disk, snapshot or backup."""
+"""The details panel: every field of the selected server, disk, snapshot, backup or policy."""
 
 from __future__ import annotations
 
@@ -37,14 +37,20 @@ def fields_of(
             ("disk", f"{obj['name']}  {obj['id']}"),
             ("server", f"{obj['server'] or '-'}  role {obj['role']}"),
             ("size", f"{fmt.size(obj['size'])}, {fmt.size(obj['allocated'])} allocated"),
-            ("status", f"{obj['status']}  snapshots by {obj['snapshot_strategy']}"),
-            ("created", fmt.absolute(obj["created_at"])),
+            (
+                "status",
+                f"{obj['status']}  snapshots by {obj['snapshot_strategy']}, "
+                f"created {fmt.absolute(obj['created_at'])}",
+            ),
             (
                 "backup",
                 f"{fmt.absolute(obj['last_backup_at'])} ({fmt.age(obj['last_backup_at'], now)})",
             ),
+            ("protection", _protection(obj.get("protection") or {})),
             ("path", _short_path(obj["path"], home)),
         ]
+    if obj.get("kind") == "policy":
+        return _policy_fields(obj, now)
     if obj.get("kind_of") == "snapshot":
         expires = f", expires {fmt.absolute(obj['expires_at'])}" if obj.get("expires_at") else ""
         return [
@@ -75,6 +81,40 @@ def fields_of(
     return [("", str(obj.get("name", "")))]
 
 
+def _protection(row: dict[str, Any]) -> str:
+    """'overdue: policy nightly: no backup since ...; next run ...' (why, then when next)."""
+    if not row:
+        return "-"
+    status = row["status"]
+    if row.get("detail") and status != "unprotected":
+        status = f"{status}: {row['detail']}"
+    elif row.get("policies"):
+        status = f"{status} by {', '.join(row['policies'])}"
+    if row.get("next_run_at"):
+        status = f"{status}; next run {fmt.absolute(row['next_run_at'])}"
+    return status
+
+
+def _policy_fields(policy: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
+    last = "never"
+    if policy.get("last_run_at"):
+        last = (
+            f"{fmt.absolute(policy['last_run_at'])} ({fmt.age(policy['last_run_at'], now)}), "
+            f"{policy.get('last_run_status') or '-'}"
+        )
+    disks = ", ".join(d["name"] for d in policy["disks"]) or "none yet (a applies it)"
+    return [
+        ("policy", f"{policy['name']}  {policy['id']}  {policy['status']}"),
+        ("runs", f"{policy['runs']}  ({policy['schedule']})"),
+        ("keeps", f"{policy['retention']} (only its own backups expire)"),
+        ("disks", disks),
+        ("last run", last),
+        ("next run", fmt.absolute(policy.get("next_run_at"))),
+        ("drills", policy.get("drill") or "none"),
+        ("created", fmt.absolute(policy.get("created_at"))),
+    ]
+
+
 class DetailsPanel(Static):
     """Shows `fields_of(...)` as a two-column grid; `plain` keeps the same as text."""
 
@@ -84,7 +124,7 @@ class DetailsPanel(Static):
         pairs = fields_of(obj, now=now, home=home)
         self.plain = "\n".join(f"{label} {value}" for label, value in pairs)
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="bold", no_wrap=True, min_width=9)
+        grid.add_column(style="bold", no_wrap=True, min_width=10)
         grid.add_column(overflow="ellipsis", no_wrap=True)
         for label, value in pairs:
             grid.add_row(label, Text(printable(value)))

@@ -14,14 +14,56 @@ from typing import Any
 
 from textual import work
 
-from core.api import BlockvaultError, Plan
+from core.api import BlockvaultError, Plan, PlanItem
 from tui.console.jobs_strip import JobsStrip
-from tui.console.messages import JobFinished, JobProgress
-from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal
+from tui.console.messages import JobFinished, JobProgress, JobStarted, PolicyRan
+from tui.console.modals import (
+    ChoiceModal,
+    ConfirmationModal,
+    DisksPickerModal,
+    NameModal,
+    PolicyFormModal,
+)
 
 
 def cli(*argv: str) -> str:
     return "blockvault " + " ".join(shlex.quote(a) for a in argv)
+
+
+def finished(handle: Any, kind: str, target: str) -> JobFinished:
+    """The message for a job handle that has run."""
+    result = handle.result if isinstance(handle.result, dict) else {}
+    error = None if handle.error is None or handle.status == "cancelled" else str(handle.error)
+    return JobFinished(
+        handle.id,
+        kind,
+        target,
+        handle.status,
+        error,
+        result.get("summary", ""),
+        result.get("id"),
+    )
+
+
+def run_plan(policy: dict[str, Any], due: list[dict[str, Any]]) -> Plan:
+    """`policy run NAME --now --dry-run` as one plan: a backup of each covered disk, then the
+    policy's retention as it applies after them."""
+    entry = due[0] if due else {"backs_up": [], "retention": None}
+    retention = Plan.from_dict(entry["retention"]) if entry["retention"] else None
+    items = [PlanItem("create", "backup", "", f"of {disk}") for disk in entry["backs_up"]]
+    items += list(retention.items) if retention else []
+    refusal = None
+    if not entry["backs_up"]:
+        refusal = "it covers no disk yet (a applies it to disks)"
+    return Plan(
+        "run policy now",
+        policy["name"],
+        tuple(items),
+        refusal=refusal,
+        route=f"each backup into the policy's vault, then retention ({policy['retention']})",
+        warnings=retention.warnings if retention else (),
+        destructive=bool(retention and retention.of("delete")),
+    )
 
 
 class ActionFlows:
@@ -60,19 +102,7 @@ class ActionFlows:
     @work(thread=True, group="jobs", exit_on_error=False)
     def run_job(self, handle: Any, kind: str, target: str) -> None:
         handle.run()  # records success, failure or cancellation in the job row itself
-        result = handle.result if isinstance(handle.result, dict) else {}
-        error = None if handle.error is None or handle.status == "cancelled" else str(handle.error)
-        self.post_message(  # type: ignore[attr-defined]
-            JobFinished(
-                handle.id,
-                kind,
-                target,
-                handle.status,
-                error,
-                result.get("summary", ""),
-                result.get("id"),
-            )
-        )
+        self.post_message(finished(handle, kind, target))  # type: ignore[attr-defined]
 
     async def guarded(self, flow: Callable[[], Any]) -> None:
         try:
@@ -219,6 +249,8 @@ class ActionFlows:
             plan_fn, do_fn, noun = bv.plan_delete_backup, bv.delete_backup, "backup"
         elif obj.get("kind") == "disk":
             plan_fn, do_fn, noun = bv.plan_delete_disk, bv.delete_disk, "disk"
+        elif obj.get("kind") == "policy":
+            plan_fn, do_fn, noun = bv.plan_delete_policy, bv.delete_policy, "policy"
         else:
             plan_fn, do_fn, noun = bv.plan_delete_server, bv.delete_server, "server"
 
@@ -304,5 +336,137 @@ class ActionFlows:
             ):
                 handle = await self.call(self.bv.start_reinstall, server, image, plan=plan)
                 self.track(handle, "reinstall", server)
+
+        await self.guarded(flow)
+
+    # --- policies -----------------------------------------------------------------------
+
+    def need_policy(self) -> dict[str, Any] | None:
+        policy = self.table("policies").selected()  # type: ignore[attr-defined]
+        if policy is None:
+            self.notify("no policy selected (n creates one)", severity="warning")  # type: ignore[attr-defined]
+        return policy
+
+    def action_new_policy(self) -> None:
+        self.new_policy_flow()
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def new_policy_flow(self) -> None:
+        bv = self.bv
+
+        def submit(values: dict[str, Any]) -> dict[str, Any]:
+            keep = values["keep"]
+            if not any(keep.values()) and not values["keep_within"]:
+                keep = {**keep, "keep_last": 7}  # as `policy create` without a rule
+            return bv.create_policy(
+                values["name"],
+                schedule=bv.schedule_text(**{values["form"]: values["value"]}),
+                keep=keep,
+                keep_within=values["keep_within"],
+                disks=[d["id"] for d in values["disks"]],
+            )
+
+        async def flow() -> None:
+            disks = await self.call(bv.list_disks)
+            created = await self.app.push_screen_wait(PolicyFormModal(disks, submit))  # type: ignore[attr-defined]
+            if not created:
+                return
+            self.cursor_target = created["id"]
+            self.notify(  # type: ignore[attr-defined]
+                f"created policy {created['name']}: {created['runs']}, keeps {created['retention']}"
+            )
+            for warning in created.get("warnings", []):
+                self.notify(warning, severity="warning", timeout=8)  # type: ignore[attr-defined]
+            self.load_inventory()  # type: ignore[attr-defined]
+
+        await self.guarded(flow)
+
+    def action_apply_policy(self) -> None:
+        if policy := self.need_policy():
+            self.apply_policy_flow(policy)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def apply_policy_flow(self, policy: dict[str, Any]) -> None:
+        async def flow() -> None:
+            disks = await self.call(self.bv.list_disks)
+            change = await self.app.push_screen_wait(DisksPickerModal(policy, disks))  # type: ignore[attr-defined]
+            if not change:
+                return
+            added, removed = change
+            if added:
+                await self.call(self.bv.apply_policy, policy["id"], [d["id"] for d in added])
+            if removed:
+                await self.call(self.bv.unapply_policy, policy["id"], [d["id"] for d in removed])
+            said = [
+                f"{verb} {', '.join(d['name'] for d in group)}"
+                for verb, group in (("applied to", added), ("unapplied from", removed))
+                if group
+            ]
+            self.notify(f"policy {policy['name']} {'; '.join(said) or 'unchanged'}")  # type: ignore[attr-defined]
+            self.load_inventory()  # type: ignore[attr-defined]
+
+        await self.guarded(flow)
+
+    def action_run_policy(self) -> None:
+        if policy := self.need_policy():
+            self.run_policy_flow(policy)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def run_policy_flow(self, policy: dict[str, Any]) -> None:
+        async def flow() -> None:
+            due = await self.call(self.bv.plan_policy_run, policy=policy["id"], force=True)
+            plan = run_plan(policy, due)
+            if await self.confirm(plan, cli("policy", "run", policy["name"], "--now"), "Run now"):
+                self.run_policy_job(policy)
+
+        await self.guarded(flow)
+
+    @work(thread=True, group="jobs", exit_on_error=False)
+    def run_policy_job(self, policy: dict[str, Any]) -> None:
+        """The policy's backups one after the other, each a row of the jobs strip with live
+        progress (as a backup started with b), then its retention; `PolicyRan` sums it up."""
+        post = self.post_message  # type: ignore[attr-defined]
+        running: list[tuple[Any, str]] = []
+
+        def on_backup(handle: Any) -> None:  # in this thread, before the backup runs
+            for previous, target in running:
+                post(finished(previous, "backup", target))
+            running.clear()
+            try:
+                target = self.bv.get_job(handle.id)["target_name"] or "?"
+            except BlockvaultError:
+                target = "?"
+            post(JobStarted(handle.id, "backup", target, handle))
+            handle.subscribe(lambda event: post(JobProgress(event)))
+            running.append((handle, target))
+            if getattr(self, "stopping", False):
+                handle.cancel()  # the console is quitting: this one stops at its first chunk
+
+        try:
+            outcomes = self.bv.run_policy_now(policy["id"], on_backup=on_backup)
+        except BlockvaultError as exc:
+            outcomes = [{"policy": policy["name"], "status": "failed", "error": str(exc)}]
+        for previous, target in running:
+            post(finished(previous, "backup", target))
+        post(PolicyRan(policy["name"], outcomes))
+
+    def action_prune_policy(self) -> None:
+        if policy := self.need_policy():
+            self.prune_policy_flow(policy)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def prune_policy_flow(self, policy: dict[str, Any]) -> None:
+        async def flow() -> None:
+            plan = await self.call(self.bv.plan_retention, policy["id"])
+            if not await self.confirm(plan, cli("policy", "prune", policy["name"]), "Prune"):
+                return
+            outcomes = await self.call(self.bv.prune_policy, policy["id"], plan=plan)
+            expired = sum(1 for o in outcomes if o["status"] == "expired")
+            failed = [o for o in outcomes if o["status"] == "failed"]
+            text = f"policy {policy['name']}: {expired} backup(s) expired"
+            if failed:
+                text += f", {len(failed)} failed: {failed[0]['error']}"
+            self.notify(text, severity="error" if failed else "information")  # type: ignore[attr-defined]
+            self.load_inventory()  # type: ignore[attr-defined]
 
         await self.guarded(flow)

@@ -40,6 +40,20 @@ def short_age(stamp: str | None, now: datetime) -> str:
     return f"{seconds}s ago"
 
 
+def short_until(stamp: str | None, now: datetime) -> str:
+    """'in 14h', 'in 3d' for a time to come (a next run); 'due' once it has passed; '-' without."""
+    moment = parse_stamp(stamp)
+    if moment is None:
+        return "-"
+    seconds = int((moment - now).total_seconds())
+    if seconds <= 0:
+        return "due"
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"in {seconds // length}{unit}"
+    return f"in {seconds}s"
+
+
 def parse_stamp(stamp: str | None) -> datetime | None:
     if not stamp:
         return None

@@ -13,13 +13,13 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.console.actions import ACTIONS, key_label
+from tui.console.actions import ACTIONS, CATEGORIES, key_label
 
 NAVIGATION = (
     ("tab shift+tab", "move between the panes"),
     ("j k  up down", "move in a pane"),
     ("g G", "first / last row"),
-    ("esc", "close a dialog, clear the filter"),
+    ("esc", "close a dialog, clear the filter, back from the policies view"),
 )
 
 
@@ -29,13 +29,15 @@ def help_table(hidden: set[str]) -> Table:
     table.add_column()
     for keys, what in NAVIGATION:
         table.add_row(keys, what)
-    categories = list(dict.fromkeys(action.category for action in ACTIONS))
+    categories = list(dict.fromkeys((*CATEGORIES, *(action.category for action in ACTIONS))))
     for category in categories:
         shown = [a for a in ACTIONS if a.category == category and a.id not in hidden]
         if not shown:
             continue
+        views = {a.view for a in shown}
+        where = f"  (in the {views.pop()} view)" if len(views) == 1 and None not in views else ""
         table.add_row("", "")
-        table.add_row(Text(category, style="underline"), "")
+        table.add_row(Text(category, style="underline"), Text(where.strip(), style="italic"))
         for action in shown:
             table.add_row(key_label(action), f"{action.label}: {action.help}")
     return table

@@ -1,4 +1,5 @@
-"""The main screen: panes, details, jobs strip. It renders and starts workers, nothing else."""
+"""The main screen: the disks view (panes, details) or the policies view, the jobs strip.
+It renders and starts workers, nothing else."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
 from core.api import Blockvault, ProgressEvent, printable
@@ -20,10 +21,20 @@ from tui.console.details import DetailsPanel
 from tui.console.flows import ActionFlows
 from tui.console.help import HelpScreen
 from tui.console.jobs_strip import JobRow, JobsStrip
-from tui.console.messages import ActiveJobs, Inventory, JobFinished, JobProgress, Selection
+from tui.console.messages import (
+    ActiveJobs,
+    Inventory,
+    JobFinished,
+    JobProgress,
+    JobStarted,
+    PolicyRan,
+    Selection,
+)
 from tui.console.panes import PaneTable
 
 JOB_POLL_SECONDS = 2.0
+STATUS_EVERY = 15  # every 15th job poll (30 s) also reloads protection and policies: time
+# alone turns a disk overdue
 
 
 class MainScreen(ActionFlows, Screen):
@@ -58,19 +69,26 @@ class MainScreen(ActionFlows, Screen):
         self.show_all = False
         self.filter_text = ""
         self.cursor_target: str | None = None  # an object a finished job made: show it
+        self.view = "disks"  # or "policies"
+        self.polls = 0
+        self.stopping = False
 
     # --- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="≡")
-        with Horizontal(id="body"):
-            with Vertical(id="left"):
-                yield Input(placeholder="filter by name (esc clears)", id="filter")
-                yield PaneTable("Disks", id="disks")
-                yield DetailsPanel(id="details")
-            with Vertical(id="right"):
-                yield PaneTable("Snapshots", id="snapshots")
-                yield PaneTable("Backups", id="backups")
+        yield Input(placeholder="filter by name (esc clears)", id="filter")
+        with ContentSwitcher(initial="body", id="views"):
+            with Horizontal(id="body"):
+                with Vertical(id="left"):
+                    yield PaneTable("Disks", id="disks")
+                    yield DetailsPanel(id="details")
+                with Vertical(id="right"):
+                    yield PaneTable("Snapshots", id="snapshots")
+                    yield PaneTable("Backups", id="backups")
+            with Vertical(id="policies-view"):
+                yield PaneTable("Policies", id="policies")
+                yield DetailsPanel(id="policy-details")
         yield JobsStrip(id="jobs")
         yield Footer()
 
@@ -78,8 +96,10 @@ class MainScreen(ActionFlows, Screen):
         self.table("disks").set_columns(panes.DISK_COLUMNS)
         self.table("snapshots").set_columns(panes.SNAPSHOT_COLUMNS)
         self.table("backups").set_columns(panes.BACKUP_COLUMNS)
+        self.table("policies").set_columns(panes.POLICY_COLUMNS)
         self.query_one("#filter").display = False
         self.query_one("#details", DetailsPanel).border_title = "Details"
+        self.query_one("#policy-details", DetailsPanel).border_title = "Policy"
         if self.read_only:
             self.query_one("#jobs-empty", Static).update("no jobs (read-only: nothing can start)")
         self.table("disks").focus()
@@ -104,13 +124,19 @@ class MainScreen(ActionFlows, Screen):
 
     def focused_pane(self) -> str:
         focused = self.focused
-        return focused.id if isinstance(focused, PaneTable) and focused.id else "disks"
+        if isinstance(focused, PaneTable) and focused.id:
+            return focused.id
+        return "policies" if self.view == "policies" else "disks"
 
     def focused_object(self) -> dict[str, Any] | None:
         return self.table(self.focused_pane()).selected()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (self.read_only and action in actions.MUTATING)
+        """Hidden: changes under --read-only, and the actions of the view not shown (their
+        key then goes to the action of this view that has it)."""
+        if self.read_only and action in actions.MUTATING:
+            return False
+        return actions.in_view(action, self.view)
 
     # --- loading (workers post, handlers render) ----------------------------------------
 
@@ -123,6 +149,8 @@ class MainScreen(ActionFlows, Screen):
                 disks=bv.list_disks(),
                 jobs=bv.list_jobs(active=True),
                 status={**status, "servers_list": [s["name"] for s in bv.list_servers()]},
+                protection=bv.protection_status(),
+                policies=bv.list_policies(),
             )
         )
 
@@ -141,6 +169,7 @@ class MainScreen(ActionFlows, Screen):
         self.inventory = message
         self._render_header(message.status)
         self._render_disks()
+        self._render_policies()
         self._reload_selection()
 
     @on(Selection)
@@ -158,6 +187,16 @@ class MainScreen(ActionFlows, Screen):
         self.app.sub_title = (
             f"{status['actor']} · {backend} v{status['schema_version']} · vault {vaults}{mode}"
         )
+        counts = (self.inventory.protection if self.inventory else {}).get("counts", {})
+        alerts = {name: counts.get(name, 0) for name in ("overdue", "failing")}
+        self.app.alerts = alerts  # type: ignore[attr-defined]
+        # the title changes with the counts, so the header redraws (app.format_title styles them)
+        self.title = " · ".join(["blockvault", *(f"{n} {k}" for k, n in alerts.items() if n)])
+
+    def colors(self) -> dict[str, str]:
+        """The theme's status colours, for table cells (Rich text cannot read theme variables)."""
+        variables = self.app.theme_variables
+        return {name: variables[name] for name in ("success", "warning", "error")}
 
     def _matches(self, *names: str | None) -> bool:
         needle = self.filter_text.lower()
@@ -169,13 +208,24 @@ class MainScreen(ActionFlows, Screen):
         inv = self.inventory
         disks = [d for d in inv.disks if self._matches(d["name"], d["server"])]
         servers = [s for s in inv.status["servers_list"] if self._matches(s)]
-        rows = panes.disk_rows(disks, servers, self.now())
+        protection = {row["disk_id"]: row for row in inv.protection.get("disks", [])}
+        rows = panes.disk_rows(disks, servers, self.now(), protection, self.colors())
         table = self.table("disks")
         table.replace_rows(rows, len(inv.disks))
         if table.selected() is None or (
             table.cursor_row == 0 and len(rows) > 1 and rows[0][1]["kind"] == "server"
         ):
             table.move_cursor(row=1 if len(rows) > 1 else 0)
+        self._move_to_target()
+        self._show_details()
+
+    def _render_policies(self) -> None:
+        if self.inventory is None:
+            return
+        every = self.inventory.policies
+        shown = [p for p in every if self._matches(p["name"], *(d["name"] for d in p["disks"]))]
+        table = self.table("policies")
+        table.replace_rows(panes.policy_rows(shown, self.now(), self.colors()), len(every))
         self._move_to_target()
         self._show_details()
 
@@ -198,7 +248,7 @@ class MainScreen(ActionFlows, Screen):
         key = self.cursor_target
         if key is None:
             return
-        for name in ("disks", "snapshots", "backups"):
+        for name in ("disks", "snapshots", "backups", "policies"):
             table = self.table(name)
             if key in table.rows_by_key:
                 self.cursor_target = None
@@ -207,7 +257,8 @@ class MainScreen(ActionFlows, Screen):
 
     def _show_details(self) -> None:
         home = self.inventory.status.get("home") if self.inventory else None
-        self.query_one(DetailsPanel).show(self.focused_object(), now=self.now(), home=home)
+        panel = "#policy-details" if self.view == "policies" else "#details"
+        self.query_one(panel, DetailsPanel).show(self.focused_object(), now=self.now(), home=home)
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -268,8 +319,30 @@ class MainScreen(ActionFlows, Screen):
         ]
         for row in ended:
             row.finish("ended", "see blockvault job show")
-        if ended:
+        self.polls += 1
+        if ended or self.polls % STATUS_EVERY == 0:
             self.load_inventory()
+
+    @on(JobStarted)
+    def _started(self, message: JobStarted) -> None:
+        """A job a worker started (a policy's backup): its row, and its handle for c and q."""
+        if message.handle is not None:
+            self.handles[message.job_id] = message.handle
+        self.query_one(JobsStrip).add_job(message.job_id, message.kind, message.target)
+
+    @on(PolicyRan)
+    def _policy_ran(self, message: PolicyRan) -> None:
+        outcomes = message.outcomes
+        backed = sum(1 for o in outcomes if "disk" in o and o["status"] == "succeeded")
+        failed = [o for o in outcomes if o["status"] == "failed"]
+        expired = sum(1 for o in outcomes if o["status"] == "expired")
+        text = f"policy {message.policy} ran: {backed} backed up, {expired} expired"
+        if failed:
+            text += f", {len(failed)} failed ({failed[0].get('error')})"
+        elif not outcomes:
+            text = f"policy {message.policy}: nothing ran (another runner took its slot)"
+        self.notify(text, severity="error" if failed else "information", timeout=8)
+        self.load_inventory()
 
     @on(JobProgress)
     def _progress(self, message: JobProgress) -> None:
@@ -313,18 +386,40 @@ class MainScreen(ActionFlows, Screen):
     def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value.strip()
         self._render_disks()
+        self._render_policies()
         self._render_selection()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.table("disks").focus()
+        self.table(self._home_pane()).focus()
 
     def action_clear_filter(self) -> None:
+        """esc: clears the filter first, then goes back from the policies to the disks."""
         field = self.query_one("#filter", Input)
         if field.display:
             field.value = ""
             field.display = False
-            self.table("disks").focus()
+            self.table(self._home_pane()).focus()
+        elif self.view == "policies":
+            self.action_show_disks()
+
+    def _home_pane(self) -> str:
+        return "policies" if self.view == "policies" else "disks"
+
+    def _switch(self, view: str) -> None:
+        self.view = view
+        self.query_one("#views", ContentSwitcher).current = (
+            "policies-view" if view == "policies" else "body"
+        )
+        self.table(self._home_pane()).focus()
+        self.refresh_bindings()  # the footer shows this view's keys
+        self._show_details()
+
+    def action_show_policies(self) -> None:
+        self._switch("policies")
+
+    def action_show_disks(self) -> None:
+        self._switch("disks")
 
     def action_help(self) -> None:
         hidden = set(actions.MUTATING) if self.read_only else set()
@@ -337,6 +432,7 @@ class MainScreen(ActionFlows, Screen):
         self.app.toggle_theme()
 
     def action_quit(self) -> None:
+        self.stopping = True  # a policy run starts no further backup
         for handle in list(self.handles.values()):
             handle.cancel()
         self.app.exit()

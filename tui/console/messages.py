@@ -12,11 +12,14 @@ from core.api import ProgressEvent
 
 @dataclass
 class Inventory(Message):
-    """Disks, active jobs and the header's status, loaded off the UI thread."""
+    """Disks, active jobs, the header's status, each disk's protection and the policies,
+    loaded off the UI thread."""
 
     disks: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     status: dict[str, Any] = field(default_factory=dict)
+    protection: dict[str, Any] = field(default_factory=dict)  # protection_status()
+    policies: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -31,9 +34,12 @@ class Selection(Message):
 
 @dataclass
 class JobStarted(Message):
+    """A job started by a worker (a policy's backups): a row in the strip; `handle` cancels it."""
+
     job_id: str
     kind: str
     target: str
+    handle: Any = None
 
 
 @dataclass
@@ -67,3 +73,11 @@ class ActiveJobs(Message):
     """Jobs running now according to the catalog (this process or any other sharing it)."""
 
     jobs: list[dict[str, Any]]
+
+
+@dataclass
+class PolicyRan(Message):
+    """A policy run from the console ended: what it backed up and expired (`run_policy_now`)."""
+
+    policy: str
+    outcomes: list[dict[str, Any]]

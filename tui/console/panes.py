@@ -1,4 +1,5 @@
-"""The three browsing panes: disks grouped by server, snapshots and backups of the selection."""
+"""The browsing panes: disks grouped by server (with their protection), snapshots and backups
+of the selection, and the policies view's table."""
 
 from __future__ import annotations
 
@@ -79,8 +80,34 @@ def status_text(status: str) -> Text:
     return Text(status, style=style)
 
 
-def disk_rows(disks: list[dict[str, Any]], servers: list[str], now: datetime):
-    """Rows for the disks pane: one header row per server, then its disks."""
+# A protection status in words, coloured with the theme's own colours (app.theme_variables):
+# the word is the signal, the colour repeats it (and goes under NO_COLOR).
+PROTECTION_STYLE = {
+    "protected": ("success", ""),
+    "overdue": ("warning", "bold"),
+    "failing": ("error", "bold"),
+    "unprotected": ("", "italic"),
+}
+
+
+def protection_text(status: str | None, colors: dict[str, str]) -> Text:
+    if not status:
+        return Text("-")
+    variable, style = PROTECTION_STYLE.get(status, ("", "bold"))
+    return Text(status, style=f"{style} {colors.get(variable, '')}".strip())
+
+
+def disk_rows(
+    disks: list[dict[str, Any]],
+    servers: list[str],
+    now: datetime,
+    protection: dict[str, dict[str, Any]] | None = None,
+    colors: dict[str, str] | None = None,
+):
+    """Rows for the disks pane: one header row per server, then its disks with their
+    protection (`protection`: protection_status()'s disks by disk id)."""
+    protection = protection or {}
+    colors = colors or {}
     by_server: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     for disk in disks:
         by_server.setdefault(disk["server"] or NO_SERVER, []).append(disk)
@@ -92,26 +119,21 @@ def disk_rows(disks: list[dict[str, Any]], servers: list[str], now: datetime):
             (
                 f"server:{server}",
                 header,
-                [
-                    Text(f"▾ {server} ({len(members)})", style="bold"),
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ],
+                [Text(f"▾ {server} ({len(members)})", style="bold")] + [""] * 8,
             )
         )
         for disk in members:
+            covered = protection.get(disk["id"], {})
             rows.append(
                 (
                     disk["id"],
-                    {**disk, "kind": "disk"},
+                    {**disk, "kind": "disk", "protection": covered},
                     [
                         f"  {disk['name']}",
                         "sys" if disk["role"] == "system" else disk["role"],
                         status_text(disk["status"]),
+                        protection_text(covered.get("status"), colors),
+                        fmt.short_until(covered.get("next_run_at"), now),
                         fmt.short_age(disk["last_backup_at"], now),
                         fmt.short_size(disk["size"]),
                         fmt.short_size(disk["allocated"]),
@@ -126,6 +148,8 @@ DISK_COLUMNS = (
     ("Disk", 14),
     ("Role", 4),
     ("Status", 9),
+    ("Protection", 11),
+    ("Next", 6),
     ("Backup", 7),
     ("Size", 7),
     ("Alloc", 7),
@@ -176,6 +200,55 @@ def backup_rows(backups: list[dict[str, Any]], now: datetime):
                     fmt.short_size(b["size"]),
                     b["vault"] or "-",
                     disk,
+                ],
+            )
+        )
+    return rows
+
+
+POLICY_COLUMNS = (  # all of them fit at 80 columns; the panel below says everything in full
+    ("Policy", 11),
+    ("Runs", 14),
+    ("Retention", 14),
+    ("Disks", 11),
+    ("Last run", 9),
+    ("Next", 6),
+)
+
+RUN_STYLE = {
+    "succeeded": ("success", ""),
+    "partial": ("warning", "bold"),
+    "failed": ("error", "bold"),
+}
+
+
+def last_run_text(policy: dict[str, Any], now: datetime, colors: dict[str, str]) -> Text:
+    """'3d ago' for a run that succeeded; the outcome in words when it did not."""
+    stamp, status = policy.get("last_run_at"), policy.get("last_run_status")
+    if not stamp:
+        return Text("never", style="italic")
+    age = fmt.short_age(stamp, now)
+    if status in (None, "succeeded"):
+        return Text(age)
+    variable, style = RUN_STYLE.get(status, ("", "bold"))
+    return Text(f"{status}", style=f"{style} {colors.get(variable, '')}".strip())
+
+
+def policy_rows(policies: list[dict[str, Any]], now: datetime, colors: dict[str, str]):
+    rows = []
+    for p in policies:
+        disks = ", ".join(d["name"] for d in p["disks"])
+        rows.append(
+            (
+                p["id"],
+                {**p, "kind": "policy"},
+                [
+                    p["name"] if p["status"] == "enabled" else f"{p['name']} (off)",
+                    p["runs"],
+                    p["retention"],
+                    Text(printable(disks)) if disks else Text("none", style="italic"),
+                    last_run_text(p, now, colors),
+                    fmt.short_until(p["next_run_at"], now) if p["status"] == "enabled" else "-",
                 ],
             )
         )

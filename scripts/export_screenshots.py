@@ -1,6 +1,8 @@
 """Regenerate screenshots/*.svg headless from a throwaway demo: `python scripts/export_screenshots.py`.
 
-Main screen, a restore confirmation, a transfer in progress and the help screen, at 100x30.
+Main screen, a restore confirmation, a transfer in progress, the policies view and the help
+screen, at 100x30. The core's clock is frozen with the console's, so next runs and the overdue
+disk come out the same every time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ sys.path.insert(0, str(ROOT))
 from core.api import Blockvault  # noqa: E402
 from core.base.progress import ProgressEvent  # noqa: E402
 from core.demo import build_demo  # noqa: E402
-from tests.support.console import FROZEN_NOW, freeze_times  # noqa: E402
+from tests.support.console import (  # noqa: E402
+    BUILT_AT,
+    FROZEN_NOW,
+    freeze_times,
+    frozen_core_clock,
+    write_frozen_config,
+)
 from tui.console.app import BlockvaultApp  # noqa: E402
 from tui.console.help import HelpScreen  # noqa: E402
 from tui.console.jobs_strip import JobsStrip  # noqa: E402
@@ -43,9 +51,16 @@ async def idle(app: BlockvaultApp, pilot) -> None:  # type: ignore[no-untyped-de
 
 
 async def shoot(home: Path) -> list[Path]:
-    build_demo(home, actor="admin@bastion").close()
+    write_frozen_config(home)
+    with frozen_core_clock(BUILT_AT):
+        build_demo(home, actor="admin@bastion").close()
     # Spread the demo's timestamps over a few days so ages read like a real site's.
     freeze_times(home / "catalog.sqlite")
+    with frozen_core_clock(FROZEN_NOW):
+        return await _shoot(home)
+
+
+async def _shoot(home: Path) -> list[Path]:
     bv = Blockvault.open(home=home, actor="admin@bastion")
     app = BlockvaultApp(bv, clock=lambda: FROZEN_NOW)
     saved = []
@@ -78,6 +93,10 @@ async def shoot(home: Path) -> list[Path]:
         )
         await pilot.pause(0.1)
         save("transfer-in-progress")
+
+        await pilot.press("p")  # the policies view
+        await idle(app, pilot)
+        save("policies")
 
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))

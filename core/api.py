@@ -22,6 +22,7 @@ from core.catalog.db import Catalog
 from core.catalog.models import Backup, Disk, Event, Job, Server, iso
 from core.catalog.views import disk_view, job_view, server_view, vault_view
 from core.engine import devices
+from core.jobs import handoff
 from core.jobs.runner import JobHandle
 from core.ops import (
     backups,
@@ -35,6 +36,7 @@ from core.ops import (
     servers,
     vaults,
 )
+from core.ops import service as service_ops
 from core.ops import snapshots as snapshot_ops
 from core.rules.plans import Plan, PlanItem
 from core.rules.states import JOB_ACTIVE
@@ -596,3 +598,38 @@ class Blockvault:
     def policy_exit_code(outcomes: list[dict[str, Any]]) -> int:
         """0 every due backup succeeded, 3 some failed, 1 none could run."""
         return policies.exit_code(outcomes)
+
+    # --- the service (core/ops/service.py) and jobs handed to it ----------------------------
+
+    def make_service(
+        self, *, tick: float = service_ops.DEFAULT_TICK, log: service_ops.Log | None = None
+    ) -> service_ops.Service:
+        """The service of this catalog: `run()` until `stop()` (a signal), or `run(once=True)`;
+        `log(level, line)` gets one plain line per event."""
+        return service_ops.Service(self.ctx, tick=tick, log=log)
+
+    def running_services(self) -> list[dict[str, Any]]:
+        """Services beating for this catalog now (host, pid, started_at, beat_at, jobs)."""
+        return handoff.running_services(self.ctx)
+
+    def submit_job(
+        self, verb: str, arguments: dict[str, Any], *, plan: Plan | None = None
+    ) -> dict[str, Any]:
+        """Hand `verb` (backup, restore, verify, gc, check) with its arguments and the plan
+        the user confirmed to the running service (`--background`): the queued job."""
+        return job_view(service_ops.submit(self.ctx, verb, arguments, plan=plan))
+
+    def follow_job(self, ref: str) -> handoff.FollowedJob:
+        """Follow a job that runs in another process (progress from its row, then its
+        result); leaving the follower leaves the job running."""
+        with self.ctx.catalog.session() as session:
+            job = resolve(session, Job, ref, kind="job")
+        return handoff.FollowedJob(self.ctx, job.id)
+
+    def service_unit(self, *, user: bool = False) -> dict[str, Any]:
+        """The systemd unit for this catalog: path, text, and the commands that enable it."""
+        return service_ops.unit(self.ctx, user=user)
+
+    def install_service(self, *, user: bool = False) -> dict[str, Any]:
+        """Write the systemd unit (system-wide, or with `user` the user's own)."""
+        return service_ops.install_unit(self.ctx, user=user)

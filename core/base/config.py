@@ -53,6 +53,7 @@ class Settings:
     timezone: str = ""  # schedules' zone, e.g. "Europe/Berlin"; empty: the host's local zone
     notify_command: str = ""  # run with one JSON event on stdin for each alert
     service_jobs: int = 2  # jobs the service runs at a time
+    gc_window: str = ""  # a schedule ("daily 03:00", "0 3 * * sun"): the service runs vault gc
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -75,6 +76,8 @@ class Settings:
             low, high = LIMITS.get(key, (None, None))
             if low is not None and not low <= value <= high:
                 raise UserError(f"{path}: setting {key} must be between {low} and {high}")
+        if len(data.get("gc_window", "")) > 200:
+            raise UserError(f"{path}: setting gc_window is longer than 200 characters")
         if "chunk_size" in data and data["chunk_size"] % 4096:
             raise UserError(f"{path}: setting chunk_size must be a multiple of 4096")
         return cls(**data)

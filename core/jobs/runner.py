@@ -3,15 +3,22 @@
 A job runs its function in a thread with a cancel event, a progress reporter and a heartbeat
 that mirrors progress into the row about once a second; another process cancels a job by
 setting its row to `cancelling`, which the heartbeat notices.
+
+A job handed to the service (`--background`) is a queued row with a `request` made by the
+CLI; the service claims it (core/jobs/handoff.py) and runs its verb `handed_over(job_id)`: the
+executor's `new_job` then fills in that row instead of inserting another, so the id the user
+follows and cancels is the job that runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -29,6 +36,19 @@ from core.rules.states import check_transition
 
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 30.0
+
+#: the claimed row of a job handed to the service, which the next `new_job` fills in
+_HANDED: ContextVar[str | None] = ContextVar("handed_job", default=None)
+
+
+@contextlib.contextmanager
+def handed_over(job_id: str) -> Iterator[None]:
+    """Run an executor so that the job it creates is the service's claimed row `job_id`."""
+    token = _HANDED.set(job_id)
+    try:
+        yield
+    finally:
+        _HANDED.reset(token)
 
 
 @dataclass
@@ -160,7 +180,14 @@ def new_job(
     disk_id: str | None,
     source_id: str | None = None,
 ) -> Job:
-    """Add a queued job row to the caller's claiming transaction (committed with the claims)."""
+    """Add a queued job row to the caller's claiming transaction (committed with the claims);
+    inside `handed_over`, fill in the service's claimed row instead."""
+    handed = _HANDED.get()
+    if handed is not None:
+        _HANDED.set(None)  # one executor, one job
+        return _fill_handed(
+            ctx, session, handed, kind, target_kind, target_id, target_name, disk_id, source_id
+        )
     job = Job(
         id=unique_id(session, Job, "job"),
         kind=kind,
@@ -176,6 +203,29 @@ def new_job(
     )
     session.add(job)
     record(session, ctx, f"job.{kind}.queued", kind="job", object_id=job.id, name=target_name)
+    session.flush()
+    return job
+
+
+def _fill_handed(
+    ctx: Context,
+    session: Session,
+    job_id: str,
+    kind: str,
+    target_kind: str,
+    target_id: str,
+    target_name: str,
+    disk_id: str | None,
+    source_id: str | None,
+) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.status not in ("running", "cancelling"):
+        raise Cancelled(f"job {job_id} was cancelled before it started")
+    job.kind, job.target_kind, job.target_id = kind, target_kind, target_id
+    job.target_name, job.disk_id, job.source_id = target_name, disk_id, source_id
+    job.heartbeat_at = utcnow()
+    session.add(job)
+    record(session, ctx, f"job.{kind}.started", kind="job", object_id=job.id, name=target_name)
     session.flush()
     return job
 
@@ -213,6 +263,8 @@ def _start(ctx: Context, job_id: str) -> bool:
     cancelled (or is being cancelled) before it started."""
     with ctx.catalog.writer() as session:
         job = session.get(Job, job_id)
+        if job.status == "running" and job.request is not None and _ours(ctx, job):
+            return True  # handed to this service, which claimed it queued -> running
         if job.status != "queued":
             return False
         check_transition("job", job_id, current=job.status, new="running")
@@ -221,6 +273,10 @@ def _start(ctx: Context, job_id: str) -> bool:
         session.add(job)
         session.commit()
         return True
+
+
+def _ours(ctx: Context, job: Job) -> bool:
+    return job.host == ctx.host and job.pid == os.getpid()
 
 
 def _finish(
@@ -268,7 +324,10 @@ def _finish(
 
 
 def job_is_stale(job: Job, now: float | None = None) -> bool:
-    """A job whose process is gone (same host) or whose heartbeat stopped long ago."""
+    """A job whose process is gone (same host) or whose heartbeat stopped long ago. A job
+    handed to the service and still queued waits for a service, not for whoever asked."""
+    if job.status == "queued" and job.request is not None:
+        return False
     if job.host == host_id() and not pid_alive(job.pid):
         return True
     beat = job.heartbeat_at or job.created_at

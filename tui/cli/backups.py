@@ -12,9 +12,11 @@ from tui.cli.common import (
     Nouns,
     add_noun,
     add_verb,
+    background_parent,
     confirm_parent,
     json_parent,
     print_dry_run,
+    run_background,
     run_job,
     run_planned,
     run_planned_job,
@@ -28,6 +30,9 @@ def backup_create(bv: Blockvault, a: argparse.Namespace) -> Any:
     plan = bv.plan_backup(a.disk, vault=a.vault)
     if a.dry_run:
         return print_dry_run(a, plan)
+    if a.background:
+        arguments = {"disk": a.disk, "vault": a.vault, "name": a.name}
+        return run_background(bv, a, "backup", arguments, plan=plan, description=f"backup {a.disk}")
     handle = bv.start_backup(a.disk, vault=a.vault, name=a.name, plan=plan)
     return run_job(handle, a, f"backup {a.disk}")
 
@@ -50,7 +55,30 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
 
     if not plan.destructive:
         a.yes = True  # creating a new disk overwrites nothing: no question to ask
+    if a.background:
+        arguments = {
+            "backup": a.backup,
+            "to_original": to_original,
+            "new_name": a.to_new,
+            "new_size": a.size,
+            "force": a.force,
+        }
+        run_planned(
+            a,
+            plan,
+            lambda confirmed: run_background(
+                bv, a, "restore", arguments, plan=confirmed, description="restore"
+            ),
+            show_result=False,
+        )
+        return
     run_planned_job(a, plan, start, description="restore")
+
+
+def backup_verify(bv: Blockvault, a: argparse.Namespace) -> Any:
+    if a.background:
+        return run_background(bv, a, "verify", {"backup": a.backup}, description="verify")
+    return run_job(bv.start_verify(a.backup), a, "verify")
 
 
 DRILL_COLUMNS = (
@@ -96,13 +124,13 @@ def backup_drill(bv: Blockvault, a: argparse.Namespace) -> None:
 
 
 def add_to(nouns: Nouns) -> None:
-    js, cf = json_parent(), confirm_parent()
+    js, cf, bg = json_parent(), confirm_parent(), background_parent()
     backup = add_noun(nouns, "backup", "block-level, deduplicated backups in a vault")
     p = add_verb(
         backup,
         "create",
         backup_create,
-        parents=[js],
+        parents=[js, bg],
         help="back up a disk (full first, then incremental)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, back up nothing")
@@ -132,7 +160,7 @@ def add_to(nouns: Nouns) -> None:
         backup,
         "restore",
         backup_restore,
-        parents=[js, cf],
+        parents=[js, cf, bg],
         help="restore to the original disk or to a new disk",
     )
     p.add_argument("backup")
@@ -146,8 +174,8 @@ def add_to(nouns: Nouns) -> None:
     p = add_verb(
         backup,
         "verify",
-        lambda bv, a: run_job(bv.start_verify(a.backup), a, "verify"),
-        parents=[js],
+        backup_verify,
+        parents=[js, bg],
         help="fetch and check every chunk",
     )
     p.add_argument("backup")

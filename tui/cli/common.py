@@ -50,6 +50,17 @@ def json_parent() -> argparse.ArgumentParser:
     return parent
 
 
+def background_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--background",
+        action="store_true",
+        help="hand the job to the blockvault service, which runs it whatever happens to this "
+        "session; the progress is followed here, Ctrl-C detaches, `job cancel` stops it",
+    )
+    return parent
+
+
 def confirm_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -171,14 +182,48 @@ def run_job(handle: Any, args: argparse.Namespace, description: str) -> Any:
             with contextlib.suppress(Cancelled):
                 handle.wait()
             raise Cancelled("cancelled") from None
-    result = handle.wait()
+    return print_job_result(args, handle.id, handle.wait())
+
+
+def print_job_result(args: argparse.Namespace, job_id: str, result: Any) -> Any:
     if args.json:
-        output.print_json({"type": "result", "job_id": handle.id, **result})
+        output.print_json({"type": "result", "job_id": job_id, **result})
     elif "summary" in result:
         output.out.print(printable(result["summary"]), markup=False)
     else:
         output.print_object(result)
     return result
+
+
+def run_background(
+    bv: Blockvault,
+    args: argparse.Namespace,
+    verb: str,
+    arguments: dict[str, Any],
+    *,
+    description: str,
+    plan: Plan | None = None,
+) -> Any:
+    """`--background`: hand the job (with the plan confirmed) to the service, then follow it
+    with the same progress and result as `run_job`. Ctrl-C detaches: the job goes on."""
+    job = bv.submit_job(verb, arguments, plan=plan)
+    if args.json:
+        output.print_json({"type": "queued", "job_id": job["id"]})
+    else:
+        output.err.print(printable(f"handed to the service as job {job['id']}"), markup=False)
+    followed = bv.follow_job(job["id"])
+    try:
+        with output.ProgressPrinter(
+            as_json=args.json, description=printable(description)
+        ) as printer:
+            followed.subscribe(printer)
+            result = followed.wait()
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"detached; `blockvault job show {job['id']}` / `job cancel {job['id']}`\n"
+        )
+        return None
+    return print_job_result(args, job["id"], result)
 
 
 def run_planned_job(

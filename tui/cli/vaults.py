@@ -10,10 +10,12 @@ from tui.cli.common import (
     Nouns,
     add_noun,
     add_verb,
+    background_parent,
     confirm_parent,
     json_parent,
     print_dry_run,
     read_new_passphrase,
+    run_background,
     run_job,
     run_planned,
     show_list,
@@ -63,11 +65,23 @@ def vault_gc(bv: Blockvault, a: argparse.Namespace) -> None:
     if a.dry_run:
         print_dry_run(a, bv.plan_gc(a.vault, grace_seconds=a.grace))
         return
+    if a.background:
+        arguments = {"vault": a.vault, "grace_seconds": a.grace}
+        run_background(bv, a, "gc", arguments, description="gc")
+        return
     run_job(bv.start_gc(a.vault, grace_seconds=a.grace), a, "gc")
 
 
+def vault_check(bv: Blockvault, a: argparse.Namespace) -> None:
+    if a.background:
+        arguments = {"vault": a.vault, "read_fraction": a.read_data}
+        run_background(bv, a, "check", arguments, description="check")
+        return
+    run_job(bv.start_check(a.vault, read_fraction=a.read_data), a, "check")
+
+
 def add_to(nouns: Nouns) -> None:
-    js, cf = json_parent(), confirm_parent()
+    js, cf, bg = json_parent(), confirm_parent(), background_parent()
     vault = add_noun(
         nouns, "vault", "where backups live: a local directory or S3-compatible storage"
     )
@@ -130,8 +144,8 @@ def add_to(nouns: Nouns) -> None:
     p = add_verb(
         vault,
         "check",
-        lambda bv, a: run_job(bv.start_check(a.vault, read_fraction=a.read_data), a, "check"),
-        parents=[js],
+        vault_check,
+        parents=[js, bg],
         help="check structure and read back a share of the data; lost chunks are quarantined",
     )
     p.add_argument("vault", nargs="?")
@@ -146,7 +160,7 @@ def add_to(nouns: Nouns) -> None:
         vault,
         "gc",
         vault_gc,
-        parents=[js],
+        parents=[js, bg],
         help="delete chunks no backup references",
     )
     p.add_argument("vault", nargs="?")

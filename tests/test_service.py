@@ -1,0 +1,302 @@
+"""The service (`blockvault service`) in real subprocesses: an `--every 2s` policy backs up a
+real disk several times, SIGTERM cancels what runs and leaves nothing partial (exit 0); two
+services on one catalog never run one slot twice; `--background` hands a job to the service
+(or says in one line that none runs), follows it to its result and survives the CLI's death;
+`service --once`; `service install --print`."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import CLI
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = "import sys; from tui.cli.main import main; sys.exit(main(sys.argv[1:]))"
+CHUNK = 262144
+CONFIG = f"[blockvault]\nchunk_size = {CHUNK}\nservice_jobs = 2\n"
+NO_SERVICE = "no blockvault service is running for this catalog"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
+    return CLI.with_config(tmp_path / "home", capsys, CONFIG)
+
+
+def data_disk(cli: CLI, name: str, *, size: str = "1M", data: int = 300_000) -> dict:
+    disk = cli.ok("disk", "create", name, "--size", size)
+    with open(disk["path"], "r+b") as handle:
+        handle.write(random.randbytes(data))
+    return disk
+
+
+def blockvault(home: Path, *argv: str, host: str = "host-cli", **popen) -> subprocess.Popen:
+    env = {**os.environ, "BLOCKVAULT_HOST_ID": host}
+    return subprocess.Popen(
+        [sys.executable, "-c", ENTRY, "--home", str(home), *argv],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+class ServiceProcess:
+    """`blockvault service --tick 0.5` as a child process, its log lines collected."""
+
+    def __init__(self, home: Path, host: str) -> None:
+        self.proc = blockvault(home, "service", "--tick", "0.5", host=host)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.errors), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def log(self, what: str) -> list[str]:
+        return [line for line in self.lines + self.errors if what in line]
+
+    def wait_for(self, what: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.log(what):
+            assert self.proc.poll() is None, f"service ended: {self.lines} {self.errors}"
+            assert time.monotonic() < deadline, f"no {what!r} in {self.lines} {self.errors}"
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM; the exit code, which must come within `timeout` seconds."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def services():
+    started: list[ServiceProcess] = []
+
+    def start(home: Path, host: str = "host-a") -> ServiceProcess:
+        service = ServiceProcess(home, host)
+        started.append(service)
+        service.wait_for("started:")
+        return service
+
+    yield start
+    for service in started:
+        service.kill()
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def nothing_partial(cli: CLI) -> list[dict]:
+    """No `creating` backup, no active job, one manifest per listed backup, each verifies."""
+    listed = cli.ok("backup", "list", "--all")
+    assert all(b["status"] == "available" for b in listed), listed
+    assert cli.ok("job", "list", "--active") == []
+    assert cli.ok("vault", "show")["manifests"] == len(listed)
+    for backup in listed:
+        result = cli("backup", "verify", backup["id"], "--json")
+        assert result.code == 0, result.err
+    return listed
+
+
+def lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_an_every_2s_policy_runs_real_backups_and_sigterm_leaves_nothing_partial(
+    cli: CLI, services
+) -> None:
+    data_disk(cli, "d1")
+    big = data_disk(cli, "big", size="256M", data=0)
+    with open(big["path"], "r+b") as handle:  # a backup long enough to be cut short
+        block = random.randbytes(CHUNK)
+        for index in range(640):  # 160 MiB of distinct chunks, cheap to make
+            handle.write(index.to_bytes(8, "big") + block[8:])
+    cli.ok("policy", "create", "fast", "--every", "2s", "--disk", "d1", "--keep-last", "50")
+    service = services(cli.home)
+    wait_until(lambda: len(service.log("backup done:")) >= 3, 10, "three policy backups")
+    assert service.log("slot claimed: policy fast")
+
+    # a background backup running when SIGTERM comes: cancelled, nothing of it visible
+    follower = blockvault(cli.home, "backup", "create", "big", "--background", "--json")
+    queued = json.loads(follower.stdout.readline())
+    assert queued["type"] == "queued"
+    wait_until(
+        lambda: cli.ok("job", "show", queued["job_id"])["status"] == "running", 10, "the claim"
+    )
+    started = time.monotonic()
+    assert service.stop() == 0
+    assert time.monotonic() - started < 5
+    assert service.log("stopping: cancelling") and service.lines[-1].endswith("stopped")
+    assert follower.wait(timeout=10) == 130, follower.stderr.read()
+    assert cli.ok("job", "show", queued["job_id"])["status"] == "cancelled"
+
+    listed = nothing_partial(cli)
+    made = [b for b in listed if b["disk_name"] == "d1"]
+    assert len(made) >= 3 and all(b["policy_id"] for b in made)
+    assert not [b for b in listed if b["disk_name"] == "big"]
+    # the service is gone: its heartbeat went with it
+    assert NO_SERVICE in cli.fails("backup", "create", "d1", "--background")
+
+
+def test_two_services_on_one_catalog_never_run_one_slot_twice(cli: CLI, services) -> None:
+    data_disk(cli, "a")
+    data_disk(cli, "b")
+    policy = cli.ok(
+        "policy",
+        "create",
+        "both",
+        "--every",
+        "2s",
+        "--disk",
+        "a",
+        "--disk",
+        "b",
+        "--keep-last",
+        "50",
+    )
+    first, second = services(cli.home, "host-a"), services(cli.home, "host-b")
+    assert len(cli.ok("service", "status")) == 2
+
+    def slots() -> list[tuple]:
+        with sqlite3.connect(cli.home / "catalog.sqlite") as db:
+            return db.execute(
+                "SELECT slot_at, host, status FROM policy_slots WHERE policy_id = ? "
+                "AND kind = 'backup' ORDER BY slot_at",
+                (policy["id"],),
+            ).fetchall()
+
+    wait_until(lambda: len([s for s in slots() if s[2] == "succeeded"]) >= 3, 12, "three slots")
+    assert first.stop() == 0 and second.stop() == 0
+
+    claimed = slots()
+    assert len({s[0] for s in claimed}) == len(claimed)
+    assert {s[1] for s in claimed} <= {"host-a", "host-b"}
+    claims_logged = first.log("slot claimed: policy both") + second.log("slot claimed: policy both")
+    assert len(claims_logged) == len(claimed)
+
+    # each backup belongs to the slot it follows: exactly one per disk per succeeded slot
+    starts = [datetime.fromisoformat(s[0]).replace(tzinfo=UTC).timestamp() for s in claimed]
+    per_slot: dict[int, list[str]] = {}
+    for backup in nothing_partial(cli):
+        made = datetime.fromisoformat(backup["created_at"]).timestamp()
+        index = max(i for i, start in enumerate(starts) if start <= made)
+        per_slot.setdefault(index, []).append(backup["disk_name"])
+    for index, (_, _, status) in enumerate(claimed):
+        disks = sorted(per_slot.get(index, []))
+        if status == "succeeded":
+            assert disks == ["a", "b"], (claimed[index], disks)
+        else:
+            assert len(disks) == len(set(disks)), (claimed[index], disks)
+
+
+def test_background_without_a_service_says_so_in_one_line(cli: CLI) -> None:
+    disk = data_disk(cli, "d1")
+    for argv in (
+        ("backup", "create", "d1", "--background"),
+        ("vault", "gc", "--background"),
+    ):
+        assert NO_SERVICE in cli.fails(*argv)
+    assert cli.ok("job", "list") == []
+    assert cli("service", "status").code == 1
+    # a service that died without a word is not running either
+    with sqlite3.connect(cli.home / "catalog.sqlite") as db:
+        beat = {"host": "gone", "pid": 1, "beat_at": "2020-01-01T00:00:00+00:00"}
+        db.execute("INSERT INTO meta VALUES ('service:gone:1', ?)", (json.dumps(beat),))
+    assert NO_SERVICE in cli.fails("backup", "create", disk["id"], "--background")
+
+
+def test_background_jobs_run_in_the_service_and_outlive_the_cli(cli: CLI, services) -> None:
+    data_disk(cli, "d1")
+    service = services(cli.home)
+
+    # followed to the result, with the same JSON lines as in the foreground
+    result = cli("backup", "create", "d1", "--background", "--json")
+    assert result.code == 0, result.err
+    events = lines(result.out)
+    assert events[0]["type"] == "queued" and events[-1]["type"] == "result"
+    assert events[-1]["status"] == "available" and events[-1]["disk_name"] == "d1"
+    job_id = events[0]["job_id"]
+    assert service.log(f"job succeeded: {job_id} backup d1")
+    job = cli.ok("job", "show", job_id)
+    assert job["status"] == "succeeded" and job["kind"] == "backup"
+    assert len(cli.ok("job", "list")) == 1  # the request is the job, not a second row
+
+    verified = lines(cli("backup", "verify", events[-1]["id"], "--background", "--json").out)
+    assert verified[-1]["type"] == "result" and verified[-1]["ok"]
+
+    # the CLI that asked is killed: the job still completes in the service
+    follower = blockvault(cli.home, "backup", "create", "d1", "--background", "--json")
+    queued = json.loads(follower.stdout.readline())
+    follower.kill()
+    follower.wait()
+    done = wait_until(
+        lambda: (job := cli.ok("job", "show", queued["job_id"]))["status"] == "succeeded" and job,
+        15,
+        "the orphaned background backup",
+    )
+    assert json.loads(done["result"])["disk_name"] == "d1"
+    assert len(cli.ok("backup", "list", "--disk", "d1")) == 2
+    assert service.stop() == 0
+    nothing_partial(cli)
+
+
+def test_service_once_runs_what_is_due_and_exits(cli: CLI) -> None:
+    data_disk(cli, "d1")
+    cli.ok("policy", "create", "often", "--every", "1s", "--disk", "d1")
+    time.sleep(1.1)  # a slot has come since the policy was made
+    result = cli("service", "--once")
+    assert result.code == 0, result.err
+    assert "slot claimed: policy often" in result.out and "backup done" in result.out
+    assert result.out.rstrip().endswith("stopped")
+    assert len(cli.ok("backup", "list", "--disk", "d1")) == 1
+    assert cli("service", "status").code == 1  # its heartbeat went with it
+
+
+def test_service_install_print_shows_the_unit_for_this_home(cli: CLI) -> None:
+    result = cli("service", "install", "--print")
+    assert result.code == 0, result.err
+    exec_start = [line for line in result.out.splitlines() if line.startswith("ExecStart=")]
+    assert len(exec_start) == 1 and f"--home {cli.home.resolve()} service" in exec_start[0]
+    assert os.path.isabs(exec_start[0].removeprefix("ExecStart=").split()[0])
+    for line in ("Restart=on-failure", "KillSignal=SIGTERM", "WantedBy=multi-user.target"):
+        assert line in result.out
+    user = cli("service", "install", "--user", "--print")
+    assert "WantedBy=default.target" in user.out

@@ -237,9 +237,20 @@ class Blockvault:
             session.commit()
             return job_view(job)
 
-    def events(self, *, limit: int = 50, object_ref: str | None = None) -> list[dict[str, Any]]:
+    def events(
+        self, *, limit: int = 50, object_ref: str | None = None, after_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest events first; with `after_id`, the events after that id, oldest first
+        (what `events --follow` polls)."""
         with self.ctx.catalog.session() as session:
             query = select(Event).order_by(Event.id.desc()).limit(limit)  # type: ignore[union-attr]
+            if after_id is not None:
+                query = (
+                    select(Event)
+                    .where(Event.id > after_id)  # type: ignore[operator]
+                    .order_by(Event.id)  # type: ignore[arg-type]
+                    .limit(limit)
+                )
             if object_ref:
                 query = query.where(
                     (Event.object_id == object_ref) | (Event.object_name == object_ref)
@@ -554,6 +565,17 @@ class Blockvault:
     def protection_status(self) -> dict[str, Any]:
         """Each disk: protected, overdue, failing or unprotected; the counts by status."""
         return protection.status(self.ctx)
+
+    # --- monitoring: protection alerts and the Prometheus textfile ----------------------------
+
+    def raise_protection_alerts(self, report: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Alert `disk.overdue` / `disk.failing` once per disk per spell (the service calls it
+        every tick, `blockvault status` unless read-only); returns the events notified."""
+        return protection.raise_overdue_alerts(self.ctx, report=report)
+
+    def write_prometheus(self, path: str, report: dict[str, Any] | None = None) -> str:
+        """Write the node_exporter textfile of `report` (default: the status now) atomically."""
+        return str(protection.write_prometheus(report or self.protection_status(), path))
 
     # --- restore drills -------------------------------------------------------------------
 

@@ -139,6 +139,19 @@ def test_policy_run_exit_codes_with_the_s3_server_stopped(
     assert result.code == 1, (result.out, result.err)
     failed = [o for o in result.json() if o["status"] == "failed"]
     assert failed and "Traceback" not in result.err
+    # a backup that could not even start (the vault unreachable) is a failed job: the disk
+    # is failing, and `blockvault status` says so with its Nagios CRITICAL exit code
+    jobs = cli.ok("job", "list")
+    assert jobs[0]["target_name"] == "ok" and jobs[0]["status"] == "failed", jobs[0]
+    status = cli("status", "--json")
+    assert status.code == 2, (status.out, status.err)
+    disks = {d["disk"]: d for d in status.json()["disks"]}
+    assert disks["ok"]["status"] == "failing", disks["ok"]
+    assert "EndpointConnectionError" in disks["ok"]["detail"]
+    assert disks["lost"]["status"] == "failing"
+    text = cli("status")
+    assert text.code == 2 and text.out.startswith("BLOCKVAULT CRITICAL - 2 failing")
+    assert "  ok: failing since" in text.out
 
 
 def test_two_runners_that_both_saw_a_slot_due_run_it_once(cli: CLI) -> None:

@@ -21,6 +21,7 @@ from core.base.host import host_id
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Policy, PolicySlot, PolicyTarget, Server, iso
 from core.catalog.names import check_new_name, commit_unique, unique_id
+from core.jobs.runner import create_job
 from core.ops import backups
 from core.ops.facts import check_plan
 from core.ops.vaults import get_vault, open_repository
@@ -422,6 +423,7 @@ def run_policy(
         return []
     outcomes: list[dict[str, Any]] = []
     for disk in disks:
+        handle = None
         try:
             handle = backups.start_backup(
                 ctx, disk.id, vault_ref=policy.vault_id, policy_id=policy.id
@@ -441,6 +443,8 @@ def run_policy(
                 }
             )
         except BlockvaultError as exc:
+            if handle is None:  # refused or failed before its job existed
+                failed_to_start(ctx, disk, exc)
             outcomes.append(
                 {"policy": policy.name, "disk": disk.name, "status": "failed", "error": str(exc)}
             )
@@ -458,6 +462,25 @@ def run_policy(
         retention = _retention_plan(ctx, session, policy, measure=False)
     outcomes += _expire(ctx, policy, retention)
     return outcomes
+
+
+def failed_to_start(ctx: Context, disk: Disk, error: BlockvaultError) -> None:
+    """A policy's backup that failed before its job existed (the vault unreachable, the disk
+    busy or incomplete) is still a failed backup of that disk: it becomes a failed job row, so
+    `job list`, the disk's protection status (failing) and the `job.failed` alert all see it."""
+
+    def fail(_context: Any) -> None:
+        raise error
+
+    create_job(
+        ctx,
+        "backup",
+        target_kind="disk",
+        target_id=disk.id,
+        target_name=disk.name,
+        disk_id=disk.id,
+        fn=fail,
+    ).run()
 
 
 def run_due(

@@ -1,7 +1,17 @@
-"""`blockvault job` (transfers and other long operations) and `blockvault events` (audit log)."""
+"""`blockvault job` (transfers and other long operations) and `blockvault events` (audit log,
+alerts; `--follow` streams them)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
+import sys
+import time
+from typing import Any
+
+from core.api import Blockvault, printable
+from tui.cli import output
 from tui.cli.common import (
     Nouns,
     add_noun,
@@ -65,10 +75,72 @@ def add_to(nouns: Nouns) -> None:
 
     # events: a noun without verbs
     p = nouns.add_parser("events", parents=[js], help="audit log: who did what, when")
-    p.set_defaults(
-        handler=lambda bv, a: show_list(EVENT_COLUMNS, "no events")(
-            bv.events(limit=a.limit, object_ref=a.object), a
-        )
+    p.set_defaults(handler=events_command)
+    p.add_argument(
+        "--limit",
+        type=count_arg(1, 100_000, "--limit"),
+        help="how many of the newest events (default 50; 10 before --follow streams)",
     )
-    p.add_argument("--limit", type=count_arg(1, 100_000, "--limit"), default=50)
     p.add_argument("--object", help="only events about this id or name")
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="print the newest events oldest first, then each new one as it is recorded "
+        "(--json: one JSON object a line); Ctrl-C ends it",
+    )
+
+
+FOLLOW_POLL_SECONDS = 0.5
+#: ids a PostgreSQL catalog hands out may commit out of order: look this far back each poll
+FOLLOW_LOOKBACK = 200
+
+
+def events_command(bv: Blockvault, args: argparse.Namespace) -> int:
+    if not args.follow:
+        rows = bv.events(limit=args.limit or 50, object_ref=args.object)
+        show_list(EVENT_COLUMNS, "no events")(rows, args)
+        return 0
+    try:
+        follow_events(bv, args)
+    except KeyboardInterrupt:  # how a follower ends: not an error
+        pass
+    except BrokenPipeError:  # `events --follow | head`
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def follow_events(bv: Blockvault, args: argparse.Namespace) -> None:
+    """Print the newest events, then poll the catalog by event id (any process sharing it may
+    record one) and print each new event once, in id order."""
+    newest = bv.events(limit=1)
+    start = newest[0]["id"] if newest else 0  # older ids than this are history
+    history = reversed(bv.events(limit=args.limit or 10, object_ref=args.object))
+    seen: set[int] = set()
+    last = start
+    batch = list(history)
+    while True:
+        for event in batch:
+            if event["id"] in seen:
+                continue
+            seen.add(event["id"])
+            last = max(last, event["id"])
+            _print_event(event, args)
+        floor = max(start, last - FOLLOW_LOOKBACK)
+        seen = {i for i in seen if i > floor}
+        time.sleep(FOLLOW_POLL_SECONDS)
+        batch = bv.events(limit=100_000, object_ref=args.object, after_id=floor)
+
+
+def _print_event(event: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        output.print_json(event)
+        return
+    what = event["object_name"] or event["object_id"]
+    line = (
+        f"{event['created_at']}  {event['actor']}  {event['action']}  "
+        f"{event['object_kind']} {what}" + (f"  {event['detail']}" if event["detail"] else "")
+    )
+    sys.stdout.write(printable(line) + "\n")
+    sys.stdout.flush()

@@ -10,11 +10,22 @@ import argparse
 import sys
 
 from core.api import Blockvault, BlockvaultError, Cancelled, printable
-from tui.cli import backups, disks, jobs, output, policies, servers, service, snapshots, vaults
+from tui.cli import (
+    backups,
+    disks,
+    jobs,
+    output,
+    policies,
+    servers,
+    service,
+    snapshots,
+    status,
+    vaults,
+)
 from tui.cli.common import ArgumentParser
 
 # in `blockvault --help` order; jobs adds both `job` and `events`
-NOUN_MODULES = (servers, disks, jobs, vaults, backups, policies, snapshots, service)
+NOUN_MODULES = (servers, disks, jobs, vaults, backups, policies, snapshots, service, status)
 
 
 def build_parser() -> argparse.ArgumentParser:

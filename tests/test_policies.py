@@ -177,3 +177,9 @@ def test_two_runners_that_both_saw_a_slot_due_run_it_once(cli: CLI) -> None:
     assert [o["status"] for o in ran[0] if o.get("disk")] == ["succeeded"]
     assert ran[1] == [], "the second runner found the slot claimed"
     assert len(cli.ok("backup", "list", "--disk", "d1")) == 1
+
+
+def test_drill_shorthands_become_schedules(cli: CLI) -> None:
+    policy = cli.ok("policy", "create", "drilled", "--drill", "weekly")
+    assert policy["drill"] == "sun at 04:00"
+    assert "schedule" in cli.fails("policy", "create", "bad", "--drill", "fortnightly")

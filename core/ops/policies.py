@@ -31,6 +31,12 @@ from core.rules.plans import Plan
 from core.rules.retention import plan_retention
 from core.rules.schedules import Schedule, due_slot, parse_schedule, zone_named
 
+#: `--drill weekly` and friends: a quiet hour after the usual backup window
+DRILL_SHORTHANDS = {
+    "daily": "daily 04:00",
+    "weekly": "weekly sun 04:00",
+    "monthly": "0 4 1 * *",
+}
 KEEP_COUNTS = (
     "keep_last",
     "keep_hourly",
@@ -148,7 +154,7 @@ def create_policy(
 ) -> dict[str, Any]:
     """A new policy; `keep` holds the GFS counts (keep_last, keep_daily, ...)."""
     parsed = parse_schedule(schedule)
-    drill_text = parse_schedule(drill).text if drill else None
+    drill_text = parse_schedule(DRILL_SHORTHANDS.get(drill, drill)).text if drill else None
     unknown = set(keep) - set(KEEP_COUNTS)
     if unknown:
         raise UserError(f"unknown retention rule(s): {', '.join(sorted(unknown))}")

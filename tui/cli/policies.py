@@ -114,7 +114,9 @@ def add_to(nouns: Nouns) -> None:
     keep.add_argument(
         "--keep-days", type=count_arg(1, 36_500, "--keep-days"), help=argparse.SUPPRESS
     )
-    p.add_argument("--drill", metavar="SCHEDULE", help="restore drills, e.g. 'weekly sun 03:00'")
+    p.add_argument(
+        "--drill", metavar="SCHEDULE", help="restore drills: daily, weekly, monthly or a schedule"
+    )
     p.add_argument(
         "--disk", action="append", default=[], help="a disk or server to cover (repeatable)"
     )

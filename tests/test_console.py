@@ -473,7 +473,10 @@ def footer_actions(app) -> set[str]:  # type: ignore[no-untyped-def]
     return {b.binding.action for b in app.active_bindings.values()}
 
 
-async def test_policies_view_protection_column_and_header_counts(bv) -> None:
+async def test_policies_view_protection_column_and_header_counts(
+    bv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(main_screen, "STATUS_EVERY", 1)  # every job poll reloads protection
     # a failed backup of a covered disk makes it failing (the demo's nightly covers db1-data)
     os.unlink(bv.get_disk("db1-data")["path"])
     handle = bv.start_backup("db1-data")
@@ -494,6 +497,12 @@ async def test_policies_view_protection_column_and_header_counts(bv) -> None:
         assert title.startswith("blockvault · 1 failing — ") and "overdue" not in title
         assert "failing: last backup failed" in screen.query_one("#details").plain
 
+        # the periodic refresh follows changes made elsewhere (here: the CLI's `policy apply`)
+        bv.apply_policy("nightly", ["db1-root"])
+        table = screen.table("disks")
+        root = rows["db1-root"]["id"]
+        await wait_for(pilot, lambda: str(table.get_row(root)[3]) == "protected", timeout=15)
+
         assert "show_policies" in footer_actions(app) and "new_policy" not in footer_actions(app)
         await pilot.press("p")
         await settle(app, pilot)
@@ -513,6 +522,7 @@ async def test_policies_view_protection_column_and_header_counts(bv) -> None:
         assert screen.view == "disks" and app.focused.id == "disks"
 
 
+@pytest.mark.slow
 async def test_new_policy_form_shows_errors_inline_and_creates(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:

@@ -430,6 +430,8 @@ class MainScreen(ActionFlows, Screen):
 
     def action_toggle_theme(self) -> None:
         self.app.toggle_theme()
+        self._render_disks()  # the status colours come from the theme
+        self._render_policies()
 
     def action_quit(self) -> None:
         self.stopping = True  # a policy run starts no further backup

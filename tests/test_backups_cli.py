@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import CLI
+from tests.support.ledger import Ledger
+from tests.test_backup_reliability import refused, said
 
 MiB = 1 << 20
 
@@ -97,7 +99,7 @@ def test_restore_to_original_writes_only_changes_and_undo_returns(cli: CLI) -> N
 
 
 @pytest.mark.slow
-def test_deleting_a_disk_keeps_its_backups_restorable(cli: CLI) -> None:
+def test_deleting_a_disk_keeps_its_backups_restorable(cli: CLI, fault_ledger: Ledger) -> None:
     disk = cli.ok("disk", "create", "gone", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=3)
     original = Path(disk["path"]).read_bytes()
@@ -107,24 +109,46 @@ def test_deleting_a_disk_keeps_its_backups_restorable(cli: CLI) -> None:
     retained = cli.ok("backup", "list", "--all")
     assert [b["id"] for b in retained] == [backup["id"]] and retained[0]["disk_deleted"]
     assert retained[0]["disk_name"] == "gone" and retained[0]["disk_size"] == 2 * MiB
-    assert "was deleted" in cli.fails("backup", "restore", backup["id"], "--to-original", "--yes")
+    onto_deleted = cli("backup", "restore", backup["id"], "--to-original", "--yes")
     run_json_lines(cli, "backup", "restore", backup["id"], "--to-new", "reborn")
-    assert Path(cli.ok("disk", "show", "reborn")["path"]).read_bytes() == original
+    reborn = Path(cli.ok("disk", "show", "reborn")["path"]).read_bytes() == original
+    fault_ledger.record(
+        "hostile",
+        detected=said(onto_deleted, "was deleted"),
+        data_intact=reborn,  # the backup still restores byte for byte
+        note="restore --to-original of a disk that was deleted",
+    )
+    assert "was deleted" in refused(onto_deleted)
+    assert reborn
 
 
-def test_restore_refuses_smaller_new_disk_and_bad_targets(cli: CLI) -> None:
+def test_restore_refuses_smaller_new_disk_and_bad_targets(cli: CLI, fault_ledger: Ledger) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=4)
+    before = digest(disk["path"])
     _, backup = run_json_lines(cli, "backup", "create", "d1")
-    assert "smaller than the backup" in cli.fails(
-        "backup", "restore", backup["id"], "--to-new", "small", "--size", "1M"
-    )
-    assert "already exists" in cli.fails("backup", "restore", backup["id"], "--to-new", "d1")
-    assert "no backup named" in cli.fails("backup", "restore", "nope", "--to-new", "x")
+    attempts = [
+        (("backup", "restore", backup["id"], "--to-new", "small", "--size", "1M"),
+         "smaller than the backup"),
+        (("backup", "restore", backup["id"], "--to-new", "d1"), "already exists"),
+        (("backup", "restore", "nope", "--to-new", "x"), "no backup named"),
+    ]  # fmt: skip
+    outcomes = [cli(*argv) for argv, _ in attempts]
+    disks = sorted(d["name"] for d in cli.ok("disk", "list"))
+    untouched = digest(disk["path"]) == before and disks == ["d1"]  # no disk made or written
+    for (argv, says), result in zip(attempts, outcomes, strict=True):
+        fault_ledger.record(
+            "hostile",
+            detected=said(result, says),
+            data_intact=untouched,
+            note=" ".join(argv[:2] + argv[3:]),
+        )
+    for (_, says), result in zip(attempts, outcomes, strict=True):
+        assert says in refused(result)
 
 
 @pytest.mark.slow
-def test_verify_names_the_damaged_chunk(cli: CLI) -> None:
+def test_verify_names_the_damaged_chunk(cli: CLI, fault_ledger: Ledger) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=5, holes=False)
     _, backup = run_json_lines(cli, "backup", "create", "d1")
@@ -136,9 +160,19 @@ def test_verify_names_the_damaged_chunk(cli: CLI) -> None:
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
     result = cli("backup", "verify", backup["id"])
+    failed = cli("backup", "restore", backup["id"], "--to-new", "bad-copy")
+    wrong_bytes = failed.code == 0 and digest(cli.ok("disk", "show", "bad-copy")["path"]) != digest(
+        disk["path"]
+    )
+    fault_ledger.record(
+        "corrupt",
+        detected=said(result, "chunk", "offset"),
+        data_intact=not wrong_bytes,  # refused, or (if restored) the right bytes
+        silent_corruption=result.code == 0 or wrong_bytes,
+        note="one byte of a chunk flipped; verify, then restore",
+    )
     assert result.code != 0
     assert "chunk" in result.err and "offset" in result.err
-    failed = cli("backup", "restore", backup["id"], "--to-new", "bad-copy")
     assert failed.code != 0 and "Traceback" not in failed.err
 
 
@@ -161,7 +195,7 @@ def test_backup_delete_then_gc_frees_only_unreferenced_chunks(cli: CLI) -> None:
 
 
 @pytest.mark.slow
-def test_catalog_rebuilt_from_the_vault(cli: CLI) -> None:
+def test_catalog_rebuilt_from_the_vault(cli: CLI, fault_ledger: Ledger) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "2M")
     fill(disk["path"], 2 * MiB, seed=8)
     _, backup = run_json_lines(cli, "backup", "create", "d1")
@@ -171,10 +205,16 @@ def test_catalog_rebuilt_from_the_vault(cli: CLI) -> None:
     assert cli.ok("backup", "list", "--all") == []
     cli.ok("vault", "add", "local", "--path", str(cli.home / "vault"))
     imported = cli.ok("vault", "import", "local")
+    run_json_lines(cli, "backup", "restore", backup["id"], "--to-new", "rebuilt")
+    restored = digest(cli.ok("disk", "show", "rebuilt")["path"]) == digest(disk["path"])
+    fault_ledger.rebuild(
+        ok=[(b["id"], b["disk_name"], b["size"]) for b in imported]
+        == [(backup["id"], "d1", backup["size"])]
+        and restored
+    )
     assert [b["id"] for b in imported] == [backup["id"]]
     assert imported[0]["disk_name"] == "d1" and imported[0]["size"] == backup["size"]
-    run_json_lines(cli, "backup", "restore", backup["id"], "--to-new", "rebuilt")
-    assert digest(cli.ok("disk", "show", "rebuilt")["path"]) == digest(disk["path"])
+    assert restored
 
 
 @pytest.mark.slow
@@ -234,7 +274,9 @@ def test_undo_after_restore_uses_the_backup_for_chunks_the_restore_kept(cli: CLI
     assert Path(disk["path"]).read_bytes() == before_restore
 
 
-def test_backup_plan_says_full_then_incremental_and_refuses_a_half_restored_disk(cli: CLI) -> None:
+def test_backup_plan_says_full_then_incremental_and_refuses_a_half_restored_disk(
+    cli: CLI, fault_ledger: Ledger
+) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "1M")
     fill(disk["path"], MiB, seed=13)
     first = cli.ok("backup", "create", "d1", "--dry-run")
@@ -253,4 +295,15 @@ def test_backup_plan_says_full_then_incremental_and_refuses_a_half_restored_disk
     release_disk(
         bv.ctx, bv.get_disk("half")["id"], job_id=None, status="error-restoring", incomplete=True
     )
-    assert "incomplete" in cli.fails("backup", "create", "half")
+    result = cli("backup", "create", "half")
+    listed = cli.ok("backup", "list", "--all")
+    of_half = [b for b in listed if b["disk_name"] == "half"]
+    fault_ledger.record(
+        "kill",
+        detected=said(result, "incomplete"),
+        data_intact=[b["id"] for b in listed if b["disk_name"] == "d1"] == [backup["id"]],
+        silent_corruption=result.code == 0,  # a half-written disk backed up as if whole
+        partial_visible=bool(of_half),
+        note="a backup of a disk left half-restored by an interrupted restore",
+    )
+    assert "incomplete" in refused(result)

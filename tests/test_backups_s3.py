@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import CLI
+from tests.support.ledger import Ledger
 from tests.support.seaweed import S3Server
 
 MiB = 1 << 20
@@ -49,8 +50,11 @@ def add_s3_vault(cli: CLI, server: S3Server, name: str = "s3") -> dict:
 
 
 @pytest.mark.slow
-def test_s3_backup_incremental_restore_and_import(cli: CLI, s3_server: S3Server) -> None:
+def test_s3_backup_incremental_restore_and_import(
+    cli: CLI, s3_server: S3Server, fault_ledger: Ledger
+) -> None:
     vault = add_s3_vault(cli, s3_server)
+    fault_ledger.secrets(scanned=1, hits=int(s3_server.secret_key in json.dumps(vault)))
     assert vault["kind"] == "s3" and vault["location"].startswith("s3://")
     assert s3_server.secret_key not in json.dumps(vault)
     disk = cli.ok("disk", "create", "web-data", "--size", "6M")
@@ -86,13 +90,15 @@ def test_s3_backup_incremental_restore_and_import(cli: CLI, s3_server: S3Server)
         "path",
     )
     imported = other.ok("vault", "import", "s3")
-    assert {b["id"] for b in imported} == {first["id"], second["id"]}
     last_json(other, "backup", "restore", second["id"], "--to-new", "elsewhere")
-    assert sha(other.ok("disk", "show", "elsewhere")["path"]) == sha(disk["path"])
+    restored = sha(other.ok("disk", "show", "elsewhere")["path"]) == sha(disk["path"])
+    fault_ledger.rebuild(ok={b["id"] for b in imported} == {first["id"], second["id"]} and restored)
+    assert {b["id"] for b in imported} == {first["id"], second["id"]}
+    assert restored
 
 
 def test_wrong_credentials_are_a_clear_error_without_secrets(
-    cli: CLI, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    cli: CLI, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, fault_ledger: Ledger
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-wrong-secret-123")
     result = cli(
@@ -105,6 +111,10 @@ def test_wrong_credentials_are_a_clear_error_without_secrets(
         s3_server.endpoint_url,
         "--region",
         s3_server.region,
+    )
+    fault_ledger.secrets(
+        scanned=2,
+        hits=sum("sentinel-wrong-secret-123" in text for text in (result.err, result.out)),
     )
     assert result.code != 0 and "Traceback" not in result.err
     assert "access denied" in result.err

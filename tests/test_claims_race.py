@@ -55,6 +55,7 @@ from typing import Any
 import pytest
 
 from tests.support.cli import CLI
+from tests.support.ledger import Ledger
 
 KiB, MiB = 1 << 10, 1 << 20
 DISK_SIZE = 64 * MiB
@@ -233,6 +234,7 @@ class Race:
     digests: dict[str, str] = field(default_factory=dict)
     wins: Counter = field(default_factory=Counter)
     margins: dict[str, list[float]] = field(default_factory=dict)  # winner end - last loser end
+    ledger: Ledger | None = None  # each round is one fault (four processes, one disk)
 
     def __post_init__(self) -> None:
         self.digests = {k: hashlib.sha256(v).hexdigest() for k, v in self.contents.items()}
@@ -310,6 +312,69 @@ def gone_messages(verb: str, scenario: Scenario) -> set[str]:
     }[verb]
 
 
+@dataclass
+class Verdict:
+    """What a round did, worked out before the round's assertions (for the fault ledger)."""
+
+    detected: bool  # exactly one winner; every loser said who owns the disk (or that it went)
+    intact: bool  # the disk holds exactly what the winner implies; backups X and Y survive
+    partial: bool  # a job, backup or snapshot left half-made
+    silent: bool  # the winner reported success, yet the bytes are not what it implies
+    now: str | None = None  # the disk's digest after the round
+    restored: str | None = None  # a backup winner's new backup, restored and hashed
+    jobs: int = 0  # job rows right after the race (before that restore adds its own)
+
+
+def parsed(outcome: Outcome) -> dict[str, Any]:
+    """`winner_result` without its assertions: the last JSON line, or {}."""
+    try:
+        lines = [json.loads(line) for line in outcome.out.splitlines() if line.strip()]
+    except ValueError:
+        return {}
+    return lines[-1] if lines and isinstance(lines[-1], dict) else {}
+
+
+def judge(
+    race: Race, scenario: Scenario, outcomes: dict[str, Outcome], before: str, backups: int
+) -> Verdict:
+    crashed = any("Traceback" in o.err or "internal error" in o.err for o in outcomes.values())
+    winners = [o for o in outcomes.values() if o.code == 0]
+    half = bool(
+        race.sql("SELECT id FROM jobs WHERE status IN (?, ?, ?)", *ACTIVE)
+        or race.sql("SELECT id FROM backups WHERE status != 'available'")
+        or race.sql("SELECT id FROM snapshots WHERE status != 'available'")
+    )
+    added = int(len(winners) == 1 and winners[0].verb == "backup")
+    half = half or race.count("backups") != backups + added
+    if len(winners) != 1:
+        now = digest(scenario.path) if Path(scenario.path).exists() else None
+        # nobody won: the disk must be as it was; two winners: no byte of it can be trusted
+        return Verdict(False, not winners and now == before, half, False, now)
+    win = winners[0]
+    result = parsed(win)
+    losers = [o for o in outcomes.values() if o is not win]
+    if win.verb == "delete":
+        told = all(o.out == "" and o.err.strip() in gone_messages(o.verb, scenario) for o in losers)
+        kept = {b["name"] for b in race.cli.ok("backup", "list", "--all")}
+        intact = {scenario.x, scenario.y} <= kept and not Path(scenario.path).parent.exists()
+        return Verdict(not crashed and told, intact, half, False)
+    rows = race.sql("SELECT kind, host FROM jobs WHERE id = ?", result.get("job_id"))
+    owner = (result.get("job_id"), rows[0][1], rows[0][0]) if rows else None
+    told = all(
+        o.out == "" and (busy := BUSY.match(o.err.strip())) and busy.groups() == owner
+        for o in losers
+    )
+    now = digest(scenario.path)
+    jobs = race.count("jobs")
+    restored = None
+    if win.verb == "backup":
+        restored = race.restored_digest(result["id"]) if result.get("id") else None
+        intact = now == before and restored == before
+    else:  # restore: == backup X (content A); rollback: == backup Y == snapshot S (content B)
+        intact = now == race.digests["A" if win.verb == "restore" else "B"]
+    return Verdict(not crashed and told, intact, half, not intact, now, restored, jobs)
+
+
 def run_rounds(race: Race, rounds: int) -> None:
     scenario = race.build(0)
     for number in range(rounds):
@@ -327,6 +392,18 @@ def run_rounds(race: Race, rounds: int) -> None:
         story = f"round {number} (scenario {scenario.generation}):\n  " + "\n  ".join(
             o.describe() for o in outcomes.values()
         )
+        verdict = judge(race, scenario, outcomes, before, backups_before)
+        if race.ledger is not None:
+            won = [o.verb for o in outcomes.values() if o.code == 0]
+            race.ledger.record(
+                "concurrency",
+                detected=verdict.detected,
+                data_intact=verdict.intact,
+                silent_corruption=verdict.silent,
+                partial_visible=verdict.partial,
+                note=f"round {number}: restore, backup, rollback and delete race for one "
+                f"disk; won by {', '.join(won) or 'nobody'}",
+            )
 
         # exactly one succeeds; nobody crashes
         for o in outcomes.values():
@@ -360,7 +437,8 @@ def run_rounds(race: Race, rounds: int) -> None:
                 busy = BUSY.match(lines[0])
                 assert busy, story
                 assert busy.groups() == (job_id, host, kind), story
-            assert race.count("jobs") == jobs_before + 1, story
+            # counted before judge() restored a new backup to check it (a job of its own)
+            assert verdict.jobs == jobs_before + 1, story
 
         # the catalog: nothing active, nothing half-made, no extra backup row
         assert race.cli.ok("job", "list", "--active") == [], story
@@ -392,7 +470,7 @@ def run_rounds(race: Race, rounds: int) -> None:
         snapshots = race.cli.ok("snapshot", "list", "--disk", "db")
         assert all(s["status"] == "available" for s in snapshots), story
         assert len(snapshots) == snapshots_before + (win.verb != "backup"), story
-        now = digest(scenario.path)
+        now = verdict.now
         if win.verb in ("restore", "rollback"):
             # restore: == backup X; rollback: == backup Y == snapshot S
             assert now == race.digests["A" if win.verb == "restore" else "B"], story
@@ -404,7 +482,7 @@ def run_rounds(race: Race, rounds: int) -> None:
             assert now == before, story  # a backup never changes the disk...
             made = race.cli.ok("backup", "show", result["id"])
             assert made["status"] == "available" and made["disk_id"] == scenario.disk_id
-            assert race.restored_digest(result["id"]) == before, story  # ...and equals it
+            assert verdict.restored == before, story  # ...and equals it (restored by judge)
 
 
 def partly_used(size: int) -> bytes:
@@ -438,13 +516,15 @@ def warm_home(home: Path, capsys: pytest.CaptureFixture[str]) -> list[list[str]]
     ]
 
 
-def race_rounds(tmp_path: Path, capsys: pytest.CaptureFixture[str], rounds: int) -> Race:
+def race_rounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rounds: int, ledger: Ledger
+) -> Race:
     seed = int(os.environ.get("BLOCKVAULT_RACE_SEED", "20240611"))
     rng = random.Random(seed)
     cli = CLI.with_config(tmp_path / "home", capsys, CONFIG)
     contents = {"A": os.urandom(DISK_SIZE), "B": partly_used(DISK_SIZE)}
     launcher = Launcher(cli.home, tmp_path / "rounds", warm_home(tmp_path / "warm", capsys))
-    race = Race(cli, launcher, contents, rng)
+    race = Race(cli, launcher, contents, rng, ledger=ledger)
     began = time.monotonic()
     try:
         run_rounds(race, rounds)
@@ -466,16 +546,16 @@ def race_rounds(tmp_path: Path, capsys: pytest.CaptureFixture[str], rounds: int)
 
 @pytest.mark.slow
 def test_four_processes_race_for_one_disk_quick(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fault_ledger: Ledger
 ) -> None:
-    race = race_rounds(tmp_path, capsys, rounds=3)
+    race = race_rounds(tmp_path, capsys, rounds=3, ledger=fault_ledger)
     assert sum(race.wins.values()) == 3
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_fifty_rounds_of_four_processes_racing_for_one_disk(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fault_ledger: Ledger
 ) -> None:
-    race = race_rounds(tmp_path, capsys, rounds=50)
+    race = race_rounds(tmp_path, capsys, rounds=50, ledger=fault_ledger)
     assert sum(race.wins.values()) == 50

@@ -14,6 +14,7 @@ from sqlmodel import select
 from core.api import Blockvault, UserError
 from core.catalog.models import Disk, Job
 from tests.support.console import make_app, settle
+from tests.support.ledger import Ledger
 
 
 def catalog_bytes(home: Path) -> str:
@@ -75,13 +76,24 @@ def test_read_only_on_a_missing_home_creates_nothing(tmp_path: Path) -> None:
     assert not home.exists()
 
 
-def test_a_writable_open_then_repairs_what_read_only_left(tmp_path: Path) -> None:
+def test_a_writable_open_then_repairs_what_read_only_left(
+    tmp_path: Path, fault_ledger: Ledger
+) -> None:
     home = tmp_path / "home"
     stale_state(home)
     bv = Blockvault.open(home=home)
     with bv.ctx.catalog.session() as session:
-        assert session.get(Job, "job-dead01").status == "failed"
+        job = session.get(Job, "job-dead01").status
         disk = session.exec(select(Disk)).one()
+        fault_ledger.record(
+            "kill",
+            detected=job == "failed" and disk.status == "error-restoring",
+            data_intact=Path(disk.path).is_file(),  # repaired in the catalog, the disk kept
+            # a disk its dead restore left half-written, passing for a whole one
+            partial_visible=disk.status == "available" or not disk.restore_incomplete,
+            note="a restore whose process died, still owning its disk",
+        )
+        assert job == "failed"
         assert (disk.status, disk.restore_incomplete) == ("error-restoring", True)
     bv.close()
 

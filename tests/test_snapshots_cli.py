@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import CLI
+from tests.support.cli import CLI, Result
+from tests.support.ledger import Ledger
+from tests.test_backup_reliability import refused, said
 
 MiB = 1 << 20
 
@@ -24,7 +26,11 @@ def digest(path: str) -> str:
 
 
 def job(cli: CLI, *argv: str) -> dict:
-    result = cli(*argv, "--json")
+    return done(cli(*argv, "--json"))
+
+
+def done(result: Result) -> dict:
+    """What `job` asserts of a job's run (--json): success; returns its result object."""
     assert result.code == 0, result.err
     return json.loads(result.out.strip().splitlines()[-1])
 
@@ -90,9 +96,12 @@ def test_os_changed_deletes_system_snapshots_keeps_data_snapshots(cli: CLI) -> N
     assert [s["name"] for s in cli.ok("snapshot", "list")] == ["data-s1"]
 
 
-def test_rollback_refused_while_another_process_writes_the_disk(cli: CLI) -> None:
+def test_rollback_refused_while_another_process_writes_the_disk(
+    cli: CLI, fault_ledger: Ledger
+) -> None:
     disk = cli.ok("disk", "create", "d1", "--size", "1M")
     job(cli, "snapshot", "create", "d1", "--name", "s1")
+    before = digest(disk["path"])
     with open(disk["path"], "r+b"):
         # our own process is excluded; a child holding it open for writing is not
         import subprocess
@@ -110,16 +119,27 @@ def test_rollback_refused_while_another_process_writes_the_disk(cli: CLI) -> Non
             assert holder.stdout.readline().strip() == b"ok"
             assert cli.ok("disk", "show", "d1")["status"] == "in-use"
             assert [d["status"] for d in cli.ok("disk", "list")] == ["in-use"]
-            err = cli.fails("snapshot", "rollback", "s1", "--yes")
-            assert "held open for writing" in err
+            refusal = cli("snapshot", "rollback", "s1", "--yes")
+            untouched = digest(disk["path"]) == before
         finally:
             holder.kill()
             holder.wait()
-    job(cli, "snapshot", "rollback", "s1", "--yes")
+    rollback = cli("snapshot", "rollback", "s1", "--yes", "--json")
+    fault_ledger.record(
+        "concurrency",
+        detected=said(refusal, "held open for writing"),
+        data_intact=untouched and rollback.code == 0 and digest(disk["path"]) == before,
+        note="rollback while another process holds the disk open for writing",
+    )
+    err = refused(refusal)
+    assert "held open for writing" in err
+    done(rollback)
 
 
 @pytest.mark.slow
-def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_path: Path) -> None:
+def test_reinstall_deletes_system_snapshots_only_after_success(
+    cli: CLI, tmp_path: Path, fault_ledger: Ledger
+) -> None:
     cli.ok("server", "create", "web1")
     root = cli.ok("disk", "create", "root", "--size", "2M", "--server", "web1", "--role", "system")
     cli.ok("disk", "create", "data", "--size", "1M", "--server", "web1")
@@ -132,16 +152,29 @@ def test_reinstall_deletes_system_snapshots_only_after_success(cli: CLI, tmp_pat
     victim.write_bytes(b"garbage")
     before = Path(root["path"]).read_bytes()
     failed = cli("server", "reinstall", "web1", "--image", backup["id"], "--yes")
-    assert failed.code != 0 and "Traceback" not in failed.err
     kept = cli.ok("snapshot", "list")
+    half = cli.ok("disk", "show", "root")["status"]
+    # the safety snapshot taken before the reinstall is the way back, in one step
+    undo = cli("disk", "undo", "root", "--yes", "--json")
+    shown = cli.ok("disk", "show", "root")
+    back = Path(root["path"]).read_bytes() == before
+    fault_ledger.record(
+        "corrupt",
+        detected=failed.code != 0 and "Traceback" not in failed.err,
+        data_intact=undo.code == 0
+        and back
+        and sorted(s["name"] for s in kept if s["kind"] == "user") == ["data-s1", "root-s1"],
+        silent_corruption=failed.code == 0,  # reinstalled from a damaged backup, no word
+        partial_visible=half == "available",
+        note="a reinstall from a backup whose chunk was overwritten with garbage",
+    )
+    assert failed.code != 0 and "Traceback" not in failed.err
     assert sorted(s["name"] for s in kept if s["kind"] == "user") == ["data-s1", "root-s1"]
     assert [s["disk_name"] for s in kept if s["kind"] == "safety"] == ["root"]
-    assert cli.ok("disk", "show", "root")["status"] == "error-restoring"
-    # the safety snapshot taken before the reinstall is the way back, in one step
-    job(cli, "disk", "undo", "root", "--yes")
-    shown = cli.ok("disk", "show", "root")
+    assert half == "error-restoring"
+    done(undo)
     assert (shown["status"], shown["restore_incomplete"]) == ("available", False)
-    assert Path(root["path"]).read_bytes() == before
+    assert back
     # a successful reinstall from an image file
     image = tmp_path / "debian.img"
     image.write_bytes(b"OSIMAGE" * 100_000)
@@ -182,7 +215,9 @@ def test_safety_snapshot_expires_after_its_window(
     assert [s["name"] for s in cli.ok("snapshot", "list", "--disk", "d1")] == ["s1"]
 
 
-def test_a_torn_chunk_left_by_a_crashed_snapshot_is_never_trusted(cli: CLI) -> None:
+def test_a_torn_chunk_left_by_a_crashed_snapshot_is_never_trusted(
+    cli: CLI, fault_ledger: Ledger
+) -> None:
     """The snapshot store syncs once per commit, so a crash can leave a torn chunk file that
     no manifest names; the next snapshot rewrites it instead of deduplicating against it."""
     import blake3
@@ -198,7 +233,17 @@ def test_a_torn_chunk_left_by_a_crashed_snapshot_is_never_trusted(cli: CLI) -> N
     torn.parent.mkdir(parents=True, exist_ok=True)
     torn.write_bytes(b"\x00" + fresh[:MiB])  # what a crash mid-write can leave
     job(cli, "snapshot", "create", "d1", "--name", "s2")
+    rewritten = torn.read_bytes() != b"\x00" + fresh[:MiB]
     expected = digest(disk["path"])
     write(disk["path"], 4 * MiB, os.urandom(4 * MiB))
-    job(cli, "snapshot", "rollback", "s2", "--yes")
+    rollback = cli("snapshot", "rollback", "s2", "--yes", "--json")
+    same = rollback.code == 0 and digest(disk["path"]) == expected
+    fault_ledger.record(
+        "kill",
+        detected=rewritten,  # the next snapshot stored the chunk again
+        data_intact=same,
+        silent_corruption=rollback.code == 0 and not same,
+        note="a torn chunk file left by a snapshot that crashed before its sync",
+    )
+    done(rollback)
     assert digest(disk["path"]) == expected

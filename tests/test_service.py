@@ -26,8 +26,23 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = "import sys; from tui.cli.main import main; sys.exit(main(sys.argv[1:]))"
+# the service child: each chunk written to a local vault takes PUT_DELAY longer, so that a big
+# backup is still running when the test cancels it (the policy's small backups barely notice)
+SERVICE_ENTRY = """
+import sys, time
+from core.stores.local import LocalStore
+put = LocalStore.put
+def slow_put(self, key, data, **options):
+    if key.startswith("chunks/"):
+        time.sleep(PUT_DELAY)
+    return put(self, key, data, **options)
+LocalStore.put = slow_put
+from tui.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+PUT_DELAY = 0.02
 CHUNK = 262144
-CONFIG = f"[blockvault]\nchunk_size = {CHUNK}\nservice_jobs = 2\n"
+CONFIG = f"[blockvault]\nchunk_size = {CHUNK}\nservice_jobs = 2\nworkers = 2\n"
 NO_SERVICE = "no blockvault service is running for this catalog"
 
 
@@ -43,16 +58,27 @@ def data_disk(cli: CLI, name: str, *, size: str = "1M", data: int = 300_000) -> 
     return disk
 
 
-def blockvault(home: Path, *argv: str, host: str = "host-cli", **popen) -> subprocess.Popen:
+def big_disk(cli: CLI, name: str, *, mib: int = 96) -> dict:
+    """A disk of distinct chunks: its backup takes about mib * 4 * PUT_DELAY / 2 s in the service."""
+    disk = cli.ok("disk", "create", name, "--size", f"{mib + 32}M")
+    block = random.randbytes(CHUNK)
+    with open(disk["path"], "r+b") as handle:
+        for index in range(mib * (1 << 20) // CHUNK):
+            handle.write(index.to_bytes(8, "big") + block[8:])
+    return disk
+
+
+def blockvault(
+    home: Path, *argv: str, host: str = "host-cli", entry: str = ENTRY
+) -> subprocess.Popen:
     env = {**os.environ, "BLOCKVAULT_HOST_ID": host}
     return subprocess.Popen(
-        [sys.executable, "-c", ENTRY, "--home", str(home), *argv],
+        [sys.executable, "-c", entry, "--home", str(home), *argv],
         cwd=ROOT,
         env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        **popen,
     )
 
 
@@ -60,7 +86,8 @@ class ServiceProcess:
     """`blockvault service --tick 0.5` as a child process, its log lines collected."""
 
     def __init__(self, home: Path, host: str) -> None:
-        self.proc = blockvault(home, "service", "--tick", "0.5", host=host)
+        entry = SERVICE_ENTRY.replace("PUT_DELAY", repr(PUT_DELAY))
+        self.proc = blockvault(home, "service", "--tick", "0.5", host=host, entry=entry)
         self.lines: list[str] = []
         self.errors: list[str] = []
         self._readers = [
@@ -103,10 +130,11 @@ class ServiceProcess:
 def services():
     started: list[ServiceProcess] = []
 
-    def start(home: Path, host: str = "host-a") -> ServiceProcess:
+    def start(home: Path, host: str = "host-a", *, wait: bool = True) -> ServiceProcess:
         service = ServiceProcess(home, host)
         started.append(service)
-        service.wait_for("started:")
+        if wait:
+            service.wait_for("started:")
         return service
 
     yield start
@@ -144,23 +172,18 @@ def test_an_every_2s_policy_runs_real_backups_and_sigterm_leaves_nothing_partial
     cli: CLI, services
 ) -> None:
     data_disk(cli, "d1")
-    big = data_disk(cli, "big", size="256M", data=0)
-    with open(big["path"], "r+b") as handle:  # a backup long enough to be cut short
-        block = random.randbytes(CHUNK)
-        for index in range(640):  # 160 MiB of distinct chunks, cheap to make
-            handle.write(index.to_bytes(8, "big") + block[8:])
+    big_disk(cli, "big", mib=256)  # backs up for 10 s in the service: still running at the end
     cli.ok("policy", "create", "fast", "--every", "2s", "--disk", "d1", "--keep-last", "50")
     service = services(cli.home)
-    wait_until(lambda: len(service.log("backup done:")) >= 3, 10, "three policy backups")
-    assert service.log("slot claimed: policy fast")
-
     # a background backup running when SIGTERM comes: cancelled, nothing of it visible
     follower = blockvault(cli.home, "backup", "create", "big", "--background", "--json")
-    queued = json.loads(follower.stdout.readline())
+    first_line = follower.stdout.readline()
+    assert first_line, follower.stderr.read()
+    queued = json.loads(first_line)
     assert queued["type"] == "queued"
-    wait_until(
-        lambda: cli.ok("job", "show", queued["job_id"])["status"] == "running", 10, "the claim"
-    )
+    wait_until(lambda: len(service.log("backup done:")) >= 3, 10, "three policy backups")
+    assert service.log("slot claimed: policy fast")
+    assert cli.ok("job", "show", queued["job_id"])["status"] == "running"
     started = time.monotonic()
     assert service.stop() == 0
     assert time.monotonic() - started < 5
@@ -192,7 +215,8 @@ def test_two_services_on_one_catalog_never_run_one_slot_twice(cli: CLI, services
         "--keep-last",
         "50",
     )
-    first, second = services(cli.home, "host-a"), services(cli.home, "host-b")
+    first, second = services(cli.home, "host-a", wait=False), services(cli.home, "host-b")
+    first.wait_for("started:")
     assert len(cli.ok("service", "status")) == 2
 
     def slots() -> list[tuple]:
@@ -212,19 +236,25 @@ def test_two_services_on_one_catalog_never_run_one_slot_twice(cli: CLI, services
     claims_logged = first.log("slot claimed: policy both") + second.log("slot claimed: policy both")
     assert len(claims_logged) == len(claimed)
 
-    # each backup belongs to the slot it follows: exactly one per disk per succeeded slot
-    starts = [datetime.fromisoformat(s[0]).replace(tzinfo=UTC).timestamp() for s in claimed]
-    per_slot: dict[int, list[str]] = {}
-    for backup in nothing_partial(cli):
-        made = datetime.fromisoformat(backup["created_at"]).timestamp()
-        index = max(i for i, start in enumerate(starts) if start <= made)
-        per_slot.setdefault(index, []).append(backup["disk_name"])
-    for index, (_, _, status) in enumerate(claimed):
-        disks = sorted(per_slot.get(index, []))
+    # each slot backed up each disk once: the services' logs name the slot of every backup
+    done = [
+        line.split("backup done: ")[1].split()
+        for line in first.log("backup done:") + second.log("backup done:")
+    ]  # ["policy", "both", "slot", SLOT, "disk", DISK, "backup", ID]
+    listed = {b["id"]: b["disk_name"] for b in nothing_partial(cli)}
+    assert sorted(d[7] for d in done) == sorted(listed)
+    per_slot: dict[str, list[str]] = {}
+    for entry in done:
+        assert listed[entry[7]] == entry[5]
+        per_slot.setdefault(entry[3], []).append(entry[5])
+    stamps = {datetime.fromisoformat(s[0]).replace(tzinfo=UTC).isoformat(): s for s in claimed}
+    assert set(per_slot) <= set(stamps)
+    for stamp, (_, _, status) in stamps.items():
+        disks = sorted(per_slot.get(stamp, []))
         if status == "succeeded":
-            assert disks == ["a", "b"], (claimed[index], disks)
-        else:
-            assert len(disks) == len(set(disks)), (claimed[index], disks)
+            assert disks == ["a", "b"], (stamp, disks)
+        else:  # cut short by the stop: what ran, ran once
+            assert len(set(disks)) == len(disks), (stamp, disks)
 
 
 def test_background_without_a_service_says_so_in_one_line(cli: CLI) -> None:
@@ -274,8 +304,19 @@ def test_background_jobs_run_in_the_service_and_outlive_the_cli(cli: CLI, servic
     )
     assert json.loads(done["result"])["disk_name"] == "d1"
     assert len(cli.ok("backup", "list", "--disk", "d1")) == 2
+
+    # `job cancel` from another shell cancels it in the service; the follower says so
+    big_disk(cli, "big")
+    follower = blockvault(cli.home, "backup", "create", "big", "--background")
+    job_id = follower.stderr.readline().split()[-1]
+    wait_until(lambda: cli.ok("job", "show", job_id)["status"] == "running", 10, "the claim")
+    assert cli.ok("job", "cancel", job_id)["status"] == "cancelling"
+    assert follower.wait(timeout=15) == 130
+    assert "cancelled" in follower.stderr.read()
+    assert cli.ok("job", "show", job_id)["status"] == "cancelled"
+    service.wait_for(f"job cancelled: {job_id}")
     assert service.stop() == 0
-    nothing_partial(cli)
+    assert not [b for b in nothing_partial(cli) if b["disk_name"] == "big"]
 
 
 def test_service_once_runs_what_is_due_and_exits(cli: CLI) -> None:

@@ -533,13 +533,13 @@ class Service:
             self._untrack(handles)
         if not disks and outcomes:
             self._claimed(policy, disks, slot)
-        self._report(policy.name, outcomes)
+        self._report(policy.name, iso(slot), outcomes)
 
     def _claimed(self, policy: Any, disks: list[Disk], slot: datetime) -> None:
         names = ", ".join(d.name for d in disks) or "no disks"
         self.log("info", f"slot claimed: policy {policy.name} slot {iso(slot)} ({names})")
 
-    def _report(self, policy: str, outcomes: list[dict[str, Any]]) -> None:
+    def _report(self, policy: str, slot: str | None, outcomes: list[dict[str, Any]]) -> None:
         if self._outcomes is not None:
             with self._lock:
                 self._outcomes += outcomes
@@ -549,13 +549,13 @@ class Service:
                 if outcome["status"] == "succeeded":
                     self.log(
                         "info",
-                        f"backup done: policy {policy} disk {outcome['disk']} "
+                        f"backup done: policy {policy} slot {slot} disk {outcome['disk']} "
                         f"backup {outcome['backup']}",
                     )
                 else:
                     self.log(
                         "error",
-                        f"backup failed: policy {policy} disk {outcome['disk']}: "
+                        f"backup failed: policy {policy} slot {slot} disk {outcome['disk']}: "
                         f"{outcome['error']}",
                     )
             elif outcome["status"] == "expired":

@@ -77,7 +77,7 @@ class _Lock:
         held = self.vault.gc_lock()
         if held is not None:
             info, owner = held
-            age = time.time() - info.mtime
+            age = self.vault.store_clock() - info.mtime
             lease = self.vault.gc_lease
             if not (holder_gone(owner) or age >= lease or age < -FUTURE_TOLERANCE_SECONDS):
                 raise Conflict(
@@ -126,11 +126,11 @@ def _referenced(vault: Repository) -> tuple[set[str], int]:
 
 
 def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: GcStats) -> None:
-    now = time.time()
     pending = vault.condemned_lists()
     if not pending:
         return
-    if vault.live_sessions():  # read after the lock is ours: later writers wait for us
+    now = vault.store_clock()  # ages by the store's clock, not this host's
+    if vault.live_sessions(now=now):  # read after the lock is ours: later writers wait for us
         stats.deferred_chunks += sum(len(ids) for _, ids in pending)
         return
     referenced, stats.manifests = _referenced(vault)  # listed after the condemned lists
@@ -153,8 +153,11 @@ def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: Gc
 
 
 def _empty_trash(vault: Repository, grace_seconds: float, stats: GcStats) -> None:
-    now = time.time()
-    for info in list(vault.store.list("trash/")):
+    trashed = list(vault.store.list("trash/"))
+    if not trashed:
+        return
+    now = vault.store_clock()
+    for info in trashed:
         if now - info.mtime >= grace_seconds:
             vault.store.delete(info.key)
             stats.trash_emptied += 1
@@ -196,7 +199,7 @@ def _simulate(vault: Repository, grace_seconds: float) -> GcStats:
     referenced, stats.manifests = _referenced(vault)
     chunks = {info.key.rsplit("/", 1)[1]: info for info in vault.list_chunks()}
     stats.chunks = len(chunks)
-    live = bool(vault.live_sessions())
+    live = bool(vault.live_sessions(now=now))  # a dry run writes no clock probe
     pending = vault.condemned_lists()
     gone: set[str] = set()
 

@@ -85,6 +85,7 @@ def _worth_compressing(data: bytes) -> bool:
 #: the settings that decide how data is written; bound to the key, remembered by the catalog
 SETTINGS_KEYS = ("format", "version", "id", "chunk_size", "compression", "chunk_hash", "encryption")
 CONFIG_MAX_BYTES = 64 << 10
+CLOCK_PROBES = "locks/clock-"
 #: a manifest or condemned list, stored or unpacked: ~1 M chunk entries (4 TiB of 4 MiB
 #: chunks); a hostile one costs at most this much memory, a clear error beyond
 MANIFEST_MAX_BYTES = 64 << 20
@@ -560,9 +561,20 @@ class Repository:
             owner = "?"  # unreadable: held by someone unknown until it lapses
         return found[0], owner
 
+    def store_clock(self) -> float:
+        """The store's own time: the mtime it gives a probe object just written. Ages of
+        sessions, locks and condemned lists are measured against it, never against this
+        host's wall clock, so a clock an hour off can't make a live writer look dead."""
+        key = f"{CLOCK_PROBES}{os.urandom(6).hex()}"
+        self.store.put(key, b"")
+        try:
+            return max((info.mtime for info in self.store.list(key)), default=time.time())
+        finally:
+            self.store.delete(key)
+
     def live_sessions(self, *, now: float | None = None) -> list[str]:
-        """Writers whose heartbeat is younger than the lease."""
-        now = time.time() if now is None else now
+        """Writers whose heartbeat is younger than the lease (by the store's clock)."""
+        now = self.store_clock() if now is None else now
         return [
             info.key.split("/", 1)[1]
             for info in self.store.list("sessions/")

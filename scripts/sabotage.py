@@ -279,6 +279,18 @@ SABOTAGES: tuple[Sabotage, ...] = (
         (f"{GAPS}::test_a_read_only_catalog_refuses_a_write_at_the_database_itself", RO),
     ),
     Sabotage(
+        "gc-uses-host-clock",
+        "I4: gc judges writer sessions and condemned lists by its own host's wall clock",
+        (
+            Patch(
+                "core/repo/gc.py",
+                "    now = vault.store_clock()  # ages by the store's clock, not this host's\n",
+                "    now = time.time()\n",
+            ),
+        ),
+        ("tests/test_clock_skew.py::test_a_skewed_gc_spares_the_chunks_of_a_running_backup",),
+    ),
+    Sabotage(
         "slot-claimed-twice",
         "L30: a policy slot another runner already claimed is run again",
         (

@@ -105,7 +105,11 @@ class VaultMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="bv-model-"))
-        self.vault = Repository.init(LocalStore(self.dir / "vault"), chunk_size=CHUNK)
+        try:
+            self.vault = Repository.init(LocalStore(self.dir / "vault"), chunk_size=CHUNK)
+        except BaseException:  # no machine, so no teardown: leave nothing behind
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         #: a gc lock not taken over from a dead holder blocks for this long, not 600 s
         self.vault.gc_lease = 3 * NOT_BLOCKED_SECONDS
         self.disk = self.dir / "disk.img"

@@ -6,13 +6,18 @@ Each test here fails under one sabotage and passes on the real code; the docstri
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import random
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from core.base.errors import IntegrityError, PlanChanged
+from core.base.host import host_id
 from core.catalog.db import Catalog
 from core.catalog.models import Disk, Job
 from core.engine import pipeline
@@ -228,3 +233,28 @@ def test_deleting_a_disk_whose_snapshot_a_job_reads_is_refused() -> None:
     )
     free = lifecycle.plan_disk_delete(DiskFacts(DATA), freed=0, snapshots=[], backups=[])
     assert free.refusal is None
+
+
+def test_a_writer_killed_on_this_host_does_not_hold_up_gc(tmp_path: Path) -> None:
+    """A killed backup leaves its session object behind; its process is gone from this host,
+    so gc deletes garbage at once instead of waiting out the session lease (10 minutes).
+    A session of a live process, or of another host, still defers every deletion."""
+    vault = _vault(tmp_path)
+    image = tmp_path / "image"
+    image.write_bytes(random.Random(3).randbytes(4 * CHUNK))
+    doomed = pipeline.backup_device(image, vault, manifest_id="backup-doomed01", disk_meta={})
+    vault.trash_manifest(doomed.id)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for session, host, pid in (
+        ("backup-dead0001", host_id(), dead.pid),
+        ("backup-live0001", host_id(), os.getpid()),
+        ("backup-away0001", "another-host", dead.pid),
+    ):
+        body = json.dumps({"pid": pid, "host": host, "at": time.time()}).encode()
+        vault.store.put(f"sessions/{session}", body)
+    assert sorted(vault.live_sessions()) == ["backup-away0001", "backup-live0001"]
+    for live in ("backup-away0001", "backup-live0001"):
+        vault.store.delete(f"sessions/{live}")
+    stats = collect_garbage(vault, grace_seconds=0)
+    assert stats.deleted_chunks == 4 and stats.deferred_chunks == 0

@@ -573,13 +573,23 @@ class Repository:
             self.store.delete(key)
 
     def live_sessions(self, *, now: float | None = None) -> list[str]:
-        """Writers whose heartbeat is younger than the lease (by the store's clock)."""
+        """Writers whose heartbeat is younger than the lease (by the store's clock) and whose
+        process is not known to be gone: a writer killed on this host holds nothing up."""
         now = self.store_clock() if now is None else now
         return [
             info.key.split("/", 1)[1]
             for info in self.store.list("sessions/")
-            if now - info.mtime < SESSION_LEASE_SECONDS
+            if now - info.mtime < SESSION_LEASE_SECONDS and not self._session_gone(info.key)
         ]
+
+    def _session_gone(self, key: str) -> bool:
+        try:
+            body = json.loads(self.store.get(key, max_bytes=4096))
+            return holder_gone(f"{str(body['host'])[:100]}:{int(body['pid'])}")
+        except ObjectMissing:
+            return True
+        except (StoreError, ValueError, KeyError, TypeError):
+            return False  # unreadable: counts as live until its lease ends
 
     def condemned_lists(self) -> list[tuple[ObjectInfo, set[str]]]:
         """Every pending condemned list with the chunk ids it names."""

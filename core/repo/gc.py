@@ -70,7 +70,10 @@ class _Lock:
         self.taken_at = 0.0
 
     def acquire(self) -> None:
-        body = json.dumps({"owner": self.owner, "at": time.time()}).encode()
+        # the lease goes in the lock: writers on hosts with a shorter lease wait this one
+        body = json.dumps(
+            {"owner": self.owner, "at": time.time(), "lease": self.vault.gc_lease}
+        ).encode()
         if self.vault.store.put(LOCK_KEY, body, create_only=True):
             self.taken_at = time.monotonic()
             return
@@ -78,7 +81,7 @@ class _Lock:
         if held is not None:
             info, owner = held
             age = self.vault.store_clock() - info.mtime
-            lease = self.vault.gc_lease
+            lease = max(self.vault.gc_lease, self.vault.gc_lock_lease())  # its holder's too
             if not (holder_gone(owner) or age >= lease or age < -FUTURE_TOLERANCE_SECONDS):
                 raise Conflict(
                     f"garbage collection by {printable(owner)} holds this vault's lock (taken "
@@ -89,10 +92,16 @@ class _Lock:
             raise Conflict("another garbage collection took this vault's lock; try later")
         self.taken_at = time.monotonic()
 
-    def check(self) -> None:
-        """Self-fencing: a holder whose lease may have lapsed deletes nothing more."""
+    def in_time(self) -> None:
+        """The free part of `check`: within half the lease on this host's monotonic clock.
+        Run before every delete, so a stall of any length between two checks can't carry
+        a delete past the lease that writers wait out."""
         if time.monotonic() - self.taken_at > self.vault.gc_lease / 2:
             raise Conflict("garbage collection ran past its lock lease; stopped before deleting")
+
+    def check(self) -> None:
+        """Self-fencing: a holder whose lease may have lapsed deletes nothing more."""
+        self.in_time()
         try:
             body = json.loads(self.vault.store.get(LOCK_KEY))
         except ObjectMissing:
@@ -146,6 +155,7 @@ def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: Gc
                 continue  # gone already, used again, or rescued by a writer
             if count % 256 == 255:
                 lock.check()
+            lock.in_time()
             vault.delete_chunk(chunk_id)
             stats.deleted_chunks += 1
             stats.deleted_bytes += found.size

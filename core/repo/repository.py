@@ -86,6 +86,7 @@ def _worth_compressing(data: bytes) -> bool:
 SETTINGS_KEYS = ("format", "version", "id", "chunk_size", "compression", "chunk_hash", "encryption")
 CONFIG_MAX_BYTES = 64 << 10
 CLOCK_PROBES = "locks/clock-"
+MAX_GC_LEASE = 86400.0  # what a lock may declare (config's limit too): a bounded wait
 #: a manifest or condemned list, stored or unpacked: ~1 M chunk entries (4 TiB of 4 MiB
 #: chunks); a hostile one costs at most this much memory, a clear error beyond
 MANIFEST_MAX_BYTES = 64 << 20
@@ -561,6 +562,14 @@ class Repository:
             owner = "?"  # unreadable: held by someone unknown until it lapses
         return found[0], owner
 
+    def gc_lock_lease(self) -> float:
+        """The lease the gc lock's holder declared (bounded), or 0 when it says none."""
+        try:
+            lease = json.loads(self.store.get(GC_LOCK_KEY, max_bytes=4096)).get("lease", 0)
+        except (ObjectMissing, StoreError, ValueError, AttributeError):
+            return 0.0
+        return float(lease) if type(lease) in (int, float) and 0 < lease <= MAX_GC_LEASE else 0.0
+
     def store_clock(self) -> float:
         """The store's own time: the mtime it gives a probe object just written. Ages of
         sessions, locks and condemned lists are measured against it, never against this
@@ -653,13 +662,15 @@ class WriterSession:
         is done, its holder is gone from this host, or one lease has passed on this host's
         own clock (a holder stops deleting after half its lease, whatever the lock's date
         says: a lock dated in the future costs one lease, not forever)."""
-        deadline = time.monotonic() + self.vault.gc_lease
+        started = time.monotonic()
         said = 0.0
         while True:
             held = self.vault.gc_lock()
             if held is None or holder_gone(held[1]):
                 return
-            left = deadline - time.monotonic()
+            # the longer of this host's lease and the holder's: it stops deleting within it
+            lease = max(self.vault.gc_lease, self.vault.gc_lock_lease())
+            left = started + lease - time.monotonic()
             if left <= 0:
                 return
             if on_wait is not None and time.monotonic() - said >= 5:

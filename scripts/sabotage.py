@@ -291,6 +291,21 @@ SABOTAGES: tuple[Sabotage, ...] = (
         ("tests/test_clock_skew.py::test_a_skewed_gc_spares_the_chunks_of_a_running_backup",),
     ),
     Sabotage(
+        "writer-ignores-holders-lease",
+        "I9: a writer waits only its own host's lease, not the gc lock holder's",
+        (
+            Patch(
+                "core/repo/repository.py",
+                "            lease = max(self.vault.gc_lease, self.vault.gc_lock_lease())\n",
+                "            lease = self.vault.gc_lease\n",
+            ),
+        ),
+        (
+            "tests/test_two_hosts.py::"
+            "test_a_writer_with_a_shorter_lease_loses_nothing_to_a_gc_still_deleting",
+        ),
+    ),
+    Sabotage(
         "slot-claimed-twice",
         "L30: a policy slot another runner already claimed is run again",
         (

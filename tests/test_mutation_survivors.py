@@ -578,14 +578,13 @@ def test_two_gcs_taking_over_a_lapsed_lock_at_once_get_it_once(tmp_path: Path) -
     assert json.loads(store.get(GC_LOCK_KEY))["owner"] == rival.owner
 
 
-@pytest.mark.xfail(strict=True, reason="dry run defers what a run without grace deletes at once")
 def test_a_gc_dry_run_without_grace_counts_what_it_condemns_and_deletes_at_once(
     tmp_path: Path,
 ) -> None:
     """Found while writing the tests above (docs/mutation.md): with `--grace 0` the run
-    condemns unreferenced chunks and deletes them in the same run, but the dry run stamps
-    that list a second in the future and so counts its chunks as deferred: the plan a user
-    confirms says nothing is freed. Remove the xfail mark when `_simulate` is fixed."""
+    condemns unreferenced chunks and deletes them in the same run; the dry run stamped that
+    list a second in the future and so counted its chunks as deferred: the plan a user
+    confirmed said nothing was freed."""
     vault = _vault(tmp_path)
     vault.trash_manifest(_backup(vault, tmp_path, "atonce01", 3, seed=73).id)
     dry = collect_garbage(vault, grace_seconds=0, dry_run=True)

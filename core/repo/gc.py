@@ -235,5 +235,5 @@ def _simulate(vault: Repository, grace_seconds: float) -> GcStats:
     stats.condemned_chunks = len(fresh)
     stats.condemned_bytes = sum(chunks[c].size for c in fresh)
     if grace_seconds <= 0:
-        delete_pass([*listed, (now + 1, fresh)])  # condemned now, deleted in the same run
+        delete_pass([*listed, (now, fresh)])  # condemned now, deleted in the same run
     return stats

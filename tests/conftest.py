@@ -74,3 +74,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line(ledger.table(figures))
     for loss in figures.losses:
         terminalreporter.write_line(f"DATA LOST OR SILENTLY CORRUPTED: {loss}", red=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the SeaweedFS server start it first (seconds): they belong to the full run,
+    not to the quick `-m "not slow"` one."""
+    for item in items:
+        if {"s3_server", "s3_store"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

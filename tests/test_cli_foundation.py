@@ -139,6 +139,7 @@ def test_unknown_catalog_url_is_a_clear_error(cli: CLI) -> None:
     assert result.code != 0 and "catalog" in result.err and "Traceback" not in result.err
 
 
+@pytest.mark.slow
 def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     env = {**os.environ, "BLOCKVAULT_HOME": str(tmp_path)}
     done = subprocess.run(

@@ -60,6 +60,7 @@ async def type_text(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
     await pilot.press(*text)
 
 
+@pytest.mark.slow
 async def test_main_screen_browses_servers_disks_snapshots_backups(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
@@ -117,6 +118,7 @@ async def test_snapshot_asks_first_and_cancel_is_the_default(bv) -> None:
         assert [row.status for row in strip.query("JobRow")] == ["succeeded"]
 
 
+@pytest.mark.slow
 async def test_backup_runs_as_a_job_with_progress(bv) -> None:
     seen: list[JobProgress] = []
     app = make_app(bv)
@@ -473,6 +475,7 @@ def footer_actions(app) -> set[str]:  # type: ignore[no-untyped-def]
     return {b.binding.action for b in app.active_bindings.values()}
 
 
+@pytest.mark.slow
 async def test_policies_view_protection_column_and_header_counts(
     bv, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -129,6 +129,7 @@ def test_restore_choice(snap_compare, app) -> None:  # type: ignore[no-untyped-d
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
+@pytest.mark.slow
 def test_new_disk_name(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
@@ -148,6 +149,7 @@ async def show_policies(app, pilot) -> None:  # type: ignore[no-untyped-def]
     await settle(app, pilot)
 
 
+@pytest.mark.slow
 def test_policies_view(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     """Two policies (web-weekly has run, nightly is overdue on db1-data: the header counts it)."""
     assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: show_policies(app, pilot))

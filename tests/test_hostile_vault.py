@@ -77,6 +77,7 @@ def backed_up(cli: CLI) -> dict:
 
 
 @pytest.mark.parametrize("planted", ["trash", "condemned", "chunks/ab", "sessions"])
+@pytest.mark.slow
 def test_gc_never_follows_a_symlink_out_of_the_vault(
     cli: CLI, tmp_path: Path, planted: str, fault_ledger: Ledger
 ) -> None:
@@ -103,6 +104,7 @@ def test_gc_never_follows_a_symlink_out_of_the_vault(
 
 
 @pytest.mark.parametrize("planted", ["chunks", "sessions", "manifests"])
+@pytest.mark.slow
 def test_a_backup_never_writes_through_a_planted_symlink(
     cli: CLI, tmp_path: Path, planted: str, fault_ledger: Ledger
 ) -> None:
@@ -279,6 +281,7 @@ def test_an_encrypted_config_edited_without_the_key_fails_authentication(
         ({"version": 99}, "unsupported vault version"),
     ],
 )
+@pytest.mark.slow
 def test_a_damaged_config_is_one_clear_line(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

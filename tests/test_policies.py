@@ -41,6 +41,7 @@ def test_bad_schedule_and_retention_are_clear_errors(cli: CLI) -> None:
     assert cli.ok("policy", "list") == []
 
 
+@pytest.mark.slow
 def test_schedule_forms_are_stored_and_described(cli: CLI) -> None:
     forms = {
         "--daily-at": "02:00",
@@ -82,6 +83,7 @@ def test_policy_run_backs_up_its_disks_and_applies_retention(cli: CLI) -> None:
     assert json.dumps(cli.ok("policy", "list")) == "[]"
 
 
+@pytest.mark.slow
 def test_pinned_and_manual_backups_never_expire(cli: CLI) -> None:
     disk = data_disk(cli, "d1")
     cli.ok("policy", "create", "hourly", "--disk", "d1", "--keep-last", "1")

@@ -69,7 +69,13 @@ def record_injected(
         )
 
 
-@pytest.fixture(params=["local", "s3", pytest.param("s3-faulty", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("s3", marks=pytest.mark.slow),
+        pytest.param("s3-faulty", marks=pytest.mark.slow),
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     if request.param == "local":
         yield LocalStore(tmp_path / "vault")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from textual.command import CommandPalette
 
 from core.api import Blockvault
 from core.base.progress import ProgressEvent
+from core.stores.local import LocalStore
 from tests.support.console import (
     ACTOR,
     demo_copy,
@@ -284,13 +286,21 @@ async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(main_screen, "JOB_POLL_SECONDS", 0.3)  # follow other processes' jobs faster
     home = tmp_path / "slow"
     home.mkdir()
-    # the smallest chunks (each fsynced) and one worker: a 128 MiB backup takes seconds,
-    # cancellation one chunk
+    # the smallest chunks, one worker, and each chunk's write to the (real) local vault made
+    # 20 ms slower: the backup takes about ten seconds, its cancellation one chunk
     (home / "config.toml").write_text("[blockvault]\nchunk_size = 65536\nworkers = 1\n")
+    put = LocalStore.put
+
+    def slow_put(self: LocalStore, key: str, data: bytes, **options: bool) -> bool:
+        if key.startswith("chunks/"):
+            time.sleep(0.02)
+        return put(self, key, data, **options)
+
+    monkeypatch.setattr(LocalStore, "put", slow_put)
     bv = Blockvault.open(home=home, actor=ACTOR)
     bv.create_server("web1")
-    disk = bv.create_disk("big", 128 * MiB, server="web1")
-    write(disk["path"], 0, os.urandom(128 * MiB))
+    disk = bv.create_disk("big", 32 * MiB, server="web1")
+    write(disk["path"], 0, os.urandom(32 * MiB))
     app = make_app(bv)
     async with app.run_test() as pilot:
         await settle(app, pilot)

@@ -21,6 +21,13 @@ from tests.support import ledger  # noqa: E402
 
 DOC = ROOT / "docs" / "reliability.md"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+SABOTAGE_START, SABOTAGE_END = "<!-- sabotage:start -->", "<!-- sabotage:end -->"
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if START not in text or END not in text:
         print(f"{DOC} has no {START} ... {END} section", file=sys.stderr)
         return 1
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = f"{START}\n_Generated {stamp} by `scripts/reliability_figures.py` from the suite's fault ledger._\n\n{table}\n{END}"
-    DOC.write_text(head + body + tail)
+    made = f"_Generated {stamp} by `scripts/reliability_figures.py` from the suite's"
+    text = _replace(text, START, END, f"{made} fault ledger._\n\n{table}")
+    sabotage = ledger.ledger_dir() / "sabotage.md"
+    if sabotage.exists() and SABOTAGE_START in text:
+        report = sabotage.read_text().strip()
+        text = _replace(text, SABOTAGE_START, SABOTAGE_END, f"{made} sabotage run._\n\n{report}")
+    DOC.write_text(text)
     print(f"wrote the figures table into {DOC.relative_to(ROOT)}")
     return 0
 

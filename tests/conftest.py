@@ -45,7 +45,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     directory = ledger.ledger_dir()
     os.environ[ledger.ENV] = str(directory)
     if directory.is_dir() and not nested:
-        for stale in directory.glob("*.jsonl"):
+        for stale in [*directory.glob("*.jsonl"), *directory.glob("sabotage.md")]:
             stale.unlink()
 
 

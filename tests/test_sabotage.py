@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ledger import Ledger
+from tests.support.ledger import Ledger, ledger_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,11 @@ def test_every_sabotage_is_caught(fault_ledger: Ledger) -> None:
         text=True,
         timeout=880,
     )
-    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ")]
+    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    tail = result.stdout.strip().splitlines()[-1:]
+    ledger_dir().mkdir(parents=True, exist_ok=True)
+    (ledger_dir() / "sabotage.md").write_text("\n".join([*table, "", *tail]) + "\n")
+    rows = [line.split("|")[1:3] for line in table if line.startswith("| ")]
     for name, outcome in rows[1:]:  # after the header
         if "control" not in name:
             fault_ledger.record("sabotage", detected=outcome.strip() == "CAUGHT", note=name.strip())

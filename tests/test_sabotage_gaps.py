@@ -258,3 +258,28 @@ def test_a_writer_killed_on_this_host_does_not_hold_up_gc(tmp_path: Path) -> Non
         vault.store.delete(f"sessions/{live}")
     stats = collect_garbage(vault, grace_seconds=0)
     assert stats.deleted_chunks == 4 and stats.deferred_chunks == 0
+
+
+def test_a_manifest_deleted_between_listing_and_reading_does_not_stop_gc(
+    tmp_path: Path,
+) -> None:
+    """Another host's `backup delete` trashes a manifest just after gc listed it: gc takes
+    it as gone (its chunks are garbage now), not as damaged (which stops gc)."""
+    vault = _vault(tmp_path)
+    image = tmp_path / "image"
+    for seed, name in ((5, "backup-kept0001"), (6, "backup-gone0001")):
+        image.write_bytes(random.Random(seed).randbytes(4 * CHUNK))
+        pipeline.backup_device(image, vault, manifest_id=name, disk_meta={})
+    listed = vault.list_manifest_ids
+
+    def listing_then_delete() -> list[str]:
+        ids = listed()
+        if "backup-gone0001" in ids and vault.store.exists("manifests/backup-gone0001"):
+            vault.trash_manifest("backup-gone0001")
+        return ids
+
+    vault.list_manifest_ids = listing_then_delete  # type: ignore[method-assign]
+    good, damaged = vault.readable_manifests()
+    assert [m.id for m in good] == ["backup-kept0001"] and damaged == {}
+    stats = collect_garbage(vault, grace_seconds=0)
+    assert stats.deleted_chunks == 4

@@ -484,6 +484,8 @@ class Repository:
             try:
                 good.append(self.read_manifest(manifest_id))
             except IntegrityError as exc:
+                if not self.store.exists(f"manifests/{manifest_id}"):
+                    continue  # deleted since the listing (another host's `backup delete`)
                 damaged[manifest_id] = str(exc)
         return good, damaged
 

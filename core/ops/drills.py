@@ -37,14 +37,14 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core.base.errors import BlockvaultError, Cancelled, Conflict, NotFound, UserError
+from core.base.times import as_utc
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, Drill, Job, Policy, PolicySlot, VaultRecord, iso
+from core.catalog.models import Backup, Disk, Drill, Job, Policy, VaultRecord, iso
 from core.engine import pipeline
 from core.jobs.alerts import alert
 from core.jobs.runner import JobContext, JobHandle, job_is_stale, new_job
-from core.ops.policies import claim_slot, finish_slot, targets_of, zone
+from core.ops.policies import claim_slot, finish_slot, next_due_slot, targets_of, zone
 from core.ops.vaults import open_repository
-from core.rules.schedules import due_slot, parse_schedule
 from core.rules.states import JOB_ACTIVE
 
 SCRATCH_DIR = ".scratch"
@@ -63,10 +63,6 @@ class DrillFailed(BlockvaultError):
 def scratch_dir(ctx: Context) -> Path:
     """The pool's scratch area: drills restore here, nothing else lives here."""
     return ctx.locations.pool_dir / SCRATCH_DIR
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # --- leftovers ---------------------------------------------------------------------------
@@ -114,7 +110,7 @@ def _newest_backup(session: Session, disk_id: str, vault_id: str | None = None) 
     query = select(Backup).where(Backup.disk_id == disk_id, Backup.status == "available")
     if vault_id is not None:
         query = query.where(Backup.vault_id == vault_id)
-    return max(session.exec(query).all(), key=lambda b: _utc(b.created_at), default=None)
+    return max(session.exec(query).all(), key=lambda b: as_utc(b.created_at), default=None)
 
 
 def _target(backup: Backup | None, disk_id: str, disk_name: str, policy: Policy | None) -> dict:
@@ -545,13 +541,7 @@ def _due_drill_slots(ctx: Context, now: datetime) -> list[tuple[Policy, datetime
             select(Policy).where(Policy.enabled == True, Policy.drill != None)  # noqa: E711, E712
         ).all()
         for policy in policies:
-            last = session.exec(
-                select(PolicySlot)
-                .where(PolicySlot.policy_id == policy.id, PolicySlot.kind == "drill")
-                .order_by(PolicySlot.slot_at.desc())  # type: ignore[attr-defined]
-            ).first()
-            since = _utc(last.slot_at if last else policy.created_at)
-            slot = due_slot(parse_schedule(policy.drill), since=since, now=now, tz=tz)
+            slot = next_due_slot(session, policy, policy.drill, now=now, tz=tz, kind="drill")
             if slot is not None:
                 found.append((policy, slot))
     return found
@@ -575,7 +565,7 @@ def run_due_drills(
     due. A failed drill (also one that could not start) has already raised its
     `drill.failed` alert. A cancelled drill (the service stopping) ends the slot: the
     remaining disks are not started, and the slot is recorded `cancelled`."""
-    now = _utc(now or datetime.now(UTC))
+    now = as_utc(now or datetime.now(UTC))
     outcomes: list[dict[str, Any]] = []
     for policy, slot in _due_drill_slots(ctx, now):
         if not claim_slot(ctx, policy, slot, kind="drill"):

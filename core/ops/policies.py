@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from core.base.errors import BlockvaultError, UserError
 from core.base.host import host_id
+from core.base.times import as_utc
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Policy, PolicySlot, PolicyTarget, Server, iso
 from core.catalog.names import check_new_name, commit_unique, unique_id
@@ -50,10 +51,6 @@ KEEP_COUNTS = (
 def zone(ctx: Context) -> tzinfo:
     """The zone schedules and retention buckets are read in (config `timezone`, else local)."""
     return zone_named(ctx.settings.timezone or None)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def rules_of(policy: Policy) -> KeepRules:
@@ -288,7 +285,7 @@ def _retention_plan(
         mine = [b for b in good if b.policy_id == policy.id]
         protected = {b.id for b in good if b.pinned}
         if good:  # a disk's newest good backup never expires: after this run, the new one
-            latest = max(good, key=lambda b: _utc(b.created_at))
+            latest = max(good, key=lambda b: as_utc(b.created_at))
             if pending is None:
                 protected.add(latest.id)
             else:
@@ -361,12 +358,28 @@ def pin_backup(ctx: Context, ref: str, *, pinned: bool) -> dict[str, Any]:
 # --- running what is due -------------------------------------------------------------------
 
 
+def next_due_slot(
+    session: Session,
+    policy: Policy,
+    schedule: str,
+    *,
+    now: datetime,
+    tz: tzinfo,
+    kind: str = "backup",
+) -> datetime | None:
+    """The newest slot of `schedule` since the policy's last claimed slot of `kind` (or its
+    creation), by `now`: missed slots run once, as that one."""
+    last = _last_slot(session, policy, kind)
+    since = as_utc(last.slot_at if last else policy.created_at)
+    return due_slot(parse_schedule(schedule), since=since, now=now, tz=tz)
+
+
 def due_policies(
     ctx: Context, *, now: datetime | None = None, force: bool = False, policy_ref: str | None = None
 ) -> list[tuple[Policy, list[Disk], datetime]]:
     """Policies with a slot due now (or the one named, with `force`), each with its disks and
     the slot it would claim: the newest slot since its last claimed one (missed slots run once)."""
-    now = _utc(now or datetime.now(UTC))
+    now = as_utc(now or datetime.now(UTC))
     tz = zone(ctx)
     with ctx.catalog.session() as session:
         policies = (
@@ -378,9 +391,7 @@ def due_policies(
         )
         found = []
         for policy in policies:
-            last = _last_slot(session, policy)
-            since = _utc(last.slot_at if last else policy.created_at)
-            slot = due_slot(parse_schedule(policy.schedule), since=since, now=now, tz=tz)
+            slot = next_due_slot(session, policy, policy.schedule, now=now, tz=tz)
             if force and slot is None:
                 slot = now
             if slot is not None:
@@ -390,7 +401,7 @@ def due_policies(
 
 def claim_slot(ctx: Context, policy: Policy, slot: datetime, kind: str = "backup") -> bool:
     """Insert the slot's row; the unique key decides between two claimers (False: taken)."""
-    stamp = _utc(slot)
+    stamp = as_utc(slot)
     with ctx.catalog.writer() as session:
         if session.get(PolicySlot, (policy.id, stamp, kind)) is not None:
             return False
@@ -406,7 +417,7 @@ def finish_slot(
     ctx: Context, policy: Policy, slot: datetime, status: str, detail: str, *, kind: str = "backup"
 ) -> None:
     """Record the outcome of a claimed slot (`kind` as it was claimed: backup, drill...)."""
-    stamp = _utc(slot)
+    stamp = as_utc(slot)
     with ctx.catalog.writer() as session:
         row = session.get(PolicySlot, (policy.id, stamp, kind))
         if row is not None:

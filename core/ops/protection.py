@@ -21,6 +21,7 @@ from typing import Any
 from sqlmodel import Session, func, select
 
 from core.base.errors import UserError
+from core.base.times import as_utc
 from core.catalog.context import Context, record
 from core.catalog.models import (
     Backup,
@@ -44,12 +45,6 @@ ORDER = ("protected", "overdue", "failing")  # worst last; "unprotected" stands 
 STATUSES = ("protected", "overdue", "failing", "unprotected")
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _expected_slot(policy: Policy, *, now: datetime, tz: tzinfo) -> datetime | None:
     """The newest slot that should have a backup by now (past its grace), if any."""
     schedule = parse_schedule(policy.schedule)
@@ -61,8 +56,8 @@ def _expected_slot(policy: Policy, *, now: datetime, tz: tzinfo) -> datetime | N
     grace = min(GRACE_MAX, max(GRACE_MIN, period / 10))
     if now - last < grace:  # just due: give the runner time to start
         last = before
-    created = _utc(policy.created_at)
-    if last is None or created is None or last < created:
+    created = as_utc(policy.created_at)
+    if last is None or last < created:
         return None
     return last
 
@@ -73,7 +68,7 @@ def _disk_status(
     backups = session.exec(
         select(Backup).where(Backup.disk_id == disk.id, Backup.status == "available")
     ).all()
-    good = max(backups, key=lambda b: _utc(b.created_at), default=None)
+    good = max(backups, key=lambda b: as_utc(b.created_at), default=None)
     attempt = session.exec(
         select(Job)
         .where(Job.disk_id == disk.id, Job.kind == "backup")
@@ -98,19 +93,19 @@ def _disk_status(
         expected = _expected_slot(policy, now=now, tz=tz)
         if expected is None:
             continue
-        made = [b for b in backups if b.policy_id == policy.id and _utc(b.created_at) >= expected]
+        made = [b for b in backups if b.policy_id == policy.id and as_utc(b.created_at) >= expected]
         if not made and ORDER.index(status) < ORDER.index("overdue"):
             status = "overdue"
             detail = f"policy {policy.name}: no backup since its slot at {iso(expected)}"
             # the first slot missed: the same for the whole spell, whatever slots pass since
-            ran = [_utc(b.created_at) for b in backups if b.policy_id == policy.id]
-            base = max([_utc(policy.created_at), *ran])
+            ran = [as_utc(b.created_at) for b in backups if b.policy_id == policy.id]
+            base = max([as_utc(policy.created_at), *ran])
             since = schedule.next_after(base, tz) or expected
     if (
         policies
         and attempt is not None
         and attempt.status == "failed"
-        and (good is None or _utc(attempt.created_at) > _utc(good.created_at))
+        and (good is None or as_utc(attempt.created_at) > as_utc(good.created_at))
     ):
         status, detail = "failing", f"last backup failed: {attempt.error or 'unknown error'}"
         failures = select(Job).where(
@@ -119,7 +114,7 @@ def _disk_status(
         if good is not None:
             failures = failures.where(Job.created_at > good.created_at)
         first = session.exec(failures.order_by(Job.created_at)).first()  # type: ignore[arg-type]
-        since = _utc(first.created_at if first else attempt.created_at)
+        since = as_utc(first.created_at if first else attempt.created_at)
     return {
         "disk": disk.name,
         "disk_id": disk.id,
@@ -140,7 +135,7 @@ def _disk_status(
 
 def status(ctx: Context, *, now: datetime | None = None) -> dict[str, Any]:
     """Every disk's protection status, and the counts by status."""
-    now = _utc(now) or datetime.now(UTC)
+    now = as_utc(now or datetime.now(UTC))
     tz = zone(ctx)
     with ctx.catalog.session() as session:
         servers = {s.id: s.name for s in session.exec(select(Server)).all()}

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
 from core.base.errors import UserError
+from core.base.times import as_utc
 
 MAX_HOURS = 100 * 365 * 24  # a `--keep-within` duration is at most 100 years
 COUNTS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -119,12 +120,6 @@ class Decision:
     expire: tuple[str, ...]
 
 
-def _utc(moment: datetime) -> datetime:
-    """In UTC (naive means UTC). Python compares and subtracts two datetimes of one zone by
-    their wall clocks, wrong across a DST change: only UTC ones are compared."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 BUCKETS: tuple[tuple[str, Callable[[datetime], Hashable]], ...] = (
     ("hourly", lambda t: (t.year, t.month, t.day, t.hour)),
     ("daily", lambda t: (t.year, t.month, t.day)),
@@ -158,7 +153,7 @@ def decide(
     Pinned ids are kept (ids not in `backups` are ignored) and the newest backup is kept. With
     no rules nothing expires. Rules never see the pins: pinning a backup keeps it and changes
     nothing else."""
-    ordered = sorted(((_utc(b.created_at), b.id) for b in backups), reverse=True)
+    ordered = sorted(((as_utc(b.created_at), b.id) for b in backups), reverse=True)
     ids = [backup_id for _, backup_id in ordered]
     if len(set(ids)) != len(ids):
         raise ValueError("decide: backup ids must be unique")

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from core.base.errors import UserError
+from core.base.times import as_utc
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_DAY = date(1970, 1, 1)
@@ -68,11 +69,6 @@ _CRON_FIELD = re.compile(r"[0-9A-Za-z*,/#-]+")
 
 
 # --- moments -------------------------------------------------------------------------------
-
-
-def _utc(moment: datetime) -> datetime:
-    """An aware UTC moment (a naive one is taken as UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _wall(day: date, at: time, tz: tzinfo) -> datetime:
@@ -610,7 +606,7 @@ class Schedule:
 
     def next_after(self, moment: datetime, tz: tzinfo) -> datetime:
         """The first slot strictly after `moment` (UTC)."""
-        moment = _utc(moment)
+        moment = as_utc(moment)
         slot = self._rule.next_after(moment, tz)
         if slot is None:
             raise UserError(f"schedule {_show(self.text)} has no slot after {moment:%Y-%m-%d}")
@@ -619,12 +615,12 @@ class Schedule:
     def last_at_or_before(self, moment: datetime, tz: tzinfo) -> datetime | None:
         """The newest slot at or before `moment` (UTC); None if there is none (a cron
         expression is searched back 50 years)."""
-        return self._rule.last_at_or_before(_utc(moment), tz)
+        return self._rule.last_at_or_before(as_utc(moment), tz)
 
     def slots(self, start: datetime, end: datetime, tz: tzinfo) -> Iterator[datetime]:
         """Every slot in (start, end], oldest first (UTC)."""
-        end = _utc(end)
-        for slot in self._rule.iter_after(_utc(start), tz):
+        end = as_utc(end)
+        for slot in self._rule.iter_after(as_utc(start), tz):
             if slot > end:
                 return
             yield slot
@@ -688,7 +684,7 @@ def from_options(
 def due_slot(schedule: Schedule, *, since: datetime, now: datetime, tz: tzinfo) -> datetime | None:
     """The newest slot in (since, now], or None: a policy whose last claimed slot (or its
     creation) is `since` runs once for every slot it missed, with the newest as its identity."""
-    since, now = _utc(since), _utc(now)
+    since, now = as_utc(since), as_utc(now)
     if now <= since:
         return None
     rule = schedule._rule

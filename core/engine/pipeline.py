@@ -25,10 +25,11 @@ import blake3
 from core.base.errors import Cancelled, DeviceError, IntegrityError, StoreError, UserError
 from core.base.progress import ProgressReporter
 from core.engine import devices
-from core.repo.manifest import Manifest, Stats
+from core.repo.manifest import MAX_CHUNKS, Manifest, Stats
 from core.repo.repository import Repository
 
 T = TypeVar("T")
+# a restore's progress is made durable (fdatasync) at most this often, and once at the end
 STATE_FLUSH_SECONDS = 1.0
 
 
@@ -132,6 +133,49 @@ def _open_disk(path: Path, flags: int) -> int:
         raise UserError(f"cannot open {path}: {exc.strerror}") from None
 
 
+def _indices_to_read(ranges: list[tuple[int, int]], chunk_size: int, count: int) -> list[int]:
+    """Chunk indices that meet a data range, in order; every other chunk is a hole."""
+    indices: list[int] = []
+    for start, end in ranges:
+        first = max(start // chunk_size, indices[-1] + 1 if indices else 0)
+        indices.extend(range(first, min(count, -(-end // chunk_size))))
+    return indices
+
+
+def _account_unread(
+    entries: list[str | None],
+    to_read: list[int],
+    *,
+    size: int,
+    chunk_size: int,
+    tracked: bool,
+    account: Callable[..., None],
+    note_zero: Callable[[int, int], None] | None,
+) -> None:
+    """Count every chunk that is not read, in one step: holes as zero, and under tracking
+    the parent's unchanged chunks as reused (their entries are already in place)."""
+    if note_zero is not None:  # comparing with a backup: each hole may differ from it
+        reading = set(to_read)
+        for index in range(len(entries)):
+            if index not in reading:
+                note_zero(index, min(chunk_size, size - index * chunk_size))
+        return
+    last = len(entries) - 1
+    last_length = size - last * chunk_size if entries else 0
+    read_bytes = sum(min(chunk_size, size - i * chunk_size) for i in to_read)
+    reading = set(to_read) if tracked else ()
+    reused = 0
+    if tracked:
+        reused = sum(
+            chunk_size if i != last else last_length
+            for i, c in enumerate(entries)
+            if c is not None and i not in reading
+        )
+    zero = size - read_bytes - reused
+    if reused or zero:
+        account(done=reused + zero, reused=reused, zero=zero)
+
+
 # --- backup -----------------------------------------------------------------------------
 
 
@@ -150,14 +194,22 @@ def backup_device(
     compare_to: tuple[Manifest, Repository] | None = None,
     differing: set[int] | None = None,
     base: dict[str, Any] | None = None,
+    changed: set[int] | None = None,
 ) -> Manifest:
     """Store every changed chunk of the disk at `path`, then commit its manifest.
+
+    Only chunks that may hold data are read: holes (SEEK_DATA/SEEK_HOLE) are counted as zero
+    in one step, never prefetched, read or handed to a worker, so the cost follows the data.
 
     With `compare_to` (a backup about to be restored onto this disk, same chunk size), chunks
     whose content equals the backup's are not stored: the restore leaves them as they are,
     so the backup itself holds them (the manifest's `base`). The indices that differ are
     added to `differing`: exactly what the restore must write (a safety snapshot and the
     changed-only comparison in one read of the disk).
+
+    With `changed` (changed-block tracking: the indices whose extents differ from the clone
+    the parent backup read), every other index takes the parent's entry unread, provided the
+    parent reads fine with the same size and chunk size; otherwise the whole disk is read.
     """
     started = time.monotonic()
     chunk_size = vault.chunk_size
@@ -166,17 +218,24 @@ def backup_device(
         size = os.lseek(fd, 0, os.SEEK_END)
         before = os.fstat(fd)
         count = -(-size // chunk_size)
-        data_map = devices.DataMap(devices.data_ranges(fd, size))
+        if count > MAX_CHUNKS:
+            raise UserError(
+                f"disk {path} needs {count:,} chunks of {chunk_size} bytes, more than the "
+                f"{MAX_CHUNKS:,} a manifest holds: set a larger chunk_size for this vault"
+            )
+        data_ranges = devices.data_ranges(fd, size)
         # The session is announced before the parent is read: the parent's chunks are reused
         # unchecked, so a GC between the two must see this writer (or its rescue list).
         session = vault.begin_session(
             manifest_id, on_wait=_telling(reporter) if reporter is not None else None
         )
         known: set[str] = set()
+        parent: Manifest | None = None
         try:
             if parent_id:
                 with contextlib.suppress(IntegrityError):
-                    known = vault.read_manifest(parent_id).referenced()
+                    parent = vault.read_manifest(parent_id)
+                    known = parent.referenced()
         except BaseException:
             session.end()
             raise
@@ -191,7 +250,25 @@ def backup_device(
         # Into a vault with no chunk at all (a first backup), asking whether each chunk is
         # there costs a round trip for nothing: the create-only PUT settles races anyway.
         empty = trusted and not known and not vault.holds_any_chunk()
-        entries: list[str | None] = [None] * count
+        tracked = (
+            changed is not None
+            and compare_to is None
+            and parent is not None
+            and (parent.size, parent.chunk_size) == (size, chunk_size)
+        )
+        entries: list[str | None] = list(parent.chunks) if tracked else [None] * count
+        to_read = _indices_to_read(data_ranges, chunk_size, count)
+        if tracked:
+            # unchanged extents hold the parent's bytes; a chunk the parent names that was
+            # found damaged, or that GC condemned, is read and stored again all the same
+            doubtful = sick | session.condemned
+            to_read = sorted(
+                {i for i in to_read if i in changed}
+                | {i for i, c in enumerate(entries) if c is not None and c in doubtful}
+            )
+            for index in [*changed, *to_read]:
+                if index < count:
+                    entries[index] = None  # a hole now, or whatever the read below finds
         stats = Stats()
         lock = threading.Lock()
         seen: set[str] = set()
@@ -223,16 +300,14 @@ def backup_device(
                     differing.add(index)
             account(done=length, zero=length)
 
-        ahead = max(2, workers) * chunk_size
+        ahead = max(2, workers)
 
-        def one(index: int) -> None:
+        def one(item: tuple[int, int]) -> None:
+            position, index = item
             offset = index * chunk_size
             length = min(chunk_size, size - offset)
-            if offset + ahead < size:
-                devices.prefetch(fd, offset + ahead, chunk_size)
-            if not data_map.overlaps(offset, offset + length):
-                note_zero(index, length)
-                return
+            if position + ahead < len(to_read):  # the chunk a worker will want next, data only
+                devices.prefetch(fd, to_read[position + ahead] * chunk_size, chunk_size)
             with _Timer(reporter, "reading"), _device_errors("reading", path, offset):
                 data = devices.pread_exact(fd, length, offset)
             if devices.is_zero(data):
@@ -279,7 +354,16 @@ def backup_device(
                 account(done=length, reused=length)
 
         try:
-            run_bounded(range(count), one, workers=workers, cancel=cancel)
+            _account_unread(
+                entries,
+                to_read,
+                size=size,
+                chunk_size=chunk_size,
+                tracked=tracked,
+                account=account,
+                note_zero=note_zero if base_manifest is not None else None,
+            )
+            run_bounded(enumerate(to_read), one, workers=workers, cancel=cancel)
             after = os.fstat(fd)
             warnings = []
             if (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size):
@@ -345,8 +429,11 @@ class _RestoreState:
                     self.done = {int(i) for i in body["done"]}
 
     def mark(self, index: int) -> None:
+        self.mark_all((index,))
+
+    def mark_all(self, indices: Iterable[int]) -> None:
         with self.lock:
-            self.done.add(index)
+            self.done.update(indices)
             due = time.monotonic() - self.last_flush > STATE_FLUSH_SECONDS
         if due:
             self.flush()
@@ -366,6 +453,26 @@ class _RestoreState:
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+
+def _restore_work(
+    manifest: Manifest, done: set[int], only: set[int] | None
+) -> tuple[int, list[tuple[int, int]], list[int]]:
+    """Split a restore: bytes skipped (resumed, or outside `only`), runs of zero chunks
+    [first, end) to punch, and the indices whose chunks must be fetched (or compared)."""
+    skipped = 0
+    zero_runs: list[tuple[int, int]] = []
+    data: list[int] = []
+    for index, chunk_id in enumerate(manifest.chunks):
+        if index in done or (only is not None and index not in only):
+            skipped += manifest.chunk_length(index)
+        elif chunk_id is not None:
+            data.append(index)
+        elif zero_runs and zero_runs[-1][1] == index:
+            zero_runs[-1] = (zero_runs[-1][0], index + 1)
+        else:
+            zero_runs.append((index, index + 1))
+    return skipped, zero_runs, data
 
 
 def restore_device(
@@ -402,8 +509,9 @@ def restore_device(
         chunk_size = manifest.chunk_size
         state = _RestoreState(state_path, manifest, fd)
         stats = RestoreStats(resumed_chunks=len(state.done))
-        ahead = max(2, workers) * chunk_size
+        ahead = max(2, workers)
         lock = threading.Lock()
+        skipped, zero_runs, wanted = _restore_work(manifest, state.done, only)
 
         def account(length: int, **counts: int) -> None:
             with lock:
@@ -412,35 +520,23 @@ def restore_device(
             if reporter is not None:
                 reporter.add(done=length)
 
-        def one(index: int) -> None:
+        def one(item: tuple[int, int]) -> None:
+            position, index = item
             offset = index * chunk_size
             length = manifest.chunk_length(index)
             chunk_id = manifest.chunks[index]
-            if index in state.done or (only is not None and index not in only):
-                account(length, bytes_skipped=length)
-                return
             if compare_existing:
-                if offset + ahead < manifest.size:
-                    devices.prefetch(fd, offset + ahead, chunk_size)
+                if position + ahead < len(wanted):
+                    devices.prefetch(fd, wanted[position + ahead] * chunk_size, chunk_size)
                 with _Timer(reporter, "reading"), _device_errors("reading", target, offset):
                     current = devices.pread_exact(fd, length, offset)
                 with _Timer(reporter, "hashing/compressing"):
-                    same = (
-                        devices.is_zero(current)
-                        if chunk_id is None
-                        else (vault.chunk_id(current) == chunk_id)
-                    )
+                    same = vault.chunk_id(current) == chunk_id
                 del current
                 if same:
                     state.mark(index)
                     account(length, bytes_skipped=length)
                     return
-            if chunk_id is None:
-                with _Timer(reporter, "writing"), _device_errors("writing", target, offset):
-                    devices.punch_hole(fd, offset, length, block_device=block)
-                state.mark(index)
-                account(length, bytes_zeroed=length)
-                return
             with _Timer(reporter, "network"):
                 try:
                     data = get(index, chunk_id)
@@ -462,7 +558,18 @@ def restore_device(
             account(length, bytes_fetched=length, bytes_written=length)
 
         try:
-            run_bounded(range(len(manifest.chunks)), one, workers=workers, cancel=cancel)
+            if skipped:
+                account(skipped, bytes_skipped=skipped)
+            for first, end in zero_runs:  # holes are punched, a run at a time, never written
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled")
+                offset = first * chunk_size
+                length = min(end * chunk_size, manifest.size) - offset
+                with _Timer(reporter, "writing"), _device_errors("writing", target, offset):
+                    devices.punch_hole(fd, offset, length, block_device=block)
+                state.mark_all(range(first, end))
+                account(length, bytes_zeroed=length)
+            run_bounded(enumerate(wanted), one, workers=workers, cancel=cancel)
         except (Cancelled, IntegrityError, StoreError, DeviceError):
             with contextlib.suppress(OSError):
                 state.flush()

@@ -1,7 +1,9 @@
 """The manifest of a backup or snapshot: a self-describing fixed index (Proxmox's shape).
 
 A header (format, kind, source disk metadata, size, chunk size, whole-disk digest, parent,
-stats) and one entry per chunk index: the chunk id, or None for an all-zero chunk. The
+stats) and one entry per chunk index: the chunk id, or None for an all-zero chunk. Stored
+(version 2), a run of zero chunks is one integer, its length: a sparse terabyte disk's manifest
+is as small as its data. Version 1 (every None written out) is still read. The
 whole-disk digest is BLAKE3 over every chunk's content id in order (zero chunks included as
 the id of their zero bytes), so it changes with any byte of the disk and is checked again,
 from the bytes actually restored, at the end of every restore.
@@ -19,7 +21,9 @@ from core.base.errors import IntegrityError
 from core.base.units import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 
 FORMAT = "blockvault-manifest"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_CHUNKS = 1 << 24  # entries a manifest may hold (~128 MiB of index in memory): more is damage
 CHUNK_ID = re.compile(r"^[0-9a-f]{64}$")
 MAX_DISK_BYTES = 1 << 50  # 1 PiB: a manifest claiming more is damage, not a disk
 MANIFEST_ID = re.compile(r"^[a-z]+-[0-9a-z]{4,32}$")
@@ -78,7 +82,7 @@ class Manifest:
             "stats": asdict(self.stats),
             "base": self.base,
             "warnings": self.warnings,
-            "chunks": self.chunks,
+            "chunks": encode_chunks(self.chunks),
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -90,8 +94,9 @@ class Manifest:
             body = json.loads(data)
             if not isinstance(body, dict) or body.get("format") != FORMAT:
                 raise ValueError("not a blockvault manifest")
-            if body.get("version") != VERSION:
-                raise ValueError(f"unsupported manifest version {body.get('version')!r}")
+            version = body.get("version")
+            if version not in READABLE_VERSIONS:
+                raise ValueError(f"unsupported manifest version {str(version)[:30]}")
             if body["id"] != expected_id:
                 raise ValueError(f"it names itself {body['id']!r}")
             size, chunk_size = body["size"], body["chunk_size"]
@@ -102,11 +107,10 @@ class Manifest:
                 raise ValueError(f"chunk size {str(chunk_size)[:30]} is out of range")
             if not isinstance(chunks, list):
                 raise ValueError("its chunk list is not a list")
-            if len(chunks) != -(-size // chunk_size):
-                raise ValueError("chunk count does not match the size")
-            for entry in chunks:
-                if entry is not None and not (isinstance(entry, str) and CHUNK_ID.match(entry)):
-                    raise ValueError(f"bad chunk id {entry!r}")
+            count = -(-size // chunk_size)
+            if count > MAX_CHUNKS:
+                raise ValueError(f"{count} chunks are more than a manifest holds ({MAX_CHUNKS})")
+            chunks = decode_chunks(chunks, count, runs=version >= 2)
             raw_stats = body.get("stats") or {}
             if not isinstance(raw_stats, dict) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in raw_stats.values()
@@ -134,3 +138,36 @@ class Manifest:
             )
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise IntegrityError(f"{where} is damaged: {exc}") from None
+
+
+def encode_chunks(chunks: list[str | None]) -> list[str | int]:
+    """The stored chunk list: ids as they are, each run of zero chunks as its length."""
+    out: list[str | int] = []
+    for entry in chunks:
+        if entry is not None:
+            out.append(entry)
+        elif out and type(out[-1]) is int:
+            out[-1] += 1
+        else:
+            out.append(1)
+    return out
+
+
+def decode_chunks(stored: list[Any], count: int, *, runs: bool) -> list[str | None]:
+    """One entry per chunk index from the stored list, checked entry by entry: a run may not
+    reach past `count` (no list is grown beyond what the disk's size allows)."""
+    chunks: list[str | None] = []
+    for entry in stored:
+        if type(entry) is str and CHUNK_ID.match(entry):
+            chunks.append(entry)
+        elif entry is None and not runs:
+            chunks.append(None)
+        elif runs and type(entry) is int and 0 < entry <= count - len(chunks):
+            chunks.extend([None] * entry)
+        else:
+            raise ValueError(f"bad chunk entry {str(entry)[:80]!r}")
+        if len(chunks) > count:
+            break
+    if len(chunks) != count:
+        raise ValueError("chunk count does not match the size")
+    return chunks

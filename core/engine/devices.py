@@ -218,6 +218,14 @@ def held_open_for_writing(path: str | os.PathLike[str]) -> list[tuple[int, str]]
 FS_IOC_FIEMAP = 0xC020660B
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_EXTENT_UNKNOWN = 0x4  # where the data is, is not known (yet)
+FIEMAP_EXTENT_DELALLOC = 0x8  # not allocated yet (also sets UNKNOWN)
+FIEMAP_EXTENT_ENCODED = 0x10  # compressed: the physical address names the whole blob
+FIEMAP_EXTENT_DATA_ENCRYPTED = 0x80
+FIEMAP_EXTENT_NOT_ALIGNED = 0x100
+FIEMAP_EXTENT_DATA_INLINE = 0x200  # in the metadata: no physical address of its own
+FIEMAP_EXTENT_DATA_TAIL = 0x400  # packed with other files' tails
+FIEMAP_EXTENT_UNWRITTEN = 0x800  # allocated, reads as zeros
 FIEMAP_EXTENT_SHARED = 0x2000
 _FIEMAP_HEADER = struct.Struct("=QQIIII")
 _FIEMAP_EXTENT = struct.Struct("=QQQQQIIII")
@@ -226,13 +234,22 @@ _EXTENTS_PER_CALL = 512
 
 def physical_extents(path: Path) -> list[tuple[int, int]]:
     """(physical start, length) of every allocated extent of a file, from FIEMAP."""
-    out: list[tuple[int, int]] = []
+    return [(physical, length) for _, physical, length, _ in file_extents(path)]
+
+
+def file_extents(path: Path, *, end: int | None = None) -> list[tuple[int, int, int, int]]:
+    """(logical, physical, length, flags) of each extent of a file that starts before `end`
+    (every extent when None), in logical order, from FIEMAP with FIEMAP_FLAG_SYNC: the file's
+    dirty pages are written first, so the map is where its bytes are on disk. Never reads
+    data. Raises OSError where there is no FIEMAP (block devices, some filesystems)."""
+    out: list[tuple[int, int, int, int]] = []
+    limit = (1 << 64) - 1 if end is None else end
     start = 0
     with open(path, "rb") as handle:
-        while True:
+        while start < limit:
             request = bytearray(_FIEMAP_HEADER.size + _EXTENTS_PER_CALL * _FIEMAP_EXTENT.size)
             _FIEMAP_HEADER.pack_into(
-                request, 0, start, (1 << 64) - 1 - start, FIEMAP_FLAG_SYNC, 0, _EXTENTS_PER_CALL, 0
+                request, 0, start, limit - start, FIEMAP_FLAG_SYNC, 0, _EXTENTS_PER_CALL, 0
             )
             fcntl.ioctl(handle.fileno(), FS_IOC_FIEMAP, request, True)
             mapped = _FIEMAP_HEADER.unpack_from(request, 0)[3]
@@ -244,11 +261,13 @@ def physical_extents(path: Path) -> list[tuple[int, int]]:
                     request, _FIEMAP_HEADER.size + index * _FIEMAP_EXTENT.size
                 )
                 logical, physical, length, flags = fields[0], fields[1], fields[2], fields[5]
-                out.append((physical, length))
-                start = logical + length
+                out.append((logical, physical, length, flags))
                 last = last or bool(flags & FIEMAP_EXTENT_LAST)
-            if last:
+            following = out[-1][0] + out[-1][2]
+            if last or following <= start:  # the end, or a map that does not move on
                 return out
+            start = following
+    return out
 
 
 def files_under(root: Path) -> list[Path]:
@@ -259,12 +278,17 @@ def files_under(root: Path) -> list[Path]:
 
 
 def exclusive_bytes(
-    targets: list[Path], *, universe: Path, ignore: list[Path] | None = None
+    targets: list[Path],
+    *,
+    universe: Path,
+    ignore: list[Path] | None = None,
+    staying: list[Path] | None = None,
 ) -> int:
     """Bytes that deleting `targets` gives back to the filesystem: their allocated extents
     that no other file under `universe` shares (reflink clones share extents); files in
-    `ignore` are going too and share nothing that stays. Files on a filesystem without
-    FIEMAP cannot share: their allocated blocks count."""
+    `ignore` are going too and share nothing that stays; files in `staying` stay too though
+    they are not under `universe` (a registered disk's image beside its pool folder). Files
+    on a filesystem without FIEMAP cannot share: their allocated blocks count."""
     chosen = {p.resolve() for p in targets if p.is_file()}
     gone = {p.resolve() for p in ignore or []}
     try:
@@ -272,7 +296,13 @@ def exclusive_bytes(
         for path in chosen:
             ours += _extents_or_none(path)
         theirs: list[tuple[int, int]] = []
-        for path in files_under(universe):
+        here = os.stat(universe).st_dev  # physical addresses compare within one filesystem
+        others = [
+            p
+            for p in staying or []
+            if p.is_file() and p.resolve() not in chosen and os.stat(p).st_dev == here
+        ]
+        for path in [*files_under(universe), *others]:
             if path.resolve() not in chosen and path.resolve() not in gone:
                 theirs += _extents_or_none(path)
     except OSError:  # no FIEMAP here: nothing can share, the blocks are what goes

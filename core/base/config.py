@@ -23,9 +23,9 @@ LIMITS: dict[str, tuple[float, float]] = {
 
 
 def _fits(kind: str, value: object) -> bool:
-    """The field's declared type (annotations are strings here): int, float or str."""
-    if isinstance(value, bool):
-        return False
+    """The field's declared type (annotations are strings here): bool, int, float or str."""
+    if kind == "bool" or isinstance(value, bool):
+        return kind == "bool" and isinstance(value, bool)
     if kind == "int":
         return isinstance(value, int)
     if kind == "float":
@@ -54,6 +54,10 @@ class Settings:
     notify_command: str = ""  # run with one JSON event on stdin for each alert
     service_jobs: int = 2  # jobs the service runs at a time
     gc_window: str = ""  # a schedule ("daily 03:00", "0 3 * * sun"): the service runs vault gc
+    #: on reflink filesystems, keep a clone of each disk as of its last backup per vault and
+    #: back up from a fresh clone, reading only the chunks whose extents changed; false: read
+    #: the whole disk itself, as without tracking (core/engine/tracking.py)
+    change_tracking: bool = True
 
     @classmethod
     def load(cls, path: Path) -> Settings:

@@ -23,11 +23,13 @@ from core.catalog.models import Backup, Disk, Snapshot, VaultRecord, utcnow
 from core.catalog.names import check_new_name, commit_unique, default_name, unique_id
 from core.catalog.views import allocated_bytes, backup_view
 from core.engine import pipeline
+from core.engine.tracking import ChangeTracker
 from core.jobs.claims import active_readers, claim, disk_metadata, release_disk
 from core.jobs.runner import JobContext, JobHandle, create_job, new_job
 from core.ops import recovery
-from core.ops.facts import check_plan, disk_facts
+from core.ops.facts import change_tracker, check_plan, disk_facts
 from core.ops.vaults import get_vault, open_repository
+from core.repo.manifest import Manifest
 from core.rules import lifecycle
 from core.rules.plans import Plan
 
@@ -151,17 +153,81 @@ def _run_backup(
     repo = open_repository(ctx, vault, passphrase=passphrase)
     reporter = job.reporter("backing up", disk.size)
     started = time.monotonic()
-    manifest = pipeline.backup_device(
-        Path(disk.path),
-        repo,
-        manifest_id=backup.id,
-        disk_meta=meta,
-        parent_id=backup.parent_id,
-        name=backup.name,
-        reporter=reporter,
-        cancel=job.cancel,
-        workers=ctx.settings.workers,
+    tracker = change_tracker(ctx, disk.id, vault.id)
+    notes: list[str] = []
+    clone = _clone_for_backup(ctx, disk, backup, tracker, notes)
+    try:
+        manifest = pipeline.backup_device(
+            clone or Path(disk.path),
+            repo,
+            manifest_id=backup.id,
+            disk_meta=meta,
+            parent_id=backup.parent_id,
+            name=backup.name,
+            reporter=reporter,
+            cancel=job.cancel,
+            workers=ctx.settings.workers,
+            changed=_changed_since_parent(tracker, clone, backup, repo.chunk_size),
+        )
+        row = _commit_backup(ctx, backup, manifest, started)
+    except BaseException:
+        if clone is not None:
+            tracker.discard(backup.id)
+        raise
+    if clone is not None:
+        with contextlib.suppress(OSError):  # an older clone left behind is dropped next time
+            tracker.keep(backup.id)
+    summary = summary_line(row)
+    manifest.warnings.extend(notes)
+    try:
+        recovery.save_copy(ctx, repo)  # the catalog's description, for a host that lost it
+    except (BlockvaultError, OSError) as exc:
+        manifest.warnings.append(f"the catalog's copy was not saved in the vault: {exc}")
+    if manifest.warnings:
+        summary += "; warning: " + "; ".join(manifest.warnings)
+    reporter.message = summary
+    reporter.emit(final=True)
+    return {
+        **backup_view(row, vault=vault, disk_exists=True),
+        "summary": summary,
+        "warnings": manifest.warnings,
+    }
+
+
+def _clone_for_backup(
+    ctx: Context, disk: Disk, backup: Backup, tracker: ChangeTracker, notes: list[str]
+) -> Path | None:
+    """Under the disk's claim, before anything is read: a reflink clone of the disk for the
+    backup to read (consistent even while the disk is written), kept after the commit as the
+    base of the next incremental. None: read the disk itself (no reflink here, a block
+    device, or tracking off, whose clones for this vault then go)."""
+    if not ctx.settings.change_tracking:
+        tracker.clear()
+        return None
+    try:
+        return tracker.clone(Path(disk.path), backup.id)
+    except OSError as exc:
+        notes.append(
+            f"read the disk itself, without change tracking: cannot clone {disk.path}: "
+            f"{exc.strerror or exc}"
+        )
+        return None
+
+
+def _changed_since_parent(
+    tracker: ChangeTracker, clone: Path | None, backup: Backup, chunk_size: int
+) -> set[int] | None:
+    """The chunks whose extents differ from the clone the parent backup read (None: read
+    them all: no parent, no clone of it, or any doubt)."""
+    if clone is None or not backup.parent_id:
+        return None
+    return tracker.changed_chunks(
+        clone, backup.parent_id, size=clone.stat().st_size, chunk_size=chunk_size
     )
+
+
+def _commit_backup(ctx: Context, backup: Backup, manifest: Manifest, started: float) -> Backup:
+    """The catalog row turns `available` (the manifest is already committed)."""
     stats = manifest.stats
     with ctx.catalog.writer() as session:
         row = session.get(Backup, backup.id)
@@ -184,20 +250,7 @@ def _run_backup(
             detail=summary_line(row),
         )
         session.commit()
-    summary = summary_line(row)
-    try:
-        recovery.save_copy(ctx, repo)  # the catalog's description, for a host that lost it
-    except (BlockvaultError, OSError) as exc:
-        manifest.warnings.append(f"the catalog's copy was not saved in the vault: {exc}")
-    if manifest.warnings:
-        summary += "; warning: " + "; ".join(manifest.warnings)
-    reporter.message = summary
-    reporter.emit(final=True)
-    return {
-        **backup_view(row, vault=vault, disk_exists=True),
-        "summary": summary,
-        "warnings": manifest.warnings,
-    }
+        return row
 
 
 # --- listing ------------------------------------------------------------------------------
@@ -337,6 +390,8 @@ def delete_backup(
         session.commit()
     with contextlib.suppress(ObjectMissing):  # already trashed by a deletion cut short
         open_repository(ctx, vault, passphrase=passphrase).trash_manifest(backup.id)
+    with contextlib.suppress(OSError):  # its tracking clone is no base for anything now
+        change_tracker(ctx, backup.disk_id, backup.vault_id).discard(backup.id)
     with ctx.catalog.writer() as session:
         row = session.get(Backup, backup.id)
         if row is not None:

@@ -11,6 +11,7 @@ from core.base.errors import Conflict, PlanChanged
 from core.catalog.context import Context
 from core.catalog.models import Disk, Snapshot
 from core.engine import devices
+from core.engine.tracking import TRACKING_DIR, ChangeTracker
 from core.jobs.claims import owner_of
 from core.rules.lifecycle import DiskFacts
 from core.rules.plans import Plan
@@ -19,6 +20,11 @@ from core.rules.plans import Plan
 def disk_folder(ctx: Context, disk_id: str) -> Path:
     """Each disk's own folder in the pool: its image (if managed) and its snapshots."""
     return ctx.locations.pool_dir / disk_id
+
+
+def change_tracker(ctx: Context, disk_id: str, vault_id: str) -> ChangeTracker:
+    """The disk's tracking clone for one vault: the disk as that vault's last backup read it."""
+    return ChangeTracker(disk_folder(ctx, disk_id) / TRACKING_DIR / vault_id)
 
 
 def writers_of(disk: Disk) -> list[str]:
@@ -44,13 +50,16 @@ def disk_facts(ctx: Context, session: Session, disk: Disk, *, writers: bool = Tr
 
 
 def folder_freed_bytes(ctx: Context, disk: Disk) -> int:
-    """What deleting a disk's pool folder gives back: its image (if managed) and snapshots,
-    extents shared with other files of the pool not counted."""
+    """What deleting a disk's pool folder gives back: its image (if managed), snapshots and
+    tracking clones, extents shared with other files of the pool not counted, nor those a
+    registered disk's image (which stays) still shares."""
     folder = disk_folder(ctx, disk.id)
     files = devices.files_under(folder) if folder.exists() else []
+    staying = []
     if not disk.managed:
         files = [f for f in files if f.resolve() != Path(disk.path).resolve()]
-    return devices.exclusive_bytes(files, universe=ctx.locations.pool_dir)
+        staying = [Path(disk.path)]
+    return devices.exclusive_bytes(files, universe=ctx.locations.pool_dir, staying=staying)
 
 
 def check_plan(shown: Plan | None, now: Plan) -> Plan:

@@ -17,9 +17,10 @@ from core.engine.snapshot_store import RestoreSource
 from core.jobs.claims import claim, owner_of
 from core.jobs.runner import JobContext, JobHandle, new_job
 from core.ops.disks import commit_new_disk, fill_new_disk, filled_disk, insert_pool_disk
-from core.ops.facts import check_plan, disk_facts, disk_folder
+from core.ops.facts import change_tracker, check_plan, disk_facts, disk_folder
 from core.ops.safety import new_snapshot_row, overwrite
 from core.ops.vaults import open_repository
+from core.repo.manifest import Manifest
 from core.rules import lifecycle
 from core.rules.lifecycle import DiskFacts
 from core.rules.plans import Plan
@@ -79,6 +80,21 @@ def plan_restore(
             new_size=new_size,
             force=force,
         )[0]
+
+
+def _tracked_changes(
+    ctx: Context, disk: Disk, backup: Backup, manifest: Manifest
+) -> set[int] | None:
+    """Onto the original disk whose tracking clone is this very backup's: only the chunks
+    whose extents differ from that clone can differ from the backup (None: compare all)."""
+    if not ctx.settings.change_tracking or disk.id != backup.disk_id:
+        return None
+    tracker = change_tracker(ctx, disk.id, backup.vault_id)
+    if not tracker.has(backup.id):
+        return None
+    return tracker.changed_chunks(
+        Path(disk.path), backup.id, size=manifest.size, chunk_size=manifest.chunk_size
+    )
 
 
 def start_restore(
@@ -147,6 +163,9 @@ def start_restore(
     def restore(context: JobContext, differing: frozenset[int] | None, compare: bool) -> Any:
         manifest = repo.read_manifest(backup.id)
         reporter = context.reporter("restoring", manifest.size)
+        only = set(differing) if differing is not None else None
+        if compare and only is None:
+            only = _tracked_changes(ctx, target, backup, manifest)
         stats = pipeline.restore_device(
             manifest,
             repo,
@@ -156,7 +175,7 @@ def start_restore(
             cancel=context.cancel,
             workers=ctx.settings.workers,
             state_path=disk_folder(ctx, target.id) / f"restore-{backup.id}.state",
-            only=set(differing) if differing is not None else None,
+            only=only,
         )
         reporter.emit(final=True)
         return stats

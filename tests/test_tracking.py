@@ -26,6 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.api import Blockvault
+from core.base.config import Settings
+from core.base.errors import UserError
 from core.engine import devices, tracking
 from core.engine.tracking import ChangeTracker, differing_chunks
 from core.ops.facts import change_tracker
@@ -236,6 +238,20 @@ def test_doubtful_extents_answer_none(tmp_path: Path, monkeypatch: pytest.Monkey
     assert tracking._mapping(image, 8192) == []  # reads as zeros: like a hole
 
 
+def test_change_tracking_is_a_boolean_setting(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    assert Settings.load(config).change_tracking is True  # the default
+    config.write_text("[blockvault]\nchange_tracking = false\n")
+    assert Settings.load(config).change_tracking is False
+    for wrong in ('"no"', "0", "1"):
+        config.write_text(f"[blockvault]\nchange_tracking = {wrong}\n")
+        with pytest.raises(UserError, match=r"change_tracking .* is not a valid bool"):
+            Settings.load(config)
+    config.write_text("[blockvault]\nworkers = true\n")
+    with pytest.raises(UserError, match="not a valid int"):
+        Settings.load(config)
+
+
 # --- on XFS: clones and extents ----------------------------------------------------------------
 
 
@@ -272,6 +288,24 @@ def test_changed_chunks_are_exactly_the_chunks_written(xfs_dir: Path) -> None:
     tracker.keep("b2")
     assert sorted(p.name for p in tracker.folder.iterdir()) == ["b2.img"]
     assert tracker.changed_chunks(disk, "b2", size=size, chunk_size=CHUNK) == set()
+
+
+def test_leftovers_of_a_crash_go_with_the_next_kept_clone(xfs_dir: Path) -> None:
+    disk = xfs_dir / "disk.img"
+    disk.write_bytes(os.urandom(4 * CHUNK))
+    tracker = ChangeTracker(xfs_dir / "tracking" / "vault")
+    assert tracker.clone(disk, "b1") is not None
+    tracker.keep("b1")
+    (tracker.folder / "b2.partial").write_bytes(b"a clone cut short")  # crashed while cloning
+    assert tracker.clone(disk, "b3") is not None  # crashed before its commit: never kept
+    (tracker.folder / "b4.partial").write_bytes(b"stale")
+    assert tracker.clone(disk, "b4") is not None  # the stale partial is replaced
+    assert digest(tracker.image("b4")) == digest(disk)
+    assert tracker.changed_chunks(disk, "b4", size=4 * CHUNK, chunk_size=CHUNK) == set()
+    tracker.keep("b4")
+    assert sorted(p.name for p in tracker.folder.iterdir()) == ["b4.img"]
+    tracker.keep("b9")  # no such clone: nothing is deleted
+    assert tracker.has("b4")
 
 
 def test_any_doubt_answers_none(xfs_dir: Path, tmp_path: Path) -> None:

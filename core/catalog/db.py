@@ -161,13 +161,18 @@ def current_version(engine: Engine) -> int:
 
 
 def schema_version(engine: Engine) -> int | None:
-    """The stored schema version, or None for an empty database."""
-    inspector = sa.inspect(engine)
-    if "meta" not in inspector.get_table_names():
-        return None
-    with Session(engine) as session:
-        row = session.get(models.Meta, "schema_version")
-        return int(row.value) if row else 1
+    """The stored schema version, or None for an empty database. Every command asks, so it
+    is one plain query; the table names are read only when that query fails."""
+    try:
+        with engine.connect() as connection:
+            row = connection.exec_driver_sql(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).first()
+    except sa.exc.DBAPIError:
+        if "meta" not in sa.inspect(engine).get_table_names():
+            return None
+        raise
+    return int(row[0]) if row else 1
 
 
 def migrate(engine: Engine) -> int:
@@ -180,6 +185,8 @@ def migrate(engine: Engine) -> int:
         SQLModel.metadata.create_all(engine)
         _stamp(engine, SCHEMA_VERSION)
         return SCHEMA_VERSION
+    if current == SCHEMA_VERSION:
+        return current  # the usual open: nothing to create, Alembic not even imported
     if current > SCHEMA_VERSION:
         raise UserError(
             f"catalog schema v{current} is newer than this blockvault (v{SCHEMA_VERSION}); upgrade"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.api import Blockvault, BlockvaultError, Cancelled, Plan, UserError, printable
+from core.api import BlockvaultError, Cancelled, UserError, printable
 from tui.cli import output
 from tui.cli.common import (
     BACKUP_COLUMNS,
-    Nouns,
-    add_noun,
     add_verb,
     background_parent,
     confirm_parent,
@@ -23,7 +21,11 @@ from tui.cli.common import (
     show_list,
     show_object,
     size_arg,
+    verbs_of,
 )
+
+if TYPE_CHECKING:
+    from core.api import Blockvault, Plan
 
 
 def backup_create(bv: Blockvault, a: argparse.Namespace) -> Any:
@@ -123,9 +125,9 @@ def backup_drill(bv: Blockvault, a: argparse.Namespace) -> None:
     return None
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf, bg = json_parent(), confirm_parent(), background_parent()
-    backup = add_noun(nouns, "backup", "block-level, deduplicated backups in a vault")
+    backup = verbs_of(noun)
     p = add_verb(
         backup,
         "create",

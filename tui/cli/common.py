@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from core.api import Blockvault, Cancelled, Plan, UserError, parse_count, parse_size, printable
+from core.api import Cancelled, UserError, printable
 from tui.cli import output
 
-Handler = Callable[[Blockvault, argparse.Namespace], Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (4 ms of --help)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from core.api import Blockvault, Plan
+
+    Handler = Callable[[Blockvault, argparse.Namespace], Any]
+
 Nouns = argparse._SubParsersAction  # what `add_subparsers()` returns: nouns or a noun's verbs
 
 # `vault import` and `backup list` print the same table
@@ -44,9 +49,13 @@ class ArgumentParser(argparse.ArgumentParser):
 # --- building the parser --------------------------------------------------------------------
 
 
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
 def json_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_json_option(parent)
     return parent
 
 
@@ -68,9 +77,9 @@ def confirm_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def add_noun(nouns: Nouns, name: str, help: str) -> Nouns:
-    """A `blockvault <name> VERB` noun; returns what its verbs are added to."""
-    return nouns.add_parser(name, help=help).add_subparsers(
+def verbs_of(noun: argparse.ArgumentParser) -> Nouns:
+    """What the verbs of `blockvault NOUN VERB` are added to (one is required)."""
+    return noun.add_subparsers(
         dest="verb", metavar="VERB", required=True, parser_class=ArgumentParser
     )
 
@@ -90,6 +99,8 @@ def add_verb(
 
 
 def size_arg(text: str) -> int:
+    from core.api import parse_size  # only when a size is given: --help does not load it
+
     try:
         return parse_size(text)
     except UserError as exc:
@@ -100,6 +111,8 @@ def count_arg(low: int, high: int, what: str) -> Callable[[str], int]:
     """An argparse type for a bounded whole number (so a huge one is a usage error)."""
 
     def parse(text: str) -> int:
+        from core.api import parse_count  # only when a count is given: --help does not load it
+
         try:
             return parse_count(text, low=low, high=high, what=what)
         except UserError as exc:
@@ -154,6 +167,8 @@ def run_planned(
 ) -> Any:
     """Dry run prints the plan; otherwise confirm it and execute exactly that plan (the core
     refuses with the new plan if the state changed since), then print the result."""
+    from core.api import Plan  # loaded already: the façade made `plan`
+
     if args.dry_run:
         return print_dry_run(args, plan)
     output.confirm(plan, yes=args.yes)
@@ -248,6 +263,8 @@ def read_new_passphrase() -> str:
         return passphrase
     if not sys.stdin.isatty():
         raise UserError("--encrypt needs a passphrase: set BLOCKVAULT_PASSPHRASE")
+    import getpass  # only to ask: termios is not needed otherwise
+
     first = getpass.getpass("New vault passphrase: ")
     if not first or first != getpass.getpass("Repeat passphrase: "):
         raise UserError("passphrases are empty or do not match")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from core.api import Blockvault
 from tui.cli.common import (
-    Nouns,
-    add_noun,
     add_verb,
     confirm_parent,
     json_parent,
@@ -16,7 +14,11 @@ from tui.cli.common import (
     show_list,
     show_object,
     size_arg,
+    verbs_of,
 )
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 DISK_COLUMNS = (
     "id",
@@ -45,9 +47,9 @@ def disk_undo(bv: Blockvault, a: argparse.Namespace) -> None:
     )
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf = json_parent(), confirm_parent()
-    disk = add_noun(nouns, "disk", "disks: pool images and registered files or devices")
+    disk = verbs_of(noun)
     p = add_verb(
         disk,
         "create",

@@ -8,20 +8,23 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.api import Blockvault, printable
+from core.api import printable
 from tui.cli import output
 from tui.cli.common import (
-    Nouns,
-    add_noun,
+    add_json_option,
     add_verb,
     confirm_parent,
     count_arg,
     json_parent,
     show_list,
     show_object,
+    verbs_of,
 )
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 JOB_COLUMNS = (
     "id",
@@ -45,9 +48,9 @@ EVENT_COLUMNS = (
 )
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf = json_parent(), confirm_parent()
-    job = add_noun(nouns, "job", "transfers and other long operations")
+    job = verbs_of(noun)
     p = add_verb(
         job,
         "list",
@@ -73,8 +76,10 @@ def add_to(nouns: Nouns) -> None:
     )
     p.add_argument("job")
 
-    # events: a noun without verbs
-    p = nouns.add_parser("events", parents=[js], help="audit log: who did what, when")
+
+def add_events_to(p: argparse.ArgumentParser) -> None:
+    """`events`: a noun without verbs."""
+    add_json_option(p)
     p.set_defaults(handler=events_command)
     p.add_argument(
         "--limit",

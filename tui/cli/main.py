@@ -1,38 +1,66 @@
 """`blockvault <noun> <verb>`: the command line for scripts, cron and admins. No args opens the console.
 
 Every verb calls one façade method; user mistakes end in one line on stderr and a non-zero exit.
-Each noun registers its verbs from its own module; this one only assembles them and runs one.
+Each noun adds its verbs from its own module; this one only assembles them and runs one.
+
+`--help`, `--version` and `completion` cost about as much as Python starting: the parser is
+built from light modules, and only the noun on the command line gets its verbs (all of them
+cost 30 ms to import and build). The façade (SQLModel, the catalog) is imported to run a verb.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import sys
+from collections.abc import Sequence
 
-from core.api import Blockvault, BlockvaultError, Cancelled, printable
-from tui.cli import (
-    backups,
-    disks,
-    jobs,
-    output,
-    policies,
-    servers,
-    service,
-    snapshots,
-    status,
-    vaults,
-)
+from core.api import BlockvaultError, Cancelled, __version__, printable
+from tui.cli import output
 from tui.cli.common import ArgumentParser
 
-# in `blockvault --help` order; jobs adds both `job` and `events`
-NOUN_MODULES = (servers, disks, jobs, vaults, backups, policies, snapshots, service, status)
+#: in `blockvault --help` order: noun -> the `tui.cli` module and its function that add the
+#: noun's verbs and options, and its help (None: hidden)
+NOUNS = {
+    "server": ("servers", "add_to", "servers that disks attach to"),
+    "disk": ("disks", "add_to", "disks: pool images and registered files or devices"),
+    "job": ("jobs", "add_to", "transfers and other long operations"),
+    "events": ("jobs", "add_events_to", "audit log: who did what, when"),
+    "vault": ("vaults", "add_to", "where backups live: a local directory or S3-compatible storage"),
+    "backup": ("backups", "add_to", "block-level, deduplicated backups in a vault"),
+    "policy": ("policies", "add_to", "automatic backups: schedule, vault, retention, drills"),
+    "snapshot": ("snapshots", "add_to", "fast local snapshots stored with the disk"),
+    "service": (
+        "service",
+        "add_to",
+        "run policies, retention, drills, GC windows and --background jobs (for systemd)",
+    ),
+    "status": (
+        "status",
+        "add_to",
+        "protection status of every disk (Nagios exit codes, Prometheus textfile)",
+    ),
+    "completion": ("completion", "add_to", "print a shell completion script (bash, zsh, fish)"),
+    "__complete": ("completion", "add_complete_to", None),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+# argparse translates its own words ("options", "show this help message and exit") for each
+# parser it makes, and gettext looks for message catalogs on disk every time: half the time
+# of building the parser. The words do not change while we run: look each up once.
+argparse._ = functools.cache(argparse._)  # type: ignore[attr-defined]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every noun and verb. Given the command line `argv`, only its noun gets
+    its verbs, the others' modules are not even imported (all of them cost 30 ms, as much as
+    Python starting): a first parse finds the noun, or ends at --help or --version."""
     parser = ArgumentParser(
         prog="blockvault",
         description="Disk snapshots and backups for admin hosts. Without a command, opens the console.",
     )
+    parser.add_argument("--version", action="version", version=f"blockvault {__version__}")
     parser.add_argument(
         "--home", help="keep config, catalog, pool and vault under DIR (BLOCKVAULT_HOME)"
     )
@@ -47,17 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="change nothing: the catalog opened read-only, destructive actions hidden",
     )
     nouns = parser.add_subparsers(dest="noun", metavar="NOUN", parser_class=ArgumentParser)
-    for module in NOUN_MODULES:
-        module.add_to(nouns)
+    for name, (_, _, text) in NOUNS.items():  # without -h: one without its verbs takes anything
+        nouns.add_parser(name, add_help=False, **({"help": text} if text else {}))
+    wanted = NOUNS if argv is None else [parser.parse_known_args(argv)[0].noun]
+    for name in wanted:
+        if name is not None:
+            add_verbs(nouns.choices[name], *NOUNS[name][:2])
     return parser
+
+
+def add_verbs(noun: argparse.ArgumentParser, module: str, function: str) -> None:
+    noun.add_argument(
+        "-h",
+        "--help",
+        action="help",
+        default=argparse.SUPPRESS,
+        help="show this help message and exit",
+    )
+    getattr(importlib.import_module(f"tui.cli.{module}"), function)(noun)
 
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: distinct from user errors (2), failures (1), cancel (130)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(argv).parse_args(argv)
     if args.noun is None:
         from tui.console.app import run_console
 
@@ -65,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             home=args.home, catalog=args.catalog, demo=args.demo, read_only=args.read_only
         )
     try:
-        bv = Blockvault.open(home=args.home, catalog_url=args.catalog, read_only=args.read_only)
-        try:
-            code = args.handler(bv, args)  # a verb with its own exit codes returns one
-        finally:
-            bv.close()
+        code = run(args)
     except Cancelled:
         output.err.print(
             "blockvault: cancelled; nothing partial is visible, run it again to resume"
@@ -88,6 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"blockvault: internal error: {what}; run with --debug for details\n")
         return INTERNAL_ERROR
     return code if isinstance(code, int) else 0
+
+
+def run(args: argparse.Namespace) -> object:
+    """Run a verb with the façade open; a command that needs no catalog (`completion`) as is."""
+    if "run_without_catalog" in args:
+        return args.run_without_catalog(args, build_parser)
+    from core.api import Blockvault  # lazy: SQLModel and the catalog, 0.6 s --help never pays
+
+    bv = Blockvault.open(home=args.home, catalog_url=args.catalog, read_only=args.read_only)
+    try:
+        return args.handler(bv, args)  # a verb with its own exit codes returns one
+    finally:
+        bv.close()
 
 
 if __name__ == "__main__":

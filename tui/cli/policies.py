@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from core.api import Blockvault, Plan, printable
+from core.api import printable
 from tui.cli import output
 from tui.cli.common import (
-    Nouns,
-    add_noun,
     add_verb,
     confirm_parent,
     count_arg,
@@ -16,7 +15,11 @@ from tui.cli.common import (
     run_planned,
     show_list,
     show_object,
+    verbs_of,
 )
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 POLICY_COLUMNS = ("name", "status", "runs", "retention", "disks", "last_run_status", "next_run_at")
 POLICY_RUN_COLUMNS = ("policy", "disk", "backup", "status", "error")
@@ -73,6 +76,8 @@ def policy_run(bv: Blockvault, a: argparse.Namespace) -> int:
     """Run due policies; `--dry-run` shows what each would back up and its retention plan.
     Exit 0: every due backup succeeded; 3: some failed; 1: none could run."""
     if a.dry_run:
+        from core.api import Plan  # loaded already by the façade's plan_policy_run
+
         due = bv.plan_policy_run(policy=a.policy, force=a.now)
         if a.json:
             output.print_json(due)
@@ -93,9 +98,9 @@ def policy_run(bv: Blockvault, a: argparse.Namespace) -> int:
     return code
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf = json_parent(), confirm_parent()
-    policy = add_noun(nouns, "policy", "automatic backups: schedule, vault, retention, drills")
+    policy = verbs_of(noun)
     p = add_verb(policy, "create", policy_create, parents=[js], help="create a backup policy")
     p.add_argument("name")
     when = p.add_argument_group("schedule (one of; default: daily at 02:00)")

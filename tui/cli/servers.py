@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from core.api import Blockvault
 from tui.cli.common import (
-    Nouns,
-    add_noun,
     add_verb,
     confirm_parent,
     json_parent,
@@ -15,7 +13,11 @@ from tui.cli.common import (
     run_planned_job,
     show_list,
     show_object,
+    verbs_of,
 )
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 SERVER_COLUMNS = ("id", "name", "status", "disks", "created_at")
 
@@ -36,9 +38,9 @@ def server_reinstall(bv: Blockvault, a: argparse.Namespace) -> None:
     )
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf = json_parent(), confirm_parent()
-    server = add_noun(nouns, "server", "servers that disks attach to")
+    server = verbs_of(noun)
     p = add_verb(
         server,
         "create",

@@ -14,10 +14,14 @@ import os
 import signal
 import sys
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from core.api import Blockvault, printable
+from core.api import printable
 from tui.cli import output
-from tui.cli.common import ArgumentParser, Nouns, add_verb, json_parent, show_list
+from tui.cli.common import ArgumentParser, add_verb, json_parent, show_list
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 SERVICE_COLUMNS = ("host", "pid", "actor", "started_at", "beat_at", "jobs")
 PRIORITY = {"info": "<6>", "error": "<3>"}  # sd-daemon(3) prefixes the journal reads
@@ -77,13 +81,9 @@ def service_status(bv: Blockvault, a: argparse.Namespace) -> int:
     return 0 if running else 1
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js = json_parent()
-    noun = nouns.add_parser(
-        "service",
-        help="run policies, retention, drills, GC windows and --background jobs (for systemd)",
-        description="Without a verb: run the service in the foreground until SIGTERM/SIGINT.",
-    )
+    noun.description = "Without a verb: run the service in the foreground until SIGTERM/SIGINT."
     noun.set_defaults(handler=service_run)
     noun.add_argument(
         "--tick",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from core.api import Blockvault
 from tui.cli.common import (
-    Nouns,
-    add_noun,
     add_verb,
     confirm_parent,
     json_parent,
@@ -16,7 +14,11 @@ from tui.cli.common import (
     run_planned_job,
     show_list,
     show_object,
+    verbs_of,
 )
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 SNAPSHOT_COLUMNS = (
     "id",
@@ -51,9 +53,9 @@ def snapshot_to_disk(bv: Blockvault, a: argparse.Namespace) -> None:
     )
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf = json_parent(), confirm_parent()
-    snap = add_noun(nouns, "snapshot", "fast local snapshots stored with the disk")
+    snap = verbs_of(noun)
     p = add_verb(
         snap,
         "create",

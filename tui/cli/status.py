@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.api import Blockvault, printable
+from core.api import printable
 from tui.cli import output
-from tui.cli.common import Nouns, json_parent
+from tui.cli.common import add_json_option
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 #: the Nagios plugin convention
 OK, WARNING, CRITICAL = 0, 1, 2
@@ -49,16 +52,11 @@ blockvault_disks{status}, blockvault_status_timestamp_seconds. A value a disk do
 (never backed up, never drilled) has no sample."""
 
 
-def add_to(nouns: Nouns) -> None:
-    # a noun without verbs, like `events`
-    p = nouns.add_parser(
-        "status",
-        parents=[json_parent()],
-        help="protection status of every disk (Nagios exit codes, Prometheus textfile)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_to(p: argparse.ArgumentParser) -> None:
+    """`status`: a noun without verbs, like `events`."""
+    p.description, p.epilog = DESCRIPTION, EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_json_option(p)
     p.add_argument(
         "--prometheus",
         metavar="FILE",

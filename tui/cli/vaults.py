@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from core.api import Blockvault
 from tui.cli.common import (
     BACKUP_COLUMNS,
-    Nouns,
-    add_noun,
     add_verb,
     background_parent,
     confirm_parent,
@@ -21,7 +19,11 @@ from tui.cli.common import (
     show_list,
     show_object,
     size_arg,
+    verbs_of,
 )
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
 
 VAULT_COLUMNS = (
     "id",
@@ -80,11 +82,9 @@ def vault_check(bv: Blockvault, a: argparse.Namespace) -> None:
     run_job(bv.start_check(a.vault, read_fraction=a.read_data), a, "check")
 
 
-def add_to(nouns: Nouns) -> None:
+def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf, bg = json_parent(), confirm_parent(), background_parent()
-    vault = add_noun(
-        nouns, "vault", "where backups live: a local directory or S3-compatible storage"
-    )
+    vault = verbs_of(noun)
     p = add_verb(
         vault,
         "add",

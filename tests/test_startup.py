@@ -1,0 +1,177 @@
+"""Start-up: what the real CLI imports for --help, --version, completion and `disk list --json`,
+and shell completion sourced into a real bash. Counts modules, never times (deterministic)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import core
+from tests.support.cli import CLI
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs `blockvault ARGS...` as the console script does, then writes the modules it imported.
+WRAPPER = """
+import sys
+from tui.cli.main import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+import json, os
+with open(os.environ["MODULES_OUT"], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+#: never needed to print help, a version or a completion script
+HEAVY = ("sqlalchemy", "sqlmodel", "pydantic", "alembic", "boto3", "botocore", "textual", "rich")
+#: nor the engine below the façade
+HEAVY_CORE = ("core.facade", "core.ops", "core.catalog", "core.jobs", "core.engine", "core.repo")
+
+
+def run_cli(tmp_path: Path, *argv: str) -> tuple[int, set[str], str]:
+    """`blockvault ARGV` in a fresh interpreter: its exit code, the modules it imported, stdout."""
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "MODULES_OUT": str(out), "BLOCKVAULT_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert out.exists(), done.stderr
+    result = json.loads(out.read_text())
+    return result["code"] or 0, set(result["modules"]), done.stdout
+
+
+def loaded(modules: set[str], names: tuple[str, ...]) -> set[str]:
+    return {m for m in modules if any(m == n or m.startswith(n + ".") for n in names)}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["disk", "--help"],
+        ["backup", "create", "--help"],
+        ["vault", "add", "--help"],
+        ["completion", "bash"],
+        ["completion", "zsh"],
+        ["completion", "fish"],
+    ],
+    ids=" ".join,
+)
+def test_help_version_and_completion_import_nothing_heavy(tmp_path: Path, argv: list[str]) -> None:
+    code, modules, out = run_cli(tmp_path, *argv)
+    assert code == 0 and out
+    assert not loaded(modules, HEAVY + HEAVY_CORE)
+    assert not (tmp_path / "home").exists()  # nor open (or make) a catalog
+
+
+def test_help_builds_only_the_noun_it_shows(tmp_path: Path) -> None:
+    _, modules, out = run_cli(tmp_path, "disk", "--help")
+    assert "register" in out and "undo" in out
+    assert "tui.cli.disks" in modules and "tui.cli.backups" not in modules
+
+
+def test_version_is_the_installed_one(tmp_path: Path) -> None:
+    code, _, out = run_cli(tmp_path, "--version")
+    assert code == 0 and out == f"blockvault {core.__version__}\n"
+    try:
+        installed = importlib.metadata.version("blockvault")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("blockvault is not installed: no metadata to compare with")
+    assert installed == core.__version__
+
+
+@pytest.mark.slow  # the catalog made in-process, then listed in a fresh interpreter: 1.5 s
+def test_disk_list_json_loads_no_s3_console_or_migration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = CLI(tmp_path / "home", capsys)
+    cli.ok("disk", "create", "web1-data", "--size", "1M")  # made and migrated here
+    code, modules, out = run_cli(tmp_path, "disk", "list", "--json")
+    assert code == 0 and [d["name"] for d in json.loads(out)] == ["web1-data"]
+    assert not loaded(modules, ("boto3", "botocore", "textual", "alembic", "rich"))
+
+
+# --- bash completion ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def complete(tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """`complete("blockvault", "disk", "show", "")`: what TAB offers after those words, from
+    the script `blockvault completion bash` sourced into bash (words[-1] is being typed)."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    cli = CLI(tmp_path / "home", capsys)
+    cli.ok("server", "create", "web1")
+    cli.ok("disk", "create", "web1-data", "--size", "1M", "--server", "web1")
+    cli.ok("disk", "create", "db1-root", "--size", "1M")
+
+    def offered(*words: str, env: dict[str, str] | None = None) -> list[str]:
+        script = "\n".join(
+            [
+                'blockvault() { "$PYTHON" -m tui.cli "$@"; }',
+                'eval "$(blockvault completion bash)"',
+                f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)})",
+                f"COMP_CWORD={len(words) - 1}",
+                "_blockvault",
+                "printf '%s\\n' \"${COMPREPLY[@]}\"",
+            ]
+        )
+        done = subprocess.run(
+            ["bash", "--norc", "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHON": sys.executable, **(env or {})},
+            check=True,
+        )
+        assert done.stderr == ""
+        return done.stdout.split()
+
+    offered.home = cli.home  # type: ignore[attr-defined]
+    return offered
+
+
+def test_bash_completes_nouns_verbs_and_options(complete) -> None:  # type: ignore[no-untyped-def]
+    assert complete("blockvault", "di") == ["disk"]
+    assert complete("blockvault", "disk", "de") == ["delete", "detach"]
+    assert complete("blockvault", "disk", "list", "--j") == ["--json"]
+    assert complete("blockvault", "disk", "attach", "x", "--role", "") == ["system", "data"]
+    assert complete("blockvault", "completion", "") == ["bash", "zsh", "fish"]
+
+
+def test_bash_completes_disk_names_from_the_catalog(complete) -> None:  # type: ignore[no-untyped-def]
+    at_home = {"BLOCKVAULT_HOME": str(complete.home)}
+    assert complete("blockvault", "disk", "show", "", env=at_home) == ["db1-root", "web1-data"]
+
+
+@pytest.mark.slow  # two catalog reads: 2 s on a busy machine
+def test_bash_completes_names_of_the_catalog_on_the_line(complete) -> None:  # type: ignore[no-untyped-def]
+    home = str(complete.home)
+    # --home on the line names the catalog; the names of two kinds, and an option's value
+    words = ("blockvault", "--home", home, "policy", "apply", "nightly", "w")
+    assert complete(*words) == ["web1-data", "web1"]
+    assert complete("blockvault", "--home", home, "disk", "attach", "db1-root", "--server", "") == [
+        "web1"
+    ]
+
+
+def test_bash_offers_no_names_without_a_catalog(complete, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    nowhere = tmp_path / "nowhere"
+    assert complete("blockvault", "--home", str(nowhere), "disk", "show", "") == []
+    assert not nowhere.exists()  # read-only: completion never makes a catalog

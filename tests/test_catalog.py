@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from core.base.errors import UserError
 from core.catalog.db import SCHEMA_VERSION, Catalog
-from core.catalog.models import Disk, Job
+from core.catalog.models import Backup, Disk, Job, Policy, VaultRecord
 
 # The schema blockvault v1 wrote (frozen: never edit; later versions migrate from it).
 SCHEMA_V1 = """
@@ -79,3 +79,32 @@ def test_newer_catalog_is_refused(tmp_path: Path) -> None:
     connection.close()
     with pytest.raises(UserError, match="newer"):
         Catalog(f"sqlite:///{path}")
+
+
+def test_a_v4_catalog_gains_locks_replicas_and_quotas_without_loss(tmp_path: Path) -> None:
+    """v4 -> v5 on the exact schema v4 made: rows intact, the new columns empty."""
+    path = tmp_path / "v4.sqlite"
+    connection = sqlite3.connect(path)
+    connection.executescript((Path(__file__).parent / "fixtures" / "catalog_v4.sql").read_text())
+    connection.close()
+    catalog = Catalog(f"sqlite:///{path}")
+    assert catalog.version == SCHEMA_VERSION == 5
+    with catalog.session() as session:
+        vault = session.exec(select(VaultRecord)).one()
+        assert (vault.name, vault.object_lock, vault.quota_bytes, vault.over_alert) == (
+            "offsite",
+            None,
+            None,
+            False,
+        )
+        backup = session.exec(select(Backup)).one()
+        assert (backup.name, backup.pinned, backup.locked_until, backup.copy_of) == (
+            "db-nightly",
+            True,
+            None,
+            None,
+        )
+        policy = session.exec(select(Policy)).one()
+        assert (policy.keep_last, policy.lock_for, policy.replicate_to) == (7, None, None)
+    assert catalog.integrity_ok()
+    catalog.dispose()

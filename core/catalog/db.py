@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from alembic.operations import Operations
 from core.base.errors import UserError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CLAIM_LOCK_KEY = "claim_lock"  # the meta row every claiming transaction updates first
 
 
@@ -85,10 +85,36 @@ def _v4_protection(op: Operations) -> None:
             batch.add_column(sa.Column("request", sa.String(), nullable=True))
 
 
+def _v5_protecting_backups(op: Operations) -> None:
+    """v5: locked backups and object-lock vaults, replicas and replicating policies, vault
+    quotas with their alert threshold and last measured usage."""
+    present = set(sa.inspect(op.get_bind()).get_table_names())
+    if "vaults" in present:
+        with op.batch_alter_table("vaults") as batch:
+            batch.add_column(sa.Column("object_lock", sa.String(), nullable=True))
+            batch.add_column(sa.Column("quota_bytes", sa.BigInteger(), nullable=True))
+            batch.add_column(sa.Column("alert_at", sa.Float(), nullable=True))
+            batch.add_column(sa.Column("usage_bytes", sa.BigInteger(), nullable=True))
+            batch.add_column(sa.Column("usage_at", sa.DateTime(), nullable=True))
+            batch.add_column(
+                sa.Column("over_alert", sa.Boolean(), nullable=False, server_default=sa.false())
+            )
+    if "backups" in present:
+        with op.batch_alter_table("backups") as batch:
+            batch.add_column(sa.Column("locked_until", sa.DateTime(), nullable=True))
+            batch.add_column(sa.Column("copy_of", sa.String(), nullable=True))
+            batch.create_index("ix_backups_copy_of", ["copy_of"])
+    if "policies" in present:
+        with op.batch_alter_table("policies") as batch:
+            batch.add_column(sa.Column("lock_for", sa.String(), nullable=True))
+            batch.add_column(sa.Column("replicate_to", sa.String(), nullable=True))
+
+
 MIGRATIONS: dict[int, Callable[[Operations], None]] = {
     2: _v2_restore_marker_and_heartbeat,
     3: _v3_claims,
     4: _v4_protection,
+    5: _v5_protecting_backups,
 }
 
 

@@ -107,6 +107,13 @@ class VaultRecord(SQLModel, table=True):
     #: the vault's settings (chunk size, compression, encryption...) as first seen: a vault
     #: whose config changes afterwards is refused (canonical JSON, no secret in it)
     config_settings: str | None = None
+    #: S3 Object Lock mode every object is written with (compliance | governance), or None
+    object_lock: str | None = None
+    quota_bytes: int | None = None  # `vault set --quota`: backups that would pass it are refused
+    alert_at: float | None = None  # percent of the quota whose crossing raises an alert
+    usage_bytes: int | None = None  # bytes really stored (after dedup and zstd), last measured
+    usage_at: datetime | None = None
+    over_alert: bool = False  # the last measurement was past alert_at (one alert per crossing)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -133,6 +140,9 @@ class Backup(SQLModel, table=True):
     duration: float = 0.0
     version: int = 0
     pinned: bool = False  # exempt from every policy's retention (`backup pin`)
+    #: `backup lock`: no delete, expiry or gc before this (S3 Object Lock on locked vaults)
+    locked_until: datetime | None = None
+    copy_of: str | None = Field(default=None, index=True)  # the backup this one replicates
     created_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
 
@@ -152,6 +162,8 @@ class Policy(SQLModel, table=True):
     keep_yearly: int | None = None
     keep_within: str | None = None  # a duration, e.g. "30d"
     drill: str | None = None  # a schedule for restore drills of the policy's disks
+    lock_for: str | None = None  # a duration: each backup it makes is locked that long
+    replicate_to: str | None = None  # a vault id: each backup it makes is copied there
     enabled: bool = True
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -87,27 +87,33 @@ def _v4_protection(op: Operations) -> None:
 
 def _v5_protecting_backups(op: Operations) -> None:
     """v5: locked backups and object-lock vaults, replicas and replicating policies, vault
-    quotas with their alert threshold and last measured usage."""
+    quotas with their alert threshold and last measured usage. Plain ADD COLUMNs: a batch
+    rebuild of `vaults` would drop a table that backups and policies reference."""
     present = set(sa.inspect(op.get_bind()).get_table_names())
-    if "vaults" in present:
-        with op.batch_alter_table("vaults") as batch:
-            batch.add_column(sa.Column("object_lock", sa.String(), nullable=True))
-            batch.add_column(sa.Column("quota_bytes", sa.BigInteger(), nullable=True))
-            batch.add_column(sa.Column("alert_at", sa.Float(), nullable=True))
-            batch.add_column(sa.Column("usage_bytes", sa.BigInteger(), nullable=True))
-            batch.add_column(sa.Column("usage_at", sa.DateTime(), nullable=True))
-            batch.add_column(
-                sa.Column("over_alert", sa.Boolean(), nullable=False, server_default=sa.false())
-            )
+    columns = {
+        "vaults": [
+            sa.Column("object_lock", sa.String(), nullable=True),
+            sa.Column("quota_bytes", sa.BigInteger(), nullable=True),
+            sa.Column("alert_at", sa.Float(), nullable=True),
+            sa.Column("usage_bytes", sa.BigInteger(), nullable=True),
+            sa.Column("usage_at", sa.DateTime(), nullable=True),
+            sa.Column("over_alert", sa.Boolean(), nullable=False, server_default=sa.false()),
+        ],
+        "backups": [
+            sa.Column("locked_until", sa.DateTime(), nullable=True),
+            sa.Column("copy_of", sa.String(), nullable=True),
+        ],
+        "policies": [
+            sa.Column("lock_for", sa.String(), nullable=True),
+            sa.Column("replicate_to", sa.String(), nullable=True),
+        ],
+    }
+    for table, added in columns.items():
+        if table in present:
+            for column in added:
+                op.add_column(table, column)
     if "backups" in present:
-        with op.batch_alter_table("backups") as batch:
-            batch.add_column(sa.Column("locked_until", sa.DateTime(), nullable=True))
-            batch.add_column(sa.Column("copy_of", sa.String(), nullable=True))
-            batch.create_index("ix_backups_copy_of", ["copy_of"])
-    if "policies" in present:
-        with op.batch_alter_table("policies") as batch:
-            batch.add_column(sa.Column("lock_for", sa.String(), nullable=True))
-            batch.add_column(sa.Column("replicate_to", sa.String(), nullable=True))
+        op.create_index("ix_backups_copy_of", "backups", ["copy_of"])
 
 
 MIGRATIONS: dict[int, Callable[[Operations], None]] = {

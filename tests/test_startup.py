@@ -3,6 +3,7 @@ and shell completion sourced into a real bash. Counts modules, never times (dete
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import json
 import os
@@ -10,12 +11,17 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from textual.widgets import Static
 
 import core
+from core.api import Blockvault, UserError
 from tests.support.cli import CLI
+from tui.console.app import BlockvaultApp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,3 +181,84 @@ def test_bash_offers_no_names_without_a_catalog(complete, tmp_path: Path) -> Non
     nowhere = tmp_path / "nowhere"
     assert complete("blockvault", "--home", str(nowhere), "disk", "show", "") == []
     assert not nowhere.exists()  # read-only: completion never makes a catalog
+
+
+# --- the console paints, then opens the catalog --------------------------------------------------
+
+
+async def wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_console_paints_before_the_catalog_is_open(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def opener() -> Blockvault:  # what run_console hands the app: slow on purpose here
+        assert release.wait(20)
+        return Blockvault.open(home=tmp_path / "home")
+
+    app = BlockvaultApp(None, opener=opener)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        shown = str(app.screen.query_one(Static).render())
+        assert "opening the catalog" in shown and app.main is None
+        release.set()
+        await wait_for(lambda: app.main is not None and app.screen is app.main)
+        await pilot.press("q")
+    assert app.error is None
+    assert app.bv is not None
+    app.bv.close()
+
+
+@pytest.mark.asyncio
+async def test_console_that_cannot_open_the_catalog_ends_with_the_error() -> None:
+    def opener() -> Blockvault:
+        raise UserError("no catalog here")
+
+    app = BlockvaultApp(None, opener=opener)
+    async with app.run_test(size=(100, 30)):
+        await wait_for(lambda: app.error is not None)
+    assert str(app.error) == "no catalog here" and app.return_code == UserError.exit_code
+
+
+# The console on HOME in a fresh interpreter, until its panes are loaded: the modules imported.
+CONSOLE = """
+import asyncio, json, sys, time
+from core.api import Blockvault
+from tui.console.app import BlockvaultApp
+
+async def main():
+    app = BlockvaultApp(None, opener=lambda: Blockvault.open(home=sys.argv[1]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        deadline = time.monotonic() + 60
+        while app.main is None or any(w.is_running for w in app.workers):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+    print(json.dumps(sorted(sys.modules)))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow  # a console in a fresh interpreter: 3 s
+def test_console_start_imports_no_s3_client(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = CLI(tmp_path / "home", capsys)
+    cli.ok("disk", "create", "web1-data", "--size", "1M")
+    cli.ok("vault", "add", "here", "--path", str(tmp_path / "vault"))
+    done = subprocess.run(
+        [sys.executable, "-c", CONSOLE, str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    modules = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "tui.console.main_screen" in modules
+    assert not loaded(modules, ("boto3", "botocore", "alembic"))

@@ -1,4 +1,9 @@
-"""The console application: themes, the size guard, the palette; `run_console` is the entry."""
+"""The console application: themes, the size guard, the palette; `run_console` is the entry.
+
+`run_console` paints first and opens the catalog after: the app starts on a one-line screen
+while a thread imports the façade and opens the catalog (SQLModel, the migration check and
+reconcile: most of a second), then the main screen replaces it.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,21 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from textual.app import App, SystemCommand
+from textual.app import App, ComposeResult, SystemCommand
 from textual.content import Content
 from textual.events import Resize
 from textual.screen import Screen
+from textual.widgets import Static
 
-from core.api import Blockvault, BlockvaultError
-from core.demo import build_demo
+from core.api import BlockvaultError
 from tui.console import actions, fmt
-from tui.console.main_screen import MainScreen
 from tui.console.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
+
+if TYPE_CHECKING:
+    from core.api import Blockvault
+    from tui.console.main_screen import MainScreen
 
 DARK, LIGHT = "textual-dark", "textual-light"
 ALERT_STYLE = {"overdue": "$warning", "failing": "$error"}
@@ -32,14 +41,21 @@ class BlockvaultApp(App[int]):
 
     def __init__(
         self,
-        bv: Blockvault,
+        bv: Blockvault | None,
         *,
+        opener: Callable[[], Blockvault] | None = None,
+        opening: str = "opening the catalog",
         read_only: bool = False,
         clock: Callable[[], datetime] = fmt.utc_now,
         theme: str = DARK,
     ) -> None:
+        """On `bv`; or, without one, on what `opener` returns, called in a thread while
+        the app shows `opening` (an error it raises ends the app: see `error`)."""
         super().__init__()
         self.bv = bv
+        self.opener = opener
+        self.opening = opening
+        self.error: BlockvaultError | None = None
         self.read_only = read_only
         self.clock = clock
         self.initial_theme = theme
@@ -61,9 +77,39 @@ class BlockvaultApp(App[int]):
             parts += [(" — ", "dim"), Content(sub_title).stylize("dim")]
         return Content.assemble(*parts)
 
+    def compose(self) -> ComposeResult:
+        if self.bv is None:  # the first paint, while the catalog opens
+            yield Static(f"{self.TITLE} · {self.opening} …")
+
     def on_mount(self) -> None:
         self.theme = self.initial_theme
-        self.main = MainScreen(self.bv, read_only=self.read_only)
+        if self.bv is None:
+            self.run_worker(self._open, thread=True)
+            self._guard_size(self.size.width, self.size.height)
+        else:
+            self._show(self.bv)
+
+    def _open(self) -> None:
+        """In a thread: the façade is imported and the catalog opened here."""
+        assert self.opener is not None
+        try:
+            bv = self.opener()
+        except BlockvaultError as exc:
+            self.call_from_thread(self._fail, exc)
+        else:
+            self.call_from_thread(self._show, bv)
+
+    def _fail(self, exc: BlockvaultError) -> None:
+        self.error = exc
+        self.exit(return_code=exc.exit_code)
+
+    def _show(self, bv: Blockvault) -> None:
+        from tui.console.main_screen import MainScreen  # its widgets: after the first paint
+
+        self.bv = bv
+        self.main = MainScreen(bv, read_only=self.read_only)
+        if isinstance(self.screen, TooSmallScreen):
+            self.pop_screen()  # the guard goes back over the main screen
         self.push_screen(self.main)
         self._guard_size(self.size.width, self.size.height)
 
@@ -85,7 +131,7 @@ class BlockvaultApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every registered action, named `Category: Action`, offered when it applies."""
-        if isinstance(screen, MainScreen):
+        if self.main is not None and screen is self.main:
             for action in actions.ACTIONS:
                 if action.id == "palette" or not screen.check_action(action.id, ()):
                     continue
@@ -105,21 +151,27 @@ def run_console(
     read_only: bool = False,
 ) -> int:
     """`blockvault` with no noun: open the console (on a throwaway demo with `demo`)."""
-    demo_dir: Path | None = None
+    demo_dir = Path(tempfile.mkdtemp(prefix="blockvault-demo-")) if demo else None
+
+    def open_catalog() -> Blockvault:
+        if demo_dir is not None:
+            from core.demo import build_demo
+
+            return build_demo(demo_dir)
+        from core.api import Blockvault
+
+        return Blockvault.open(home=home, catalog_url=catalog, read_only=read_only)
+
+    opening = f"building the demo in {demo_dir}" if demo_dir else "opening the catalog"
+    app = BlockvaultApp(None, opener=open_catalog, opening=opening, read_only=read_only)
     try:
-        if demo:
-            demo_dir = Path(tempfile.mkdtemp(prefix="blockvault-demo-"))
-            sys.stderr.write(f"blockvault: building the demo in {demo_dir} ...\n")
-            bv = build_demo(demo_dir)
-        else:
-            bv = Blockvault.open(home=home, catalog_url=catalog, read_only=read_only)
-    except BlockvaultError as exc:
-        sys.stderr.write(f"blockvault: error: {exc}\n")
-        return exc.exit_code
-    try:
-        BlockvaultApp(bv, read_only=read_only).run()
+        app.run()
     finally:
-        bv.close()
+        if app.bv is not None:
+            app.bv.close()
         if demo_dir is not None:
             shutil.rmtree(demo_dir, ignore_errors=True)
+    if app.error is not None:
+        sys.stderr.write(f"blockvault: error: {app.error}\n")
+        return app.error.exit_code
     return 0

@@ -183,6 +183,54 @@ def test_bash_offers_no_names_without_a_catalog(complete, tmp_path: Path) -> Non
     assert not nowhere.exists()  # read-only: completion never makes a catalog
 
 
+# zsh runs the bash function through bashcompinit (called here as its compgen -F does, with
+# 0-based arrays; zsh itself filters the words by what is typed); fish has its own script.
+ZSH = """
+blockvault() { "$PYTHON" -m tui.cli "$@"; }
+source <(blockvault completion zsh)
+setopt ksharrays
+COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+_blockvault
+print -l -r -- "${COMPREPLY[@]}"
+"""
+FISH = """
+function blockvault; $PYTHON -m tui.cli $argv; end
+blockvault completion fish | source
+complete -C "$argv"
+"""
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_complete_names_and_choices(complete, shell: str) -> None:  # type: ignore[no-untyped-def]
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+
+    def offered(*words: str) -> list[str]:
+        argv = (
+            ["zsh", "-f", "-c", ZSH, "zsh", *words]
+            if shell == "zsh"
+            else ["fish", "--no-config", "-c", FISH, " ".join(words)]
+        )
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHON": sys.executable, "BLOCKVAULT_HOME": str(complete.home)},
+            check=True,
+        )
+        assert done.stderr == ""
+        return sorted(done.stdout.split())
+
+    if shell == "zsh":
+        assert offered("blockvault", "disk", "show", "") == ["db1-root", "web1-data"]
+        assert offered("blockvault", "disk", "attach", "x", "--role", "") == ["data", "system"]
+    else:
+        assert offered("blockvault", "disk", "show", "") == ["db1-root", "web1-data"]
+        assert offered("blockvault", "di") == ["disk"]
+        assert offered("blockvault", "disk", "attach", "x", "--role", "") == ["data", "system"]
+
+
 # --- the console paints, then opens the catalog --------------------------------------------------
 
 

@@ -352,7 +352,7 @@ def fish_script(table: dict[str, Command]) -> str:
         for index, (spec, repeats) in enumerate(c.positionals):
             if spec == "-":
                 continue
-            pattern = _fish_quote(f"{p}|") + "*" if repeats else _fish_quote(f"{p}|{index}")
+            pattern = _fish_quote(f"{p}|*" if repeats else f"{p}|{index}")  # fish: quoted globs
             positionals.append(f"        case {pattern}\n            echo {_fish_quote(spec)}")
     parts = [
         "# blockvault completion for fish: `blockvault completion fish`, made from its parser.",

@@ -130,7 +130,7 @@ BASH_ENGINE = r"""
 # Walk the words before the cursor: subcommands extend the command's path, an option that
 # takes a value skips it, other words are positional arguments. Then offer what fits.
 _blockvault() {
-    local bv_cur="${COMP_WORDS[COMP_CWORD]}" bv_path="" bv_word bv_subs
+    local bv_cur="${COMP_WORDS[COMP_CWORD]}" bv_path="" bv_word
     local bv_i=1 bv_npos=0
     local -a bv_globals
     bv_globals=()

@@ -85,6 +85,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def add_verbs(noun: argparse.ArgumentParser, module: str, function: str) -> None:
+    """Give a listed noun its -h and, from its module (imported now), its verbs and options."""
     noun.add_argument(
         "-h",
         "--help",

@@ -116,6 +116,7 @@ class Blockvault:
                 "servers": session.exec(select(func.count()).select_from(Server)).one(),
                 "disks": session.exec(select(func.count()).select_from(Disk)).one(),
                 "vaults": [(v.name, v.status, counts.get(v.id, (0, 0, 0))[0]) for v in rows],
+                "vaults_over_alert": [v.name for v in rows if v.over_alert],
             }
 
     # --- servers ----------------------------------------------------------------------------
@@ -301,11 +302,34 @@ class Blockvault:
 
     # --- vaults -----------------------------------------------------------------------------
 
-    def add_vault(self, name: str, **options: Any) -> dict[str, Any]:
-        """Register (and initialise if empty) a local or S3 vault; see `vaults.add_vault`."""
-        from core.ops import vaults
+    def add_vault(
+        self, name: str, *, quota: Any = None, alert_at: Any = None, **options: Any
+    ) -> dict[str, Any]:
+        """Register (and initialise if empty) a local or S3 vault; see `vaults.add_vault`.
+        `quota` ('500G') and `alert_at` ('80%') are checked before anything is added."""
+        from core.ops import capacity, vaults
 
+        capacity.parse_quota(quota)
+        if capacity.parse_percent(alert_at) is not None and capacity.parse_quota(quota) is None:
+            raise UserError("--alert-at is a share of a quota: give --quota too")
         vault = vaults.add_vault(self.ctx, name, **options)
+        if quota is not None or alert_at is not None:
+            capacity.set_capacity(self.ctx, vault.id, quota=quota, alert_at=alert_at)
+        else:
+            capacity.measure(self.ctx, vault)
+        return self.get_vault(vault.id, deep=False)
+
+    def set_vault(self, ref: str, *, quota: Any = None, alert_at: Any = None) -> dict[str, Any]:
+        """`vault set`: the quota ('500G', or 'none' to remove it) and the alert threshold
+        ('80%', or 'none'); None leaves a setting as it is. The usage is measured again."""
+        from core.ops import capacity
+
+        vault = capacity.set_capacity(
+            self.ctx,
+            ref,
+            quota=capacity.UNCHANGED if quota is None else quota,
+            alert_at=capacity.UNCHANGED if alert_at is None else alert_at,
+        )
         return self.get_vault(vault.id, deep=False)
 
     def list_vaults(self) -> list[dict[str, Any]]:
@@ -314,8 +338,12 @@ class Blockvault:
         vaults.default_vault(self.ctx)  # the embedded default always shows
         with self.ctx.catalog.session() as session:
             counts = vaults.backup_counts(session)
+            links = vaults.vault_links(session, self.ctx.settings.default_vault)
             rows = session.exec(select(VaultRecord).order_by(VaultRecord.name)).all()
-            return [self._vault_dict(v, counts.get(v.id, (0, 0, 0))) for v in rows]
+            return [
+                self._vault_dict(v, counts.get(v.id, (0, 0, 0)), **links.get(v.id, {}))
+                for v in rows
+            ]
 
     @staticmethod
     def _vault_dict(vault: Any, count: tuple[int, int, int], **extra: Any) -> dict[str, Any]:
@@ -333,13 +361,22 @@ class Blockvault:
         self, ref: str | None, *, deep: bool = True, passphrase: str | None = None
     ) -> dict[str, Any]:
         """A vault with catalog counts; `deep` also reads the store's real usage."""
-        from core.ops import vaults
+        from core.ops import capacity, vaults
 
         vault = vaults.get_vault(self.ctx, ref)
+        if deep:  # the store is read anyway: its usage is measured again on the way
+            capacity.measure(self.ctx, vault)
         with self.ctx.catalog.session() as session:
+            vault = session.get(VaultRecord, vault.id)
             count = vaults.backup_counts(session).get(vault.id, (0, 0, 0))
+            links = vaults.vault_links(session, self.ctx.settings.default_vault)
+            extra = {
+                **links.get(vault.id, {}),
+                "capacity": capacity.usage_line(vault),
+                **capacity.forecast(session, vault),
+            }
         if not deep:
-            return self._vault_dict(vault, count)
+            return self._vault_dict(vault, count, **extra)
         stats = vaults.open_repository(self.ctx, vault, passphrase=passphrase).stats()
         return self._vault_dict(
             vault,
@@ -347,6 +384,7 @@ class Blockvault:
             chunks=stats.chunks,
             manifests=stats.manifests,
             damaged_manifests=list(stats.damaged_manifests),
+            **extra,
         )
 
     def plan_remove_vault(self, ref: str, *, force: bool = False) -> Plan:

@@ -111,7 +111,23 @@ def vault_view(vault: VaultRecord, **stats: Any) -> dict[str, Any]:
         "encrypted": vault.encrypted,
         "created_at": iso(vault.created_at),
         "size": stats.get("logical_bytes"),
+        **capacity_view(vault),
         **stats,
+    }
+
+
+def capacity_view(vault: VaultRecord) -> dict[str, Any]:
+    """Usage (bytes really stored, as last measured) against the quota and its alert."""
+    percent = None
+    if vault.quota_bytes and vault.usage_bytes is not None:
+        percent = round(vault.usage_bytes / vault.quota_bytes * 100, 1)
+    return {
+        "usage_bytes": vault.usage_bytes,
+        "usage_at": iso(vault.usage_at),
+        "quota_bytes": vault.quota_bytes,
+        "alert_at": vault.alert_at,
+        "percent_used": percent,
+        "over_alert": vault.over_alert,
     }
 
 

@@ -26,7 +26,7 @@ from core.engine import pipeline
 from core.engine.tracking import ChangeTracker
 from core.jobs.claims import active_readers, claim, disk_metadata, release_disk
 from core.jobs.runner import JobContext, JobHandle, create_job, new_job
-from core.ops import recovery
+from core.ops import capacity, recovery
 from core.ops.facts import change_tracker, check_plan, disk_facts
 from core.ops.vaults import get_vault, open_repository
 from core.repo.manifest import Manifest
@@ -56,12 +56,29 @@ def latest_backup(session: Session, disk_id: str, vault_id: str) -> Backup | Non
 def _backup_plan(
     ctx: Context, session: Session, disk: Disk, vault: VaultRecord, *, measure: bool
 ) -> Plan:
+    parent = latest_backup(session, disk.id, vault.id)
     return lifecycle.plan_backup(
         disk_facts(ctx, session, disk, writers=False),
         vault_name=vault.name,
-        parent=latest_backup(session, disk.id, vault.id),
+        parent=parent,
         data_bytes=allocated_bytes(disk.path) if measure else None,
+        capacity=_capacity(session, disk, vault, parent),
     )
+
+
+def _capacity(
+    session: Session, disk: Disk, vault: VaultRecord, parent: Backup | None
+) -> lifecycle.Capacity:
+    """The vault's room and this backup's estimate, read in the plan's session (the usage
+    as it is now: the executor re-reads it when it claims the disk). The allocated bytes are
+    one stat, so the executor's estimate is the plan's."""
+    row = session.get(VaultRecord, vault.id) or vault
+    allocated = allocated_bytes(disk.path) if disk.device_kind == "file" else None
+    readable = disk.size if allocated is None else min(allocated, disk.size)
+    estimate, basis = capacity.backup_estimate(
+        session, disk_id=disk.id, vault_id=vault.id, parent=parent, readable=readable
+    )
+    return lifecycle.Capacity(row.usage_bytes, row.quota_bytes, estimate, basis)
 
 
 def plan_backup(ctx: Context, disk_ref: str, *, vault_ref: str | None = None) -> Plan:
@@ -174,6 +191,9 @@ def _run_backup(
         if clone is not None:
             tracker.discard(backup.id)
         raise
+    usage_warning = capacity.note_backup(ctx, vault, row, repo.store)
+    if usage_warning:
+        notes.append(usage_warning)
     if clone is not None:
         with contextlib.suppress(OSError):  # an older clone left behind is dropped next time
             tracker.keep(backup.id)

@@ -223,13 +223,19 @@ def plan_os_reinstall(
 
 
 def plan_backup(
-    facts: DiskFacts, *, vault_name: str, parent: Backup | None, data_bytes: int | None = None
+    facts: DiskFacts,
+    *,
+    vault_name: str,
+    parent: Backup | None,
+    data_bytes: int | None = None,
+    capacity: Capacity | None = None,
 ) -> Plan:
     """A backup never overwrites anything: full into an empty vault, then only changed chunks.
 
     Refused while another job owns the disk, and on a half-restored disk (its content is
     incomplete). `data_bytes` (allocated bytes) is what will be read; an incremental sends
-    only the chunks the vault does not hold yet, which nobody knows before reading."""
+    only the chunks the vault does not hold yet, which nobody knows before reading. With a
+    `capacity`, refused when the vault's usage plus the backup's estimate passes its quota."""
     disk = facts.disk
     refusal = disk_busy(disk, facts.owner)
     if refusal is None and (disk.status in INCOMPLETE_STATUSES or disk.restore_incomplete):
@@ -244,9 +250,64 @@ def plan_backup(
     else:
         route = f"full: the first backup of this disk in this vault, reads {human_size(readable)}"
         item = PlanItem("create", "backup", "", "", readable, f"into vault {vault_name}")
+    extra: dict = {}
+    if capacity is not None:
+        route = f"{route}; {capacity.line(vault_name)}"
+        refusal = refusal or capacity.refusal(vault_name)
+        extra = capacity.to_dict()
     return Plan(
-        "backup", f"disk {disk.name}", (item,), refusal=refusal, destructive=False, route=route
+        "backup",
+        f"disk {disk.name}",
+        (item,),
+        refusal=refusal,
+        destructive=False,
+        route=route,
+        extra=extra,
     )
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """A vault's room for one more write: its usage (bytes really stored, last measured), its
+    quota (None: no limit) and the estimate of what the write adds, with how it was judged."""
+
+    usage: int | None
+    quota: int | None
+    estimate: int
+    basis: str = ""
+
+    def line(self, vault_name: str) -> str:
+        """'estimate 1.2 GiB (the bytes it reads): vault offsite would hold 498.0 GiB of its
+        500.0 GiB quota'."""
+        text = f"estimate {human_size(self.estimate)}" + (f" ({self.basis})" if self.basis else "")
+        if self.quota is None:
+            return text
+        if self.usage is None:
+            return f"{text}: vault {vault_name}'s usage is not measured yet (vault show)"
+        after = self.usage + self.estimate
+        return (
+            f"{text}: vault {vault_name} would hold {human_size(after)} of its "
+            f"{human_size(self.quota)} quota"
+        )
+
+    def refusal(self, vault_name: str) -> str | None:
+        """Refused before anything is written when the estimate would pass the quota."""
+        if self.quota is None or self.usage is None or self.usage + self.estimate <= self.quota:
+            return None
+        return (
+            f"vault {vault_name} would pass its quota: it holds {human_size(self.usage)} of "
+            f"{human_size(self.quota)} and this backup's estimate is {human_size(self.estimate)} "
+            f"({self.basis}); free space (backup delete, vault gc) or raise the quota "
+            f"(vault set {vault_name} --quota SIZE)"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "estimate_bytes": self.estimate,
+            "estimate_basis": self.basis,
+            "usage_bytes": self.usage,
+            "quota_bytes": self.quota,
+        }
 
 
 def plan_backup_delete(

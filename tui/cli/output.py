@@ -49,6 +49,10 @@ SIZE_FIELDS = {
     "logical_bytes",
     "stored_bytes",
     "unique_bytes",
+    "usage_bytes",
+    "quota_bytes",
+    "growth_per_day",
+    "estimate_bytes",
 }
 
 

@@ -35,6 +35,8 @@ VAULT_COLUMNS = (
     "stored_bytes",
     "dedup_ratio",
     "encrypted",
+    "usage_bytes",
+    "quota_bytes",
 )
 
 
@@ -52,8 +54,28 @@ def vault_add(bv: Blockvault, a: argparse.Namespace) -> None:
             chunk_size=a.chunk_size,
             passphrase=read_new_passphrase() if a.encrypt else None,
             create_bucket=a.create_bucket,
+            quota=a.quota,
+            alert_at=a.alert_at,
         ),
         a,
+    )
+
+
+def vault_set(bv: Blockvault, a: argparse.Namespace) -> None:
+    show_object(bv.set_vault(a.vault, quota=a.quota, alert_at=a.alert_at), a)
+
+
+def add_capacity_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quota",
+        metavar="SIZE",
+        help="refuse backups that would store more than this in the vault (e.g. 500G; none)",
+    )
+    p.add_argument(
+        "--alert-at",
+        metavar="PERCENT",
+        help="alert (event, notify_command, console badge) past this share of the quota "
+        "(e.g. 80%%; default: at the quota)",
     )
 
 
@@ -115,6 +137,16 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         help="encrypt client-side; passphrase from BLOCKVAULT_PASSPHRASE or a prompt",
     )
     p.add_argument("--create-bucket", action="store_true", help="create the bucket if missing")
+    add_capacity_options(p)
+    p = add_verb(
+        vault,
+        "set",
+        vault_set,
+        parents=[js],
+        help="set a vault's quota and alert threshold (--quota 500G --alert-at 80%%)",
+    )
+    p.add_argument("vault")
+    add_capacity_options(p)
     add_verb(
         vault,
         "list",
@@ -127,7 +159,7 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         "show",
         lambda bv, a: show_object(bv.get_vault(a.vault), a),
         parents=[js],
-        help="show a vault with its real usage",
+        help="show a vault: its usage measured, quota, forecast days until full",
     )
     p.add_argument("vault", nargs="?")
     p = add_verb(

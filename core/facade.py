@@ -453,9 +453,10 @@ class Blockvault:
         )
 
     def get_backup(self, ref: str) -> dict[str, Any]:
-        from core.ops import backups
+        """A backup, with what it was copied from and its copies in other vaults."""
+        from core.ops import backups, replication
 
-        return backups.get_backup(self.ctx, ref)
+        return {**backups.get_backup(self.ctx, ref), **replication.copies(self.ctx, ref)}
 
     def plan_restore(
         self,
@@ -503,6 +504,19 @@ class Blockvault:
         from core.ops import backups
 
         return backups.start_verify(self.ctx, ref)
+
+    def plan_copy(self, ref: str, *, to_vault: str) -> Plan:
+        """What `backup copy --to-vault` will do (a refusal is one line)."""
+        from core.ops import replication
+
+        return replication.plan_copy(self.ctx, ref, to_vault)
+
+    def start_copy(self, ref: str, *, to_vault: str, plan: Plan | None = None) -> JobHandle:
+        """Copy a backup into another vault as a job: only chunks missing there travel; the
+        copy is a backup of its own, linked to its source (`copy_of`)."""
+        from core.ops import replication
+
+        return replication.start_copy(self.ctx, ref, to_vault, plan=plan)
 
     def plan_delete_backup(self, ref: str) -> Plan:
         from core.ops import backups
@@ -623,9 +637,11 @@ class Blockvault:
         keep_within: str | None = None,
         drill: str | None = None,
         disks: list[str] | tuple[str, ...] = (),
+        replicate_to: str | None = None,
     ) -> dict[str, Any]:
         """A policy; `schedule` is any form parse_schedule takes, `keep` the GFS counts
-        (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)."""
+        (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly);
+        `replicate_to` a vault each of its backups is copied into."""
         from core.ops import policies
 
         return policies.create_policy(
@@ -637,6 +653,7 @@ class Blockvault:
             keep_within=keep_within,
             drill=drill,
             disks=list(disks),
+            replicate_to=replicate_to,
         )
 
     def apply_policy(self, policy: str, targets: list[str]) -> dict[str, Any]:

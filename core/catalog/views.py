@@ -92,6 +92,7 @@ def backup_view(backup: Backup, *, vault: VaultRecord | None, disk_exists: bool)
         "duration": backup.duration,
         "policy_id": backup.policy_id,
         "pinned": backup.pinned,
+        "copy_of": backup.copy_of,  # a replica: the backup it was copied from
     }
 
 

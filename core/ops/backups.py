@@ -16,7 +16,13 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from core.base.errors import BlockvaultError, IntegrityError, ObjectMissing, UserError
+from core.base.errors import (
+    BlockvaultError,
+    IntegrityError,
+    ObjectMissing,
+    StoreError,
+    UserError,
+)
 from core.base.units import human_size
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Snapshot, VaultRecord, utcnow
@@ -324,7 +330,10 @@ def get_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> dict
         vault = session.get(VaultRecord, backup.vault_id)
         exists = session.get(Disk, backup.disk_id) is not None
     view = backup_view(backup, vault=vault, disk_exists=exists)
-    view["unique_bytes"] = unique_bytes(ctx, backup, vault, passphrase=passphrase)
+    try:
+        view["unique_bytes"] = unique_bytes(ctx, backup, vault, passphrase=passphrase)
+    except (StoreError, UserError) as exc:  # its vault unreachable or gone: still described
+        view["unique_bytes"], view["vault_error"] = None, str(exc)
     view["summary"] = summary_line(backup)
     return view
 

@@ -19,11 +19,22 @@ from sqlmodel import Session, select
 from core.base.errors import BlockvaultError, UserError
 from core.base.host import host_id
 from core.base.times import as_utc
+from core.base.units import human_size
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, Policy, PolicySlot, PolicyTarget, Server, iso
+from core.catalog.models import (
+    Backup,
+    Disk,
+    Policy,
+    PolicySlot,
+    PolicyTarget,
+    Server,
+    VaultRecord,
+    iso,
+)
 from core.catalog.names import check_new_name, commit_unique, unique_id
+from core.jobs.alerts import alert
 from core.jobs.runner import create_job
-from core.ops import backups
+from core.ops import backups, replication
 from core.ops.facts import check_plan
 from core.ops.vaults import get_vault, open_repository
 from core.rules import lifecycle
@@ -96,11 +107,17 @@ def policy_view(
         **{key: getattr(policy, key) for key in KEEP_COUNTS},
         "keep_within": policy.keep_within or (f"{policy.keep_days}d" if policy.keep_days else None),
         "drill": parse_schedule(policy.drill).describe() if policy.drill else None,
+        "replicate_to": _vault_name(session, policy.replicate_to),
         "disks": [{"id": d.id, "name": d.name} for d in disks],
         "last_run_at": iso(last.slot_at) if last else None,
         "last_run_status": last.status if last else None,
         "next_run_at": iso(schedule.next_after(now, tz)),
     }
+
+
+def _vault_name(session: Session, vault_id: str | None) -> str | None:
+    vault = session.get(VaultRecord, vault_id) if vault_id else None
+    return vault.name if vault else vault_id
 
 
 def targets_of(session: Session, policy: Policy) -> list[Disk]:
@@ -148,8 +165,10 @@ def create_policy(
     keep_within: str | None = None,
     drill: str | None = None,
     disks: list[str],
+    replicate_to: str | None = None,
 ) -> dict[str, Any]:
-    """A new policy; `keep` holds the GFS counts (keep_last, keep_daily, ...)."""
+    """A new policy; `keep` holds the GFS counts (keep_last, keep_daily, ...); `replicate_to`
+    a vault each backup it makes is copied into."""
     parsed = parse_schedule(schedule)
     drill_text = parse_schedule(DRILL_SHORTHANDS.get(drill, drill)).text if drill else None
     unknown = set(keep) - set(KEEP_COUNTS)
@@ -157,6 +176,11 @@ def create_policy(
         raise UserError(f"unknown retention rule(s): {', '.join(sorted(unknown))}")
     _check_rules(keep, keep_within)
     target_vault = get_vault(ctx, vault)
+    replica_vault = get_vault(ctx, replicate_to) if replicate_to else None
+    if replica_vault is not None:
+        refusal = replica_refusal(target_vault, replica_vault)
+        if refusal:
+            raise UserError(f"--replicate-to {replica_vault.name}: {refusal}")
     with ctx.catalog.writer() as session:
         check_new_name(session, Policy, name, kind="policy")
         policy = Policy(
@@ -166,6 +190,7 @@ def create_policy(
             vault_id=target_vault.id,
             keep_within=keep_within,
             drill=drill_text,
+            replicate_to=replica_vault.id if replica_vault else None,
             **{key: keep.get(key) for key in KEEP_COUNTS},
         )
         session.add(policy)
@@ -272,36 +297,51 @@ def _retention_plan(
 ) -> Plan:
     """Retention of one policy. With `pending` (the moment of this run's backups), as it
     will be once each covered disk has one more backup, which is when `policy run` applies
-    it; the new backup is taken to hold what the disk's newest backup holds."""
+    it; the new backup is taken to hold what the disk's newest backup holds. The copies a
+    policy makes in its replica vault follow the same rules there, on their own: a copy
+    neither counts as one more backup nor protects one in the policy's vault."""
     rules, tz = rules_of(policy), zone(ctx)
-    victims: list[Backup] = []
-    newest: list[str] = []
+    victims: dict[str | None, list[Backup]] = {}
+    newest: dict[str | None, list[str]] = {}
     for disk in targets_of(session, policy):
-        good = list(
+        every = list(
             session.exec(
                 select(Backup).where(Backup.disk_id == disk.id, Backup.status == "available")
             ).all()
         )
-        mine = [b for b in good if b.policy_id == policy.id]
-        protected = {b.id for b in good if b.pinned}
-        if good:  # a disk's newest good backup never expires: after this run, the new one
-            latest = max(good, key=lambda b: as_utc(b.created_at))
-            if pending is None:
-                protected.add(latest.id)
-            else:
-                newest.append(latest.id)
-        if pending is not None:
-            mine.append(
-                Backup(id="", name="(this run)", vault_id="", disk_id=disk.id, created_at=pending)
-            )
-        decision = decide(mine, rules, tz=tz, pinned=frozenset(protected))
-        expired = set(decision.expire)
-        victims += [b for b in mine if b.id and b.id in expired]
-    freed = None
-    if measure and victims:
-        repo = open_repository(ctx, get_vault(ctx, policy.vault_id))
-        freed = repo.freed_by_deleting([b.id for b in victims], kept_alike=newest)
-    return plan_retention(policy, victims, freed=freed)
+        groups = {None: [b for b in every if not b.copy_of]}
+        if policy.replicate_to:
+            groups[policy.replicate_to] = [
+                b for b in every if b.copy_of and b.vault_id == policy.replicate_to
+            ]
+        for group, good in groups.items():
+            mine = [b for b in good if b.policy_id == policy.id]
+            protected = {b.id for b in good if b.pinned}
+            if good:  # a disk's newest good backup never expires: after this run, the new one
+                latest = max(good, key=lambda b: as_utc(b.created_at))
+                if pending is None:
+                    protected.add(latest.id)
+                else:
+                    newest.setdefault(group, []).append(latest.id)
+            if pending is not None:
+                mine.append(
+                    Backup(
+                        id="", name="(this run)", vault_id="", disk_id=disk.id, created_at=pending
+                    )
+                )
+            decision = decide(mine, rules, tz=tz, pinned=frozenset(protected))
+            expired = set(decision.expire)
+            victims.setdefault(group, []).extend(b for b in mine if b.id and b.id in expired)
+    freed: dict[str, int] | None = None
+    if measure and any(victims.values()):
+        freed = {}
+        for group, doomed in victims.items():
+            if doomed:
+                repo = open_repository(ctx, get_vault(ctx, group or policy.vault_id))
+                freed |= repo.freed_by_deleting(
+                    [b.id for b in doomed], kept_alike=newest.get(group, [])
+                )
+    return plan_retention(policy, [b for doomed in victims.values() for b in doomed], freed=freed)
 
 
 def plan_prune(ctx: Context, ref: str, *, pending: bool = False) -> Plan:
@@ -459,6 +499,8 @@ def run_policy(
                     "error": None,
                 }
             )
+            if policy.replicate_to:
+                outcomes.append(_replicate(ctx, policy, disk, result, on_backup=on_backup))
         except BlockvaultError as exc:
             if handle is None:  # refused or failed before its job existed
                 failed_to_start(ctx, disk, exc)
@@ -479,6 +521,57 @@ def run_policy(
         retention = _retention_plan(ctx, session, policy, measure=False)
     outcomes += _expire(ctx, policy, retention)
     return outcomes
+
+
+def replica_refusal(vault: VaultRecord, replica: VaultRecord) -> str | None:
+    """Why a policy backing up into `vault` cannot copy its backups into `replica`."""
+    if replica.id == vault.id:
+        return "it is the policy's own vault; choose another vault"
+    if replica.chunk_size != vault.chunk_size:
+        return (
+            f"vault {replica.name} stores {human_size(replica.chunk_size)} chunks and vault "
+            f"{vault.name} {human_size(vault.chunk_size)} chunks: copies need the same chunk size"
+        )
+    if vault.encrypted and not replica.encrypted:
+        return f"vault {vault.name} is encrypted and vault {replica.name} is not"
+    return None
+
+
+def _replicate(
+    ctx: Context,
+    policy: Policy,
+    disk: Disk,
+    backup: dict[str, Any],
+    *,
+    on_backup: Callable[[Any], None] | None,
+) -> dict[str, Any]:
+    """Copy a backup the policy just made into its replica vault. A copy that fails is an
+    alert and a failed step (the slot ends `partial`); the backup itself stays."""
+    handle = None
+    outcome = {"policy": policy.name, "disk": disk.name, "copy_of": backup["id"]}
+    try:
+        handle = replication.start_copy(ctx, backup["id"], policy.replicate_to, policy_id=policy.id)
+        if on_backup is not None:
+            on_backup(handle)
+        result = handle.run()
+        if handle.error:
+            raise handle.error
+        return {**outcome, "backup": result["id"], "status": "succeeded", "error": None}
+    except BlockvaultError as exc:
+        with ctx.catalog.session() as session:
+            where = _vault_name(session, policy.replicate_to)
+        error = f"copy of {backup['name']} to vault {where} failed: {exc}"
+        if handle is None:  # refused before its job existed: alert all the same
+            alert(
+                ctx,
+                "job.failed",
+                kind="backup",
+                object_id=backup["id"],
+                name=backup["name"],
+                detail=error,
+                data={"job_kind": "copy", "disk_id": disk.id, "policy": policy.name},
+            )
+        return {**outcome, "status": "failed", "error": error}
 
 
 def failed_to_start(ctx: Context, disk: Disk, error: BlockvaultError) -> None:

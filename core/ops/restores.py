@@ -18,6 +18,7 @@ from core.jobs.claims import claim, owner_of
 from core.jobs.runner import JobContext, JobHandle, new_job
 from core.ops.disks import commit_new_disk, fill_new_disk, filled_disk, insert_pool_disk
 from core.ops.facts import change_tracker, check_plan, disk_facts, disk_folder
+from core.ops.replication import ReadFrom, choose_source, reading_plan
 from core.ops.safety import new_snapshot_row, overwrite
 from core.ops.vaults import open_repository
 from core.repo.manifest import Manifest
@@ -35,8 +36,33 @@ def _restore_plan(
     new_name: str | None,
     new_size: int | None,
     force: bool,
+    read: ReadFrom | None = None,
 ) -> tuple[Plan, Disk | None]:
-    """The plan and the disk it writes (None: a new disk to make)."""
+    """The plan and the disk it writes (None: a new disk to make); `read`: where the backup
+    is read (a replica when its own vault is unreachable: the plan names it)."""
+    plan, target = _plan_for(
+        ctx,
+        session,
+        backup,
+        to_original=to_original,
+        new_name=new_name,
+        new_size=new_size,
+        force=force,
+    )
+    own = session.get(VaultRecord, backup.vault_id)
+    return reading_plan(plan, backup, read, own), target
+
+
+def _plan_for(
+    ctx: Context,
+    session: Session,
+    backup: Backup,
+    *,
+    to_original: bool,
+    new_name: str | None,
+    new_size: int | None,
+    force: bool,
+) -> tuple[Plan, Disk | None]:
     if backup.status != "available":
         return Plan(
             "restore backup", backup.name, refusal=f"backup {backup.name} is {backup.status}"
@@ -69,6 +95,7 @@ def plan_restore(
     new_size: int | None = None,
     force: bool = False,
 ) -> Plan:
+    read = choose_source(ctx, backup_ref)  # probes the vaults only for a backup with replicas
     with ctx.catalog.session() as session:
         backup = resolve(session, Backup, backup_ref, kind="backup")
         return _restore_plan(
@@ -79,6 +106,7 @@ def plan_restore(
             new_name=new_name,
             new_size=new_size,
             force=force,
+            read=read,
         )[0]
 
 
@@ -108,11 +136,15 @@ def start_restore(
     passphrase: str | None = None,
     plan: Plan | None = None,
 ) -> JobHandle:
-    """Claim the target disk (or take the new disk's name) with the plan, then restore."""
+    """Claim the target disk (or take the new disk's name) with the plan, then restore. The
+    vault read is chosen again here (outside the lock): a plan that read another one differs."""
+    read = choose_source(ctx, backup_ref)
     with ctx.catalog.session() as session:
         vault = session.get(
             VaultRecord, resolve(session, Backup, backup_ref, kind="backup").vault_id
         )
+    if read is not None:
+        vault = read.vault
     repo = open_repository(ctx, vault, passphrase=passphrase)  # fail early, outside the lock
     with ctx.catalog.writer() as session:
         backup = resolve(session, Backup, backup_ref, kind="backup")
@@ -124,8 +156,10 @@ def start_restore(
             new_name=new_name,
             new_size=new_size,
             force=force,
+            read=read,
         )
         check_plan(plan, now)
+        source = read.backup if read is not None else backup  # the backup whose manifest is read
         job = new_job(
             ctx,
             session,
@@ -141,7 +175,7 @@ def start_restore(
         if to_original:
             claim(session, target, "restoring", job_id=job.id)
             safety = new_snapshot_row(ctx, session, target, name=None, kind="safety", job_id=job.id)
-            safety.leans_on = backup.id  # its undo may read unchanged chunks from the backup
+            safety.leans_on = source.id  # its undo may read unchanged chunks from the backup
             session.commit()
         elif target is not None:  # resuming the interrupted restore of this backup
             claim(session, target, "restoring", job_id=job.id)
@@ -161,7 +195,7 @@ def start_restore(
             commit_new_disk(session, ctx, target)
 
     def restore(context: JobContext, differing: frozenset[int] | None, compare: bool) -> Any:
-        manifest = repo.read_manifest(backup.id)
+        manifest = repo.read_manifest(source.id)
         reporter = context.reporter("restoring", manifest.size)
         only = set(differing) if differing is not None else None
         if compare and only is None:
@@ -191,9 +225,9 @@ def start_restore(
                 before=before,
                 safety_id=safety.id,
                 restore_of=RestoreSource(
-                    repo.read_manifest(backup.id),
+                    repo.read_manifest(source.id),
                     repo,
-                    {"vault_id": vault.id, "backup_id": backup.id},
+                    {"vault_id": vault.id, "backup_id": source.id},
                 ),
                 fail_status="error-restoring",
                 write=lambda differing: done.append(restore(context, differing, True)),
@@ -204,6 +238,9 @@ def start_restore(
                     ctx, job_id=job.id, disk=target, write=lambda: restore(context, None, False)
                 )
             )
+        replica_note = (
+            f" (its copy {source.name} in vault {vault.name})" if source.id != backup.id else ""
+        )
         with ctx.catalog.writer() as session:
             record(
                 session,
@@ -212,7 +249,7 @@ def start_restore(
                 kind="disk",
                 object_id=target.id,
                 name=target.name,
-                detail=f"from {backup.name}",
+                detail=f"from {backup.name}{replica_note}",
             )
             session.commit()
         stats = done[0]
@@ -221,6 +258,7 @@ def start_restore(
             disk_id=target.id,
             disk_name=target.name,
             backup_id=backup.id,
+            read_from_vault=vault.name,
             undo=safety.name if safety else None,
             bytes_fetched=stats.bytes_fetched,
             bytes_written=stats.bytes_written,

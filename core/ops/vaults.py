@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,13 @@ DEFAULT_VAULT_NAME = "local"
 PASSPHRASE_ENV = "BLOCKVAULT_PASSPHRASE"
 
 
+def passphrase_env(vault_name: str) -> str:
+    """The variable holding one vault's own passphrase (BLOCKVAULT_PASSPHRASE_OFFSITE for
+    vault `offsite`), taken before BLOCKVAULT_PASSPHRASE: two encrypted vaults with different
+    passphrases in one command (`backup copy`, a policy's replication)."""
+    return f"{PASSPHRASE_ENV}_" + re.sub(r"[^A-Za-z0-9]", "_", vault_name).upper()
+
+
 def store_spec(vault: VaultRecord) -> dict:
     """What `open_store` needs to reach this vault."""
     if vault.kind == "local":
@@ -57,9 +65,10 @@ def open_repository(
 ) -> Repository:
     """Open the vault's repository (config read from the store)."""
     if vault.encrypted:
-        passphrase = passphrase or os.environ.get(PASSPHRASE_ENV)
+        own = passphrase_env(vault.name)
+        passphrase = passphrase or os.environ.get(own) or os.environ.get(PASSPHRASE_ENV)
         if not passphrase:
-            raise UserError(f"vault {vault.name} is encrypted: set {PASSPHRASE_ENV}")
+            raise UserError(f"vault {vault.name} is encrypted: set {PASSPHRASE_ENV} (or {own})")
     key = (vault.id, vault.location, bool(passphrase))
     cached = ctx.repositories.get(key)
     if cached is not None and (not vault.encrypted or cached.passphrase_matches(passphrase)):
@@ -527,6 +536,7 @@ def import_vault(
                 bytes_stored=manifest.stats.bytes_stored,
                 digest=manifest.digest,
                 parent_id=manifest.parent,
+                copy_of=manifest.copy_of,  # a replica names its source (linked when imported)
                 duration=manifest.stats.duration,
                 created_at=manifest.created_at,
                 completed_at=manifest.created_at,

@@ -57,6 +57,7 @@ class Manifest:
     base: dict[str, Any] | None = None  # a backup holding the chunks not stored here
     warnings: list[str] = field(default_factory=list)  # e.g. the source changed while read
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    copy_of: str | None = None  # a replica: the backup (in another vault) it was copied from
 
     def chunk_length(self, index: int) -> int:
         """Bytes covered by chunk `index` (the last one may be short)."""
@@ -84,6 +85,8 @@ class Manifest:
             "warnings": self.warnings,
             "chunks": encode_chunks(self.chunks),
         }
+        if self.copy_of is not None:  # only replicas carry it: other manifests are unchanged
+            body["copy_of"] = self.copy_of
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -121,6 +124,9 @@ class Manifest:
             if not isinstance(disk, dict) or not isinstance(base, dict | None):
                 raise ValueError("bad disk or base metadata")
             created = datetime.fromisoformat(body["created_at"])
+            copy_of = body.get("copy_of")
+            if copy_of is not None and not (type(copy_of) is str and MANIFEST_ID.match(copy_of)):
+                raise ValueError(f"bad copy_of {str(copy_of)[:40]!r}")
             return cls(
                 id=body["id"],
                 kind=str(body["kind"]),
@@ -135,6 +141,7 @@ class Manifest:
                 base=base,
                 warnings=[str(w) for w in body.get("warnings") or [] if isinstance(w, str)],
                 created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+                copy_of=copy_of,
             )
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise IntegrityError(f"{where} is damaged: {exc}") from None

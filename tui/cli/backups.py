@@ -57,6 +57,8 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
 
     if not plan.destructive:
         a.yes = True  # creating a new disk overwrites nothing: no question to ask
+    if plan.extra.get("reads_vault") and not a.dry_run:  # a replica: say which vault is read
+        output.err.print(printable(f"note: {plan.route}"), markup=False)
     if a.background:
         arguments = {
             "backup": a.backup,
@@ -75,6 +77,19 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
         )
         return
     run_planned_job(a, plan, start, description="restore")
+
+
+def backup_copy(bv: Blockvault, a: argparse.Namespace) -> None:
+    """Copy a backup into another vault: plan (refused in one line), confirm, run as a job."""
+    plan = bv.plan_copy(a.backup, to_vault=a.to_vault)
+    if not plan.destructive:
+        a.yes = True  # a copy overwrites nothing: no question to ask
+    run_planned_job(
+        a,
+        plan,
+        lambda confirmed: bv.start_copy(a.backup, to_vault=a.to_vault, plan=confirmed),
+        description=f"copy {a.backup} -> {a.to_vault}",
+    )
 
 
 def backup_verify(bv: Blockvault, a: argparse.Namespace) -> Any:
@@ -173,6 +188,16 @@ def add_to(noun: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force", action="store_true", help="restore even if another process holds the disk open"
     )
+    p = add_verb(
+        backup,
+        "copy",
+        backup_copy,
+        parents=[js, cf],
+        help="copy a backup into another vault (only chunks missing there are sent; "
+        "re-encrypted with that vault's key); the copy is a backup of its own",
+    )
+    p.add_argument("backup")
+    p.add_argument("--to-vault", required=True, metavar="VAULT")
     p = add_verb(
         backup,
         "verify",

@@ -54,6 +54,7 @@ def policy_create(bv: Blockvault, a: argparse.Namespace) -> None:
         keep_within=within,
         drill=a.drill,
         disks=a.disk,
+        replicate_to=a.replicate_to,
     )
     for warning in view.get("warnings", []):
         output.err.print(printable(f"warning: {warning}"), markup=False)
@@ -112,6 +113,11 @@ def add_to(noun: argparse.ArgumentParser) -> None:
     when.add_argument("--every-days", metavar="N@HH:MM", help="e.g. 3@02:00")
     when.add_argument("--every", metavar="DURATION", help="e.g. 6h, 30m, 10s")
     p.add_argument("--vault")
+    p.add_argument(
+        "--replicate-to",
+        metavar="VAULT",
+        help="copy each backup the policy makes into this vault too (only missing chunks sent)",
+    )
     keep = p.add_argument_group("retention (restic's rules, their union; default --keep-last 7)")
     for k in KEEPS:
         keep.add_argument(f"--keep-{k}", type=count_arg(1, 100_000, f"--keep-{k}"), metavar="N")

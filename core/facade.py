@@ -638,6 +638,7 @@ class Blockvault:
         drill: str | None = None,
         disks: list[str] | tuple[str, ...] = (),
         replicate_to: str | None = None,
+        lock_for: str | None = None,
     ) -> dict[str, Any]:
         """A policy; `schedule` is any form parse_schedule takes, `keep` the GFS counts
         (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly);
@@ -654,6 +655,7 @@ class Blockvault:
             drill=drill,
             disks=list(disks),
             replicate_to=replicate_to,
+            lock_for=lock_for,
         )
 
     def apply_policy(self, policy: str, targets: list[str]) -> dict[str, Any]:
@@ -714,6 +716,16 @@ class Blockvault:
         from core.ops import policies
 
         return policies.prune(self.ctx, policy, plan=plan)
+
+    def lock_backup(
+        self, ref: str, *, lock_for: str | None = None, until: str | None = None
+    ) -> dict[str, Any]:
+        """Lock a backup for a duration ('30d') or until a date ('2027-01-01'): not deleted,
+        expired or garbage-collected before then (S3 Object Lock where the vault has it).
+        Only ever extended; the result names the backup, its date and who enforces it."""
+        from core.ops import locks
+
+        return locks.lock_backup(self.ctx, ref, lock_for=lock_for, until=until)
 
     def pin_backup(self, ref: str, *, pinned: bool = True) -> dict[str, Any]:
         """Exempt a backup from retention (`pinned=False` returns it to its policy)."""

@@ -52,6 +52,7 @@ LC = "tests/test_lifecycle.py"
 RO = "tests/test_read_only.py"
 GAPS = "tests/test_sabotage_gaps.py"
 PO = "tests/test_policies.py"
+OL = "tests/test_object_lock.py"
 
 SABOTAGES: tuple[Sabotage, ...] = (
     Sabotage(
@@ -342,6 +343,30 @@ SABOTAGES: tuple[Sabotage, ...] = (
             ),
         ),
         (f"{PO}::test_pinned_and_manual_backups_never_expire",),
+    ),
+    Sabotage(
+        "lock-ignored-by-plan",
+        "issue 12: the delete plan of a locked backup is not refused",
+        (
+            Patch(
+                "core/rules/lifecycle.py",
+                "    until = locked_until(backup, now)\n    refusal = None\n",
+                "    until = None\n    refusal = None\n",
+            ),
+        ),
+        (f"{OL}::test_a_local_vault_records_the_lock_and_refuses",),
+    ),
+    Sabotage(
+        "lock-ignored-by-vault",
+        "issue 12, I7: a host whose catalog does not know a backup's lock deletes it",
+        (
+            Patch(
+                "core/repo/repository.py",
+                "        until = self.locked_until(manifest_id)\n        if until is not None:\n",
+                "        until = self.locked_until(manifest_id)\n        if False:\n",
+            ),
+        ),
+        (f"{OL}::test_a_local_vault_records_the_lock_and_refuses",),
     ),
 )
 

@@ -551,6 +551,11 @@ def both_zero() -> dict:
         "deleted_chunks": 0,
         "deleted_bytes": 0,
         "deferred_chunks": 0,
+        "retained_chunks": 0,  # condemned chunks S3 Object Lock still retains (none here)
+        "retained_bytes": 0,
+        "retained_free_at": None,
+        "locked_backups": 0,
+        "locked_until": None,
     }
 
 

@@ -31,6 +31,7 @@ from tests.support.seaweed import S3Server
 from tests.test_backup_reliability import caught as raised
 
 MiB = 1 << 20
+LOCK_BUCKET = "conformance-object-lock"
 
 
 def _chaos(proxy: FaultProxy) -> None:
@@ -74,6 +75,7 @@ def record_injected(
         "local",
         pytest.param("s3", marks=pytest.mark.slow),
         pytest.param("s3-faulty", marks=pytest.mark.slow),
+        pytest.param("s3-object-lock", marks=pytest.mark.slow),
     ]
 )
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
@@ -84,6 +86,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
     prefix = server.fresh_prefix()
     if request.param == "s3":
         s3 = server.store(server.shared_bucket, prefix)
+        yield s3
+        s3.close()
+        return
+    if request.param == "s3-object-lock":  # a versioned bucket: deletes go version by version
+        s3 = server.store(LOCK_BUCKET, prefix, object_lock="governance")
+        s3.inner.ensure_object_lock()  # made once, with Object Lock; then only checked
         yield s3
         s3.close()
         return

@@ -23,6 +23,15 @@ class Conflict(UserError):
     """The object exists already, or its state forbids the action."""
 
 
+class Retained(Conflict):
+    """Locked until a date (`backup lock`, a policy's `--lock-for`, S3 Object Lock): nothing
+    deletes it before then. `until` is that date (aware, UTC)."""
+
+    def __init__(self, message: str, *, until: object = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
 class InUse(Conflict):
     """A disk is used by a running job or held open for writing by another process."""
 

@@ -92,6 +92,7 @@ def backup_view(backup: Backup, *, vault: VaultRecord | None, disk_exists: bool)
         "duration": backup.duration,
         "policy_id": backup.policy_id,
         "pinned": backup.pinned,
+        "locked_until": iso(backup.locked_until),
         "copy_of": backup.copy_of,  # a replica: the backup it was copied from
     }
 
@@ -110,6 +111,7 @@ def vault_view(vault: VaultRecord, **stats: Any) -> dict[str, Any]:
         "request_checksum": vault.request_checksum,
         "chunk_size": vault.chunk_size,
         "encrypted": vault.encrypted,
+        "object_lock": vault.object_lock,  # S3 Object Lock mode of locked backups, or None
         "created_at": iso(vault.created_at),
         "size": stats.get("logical_bytes"),
         **capacity_view(vault),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,10 @@ def start_backup(
     policy_id: str | None = None,
     passphrase: str | None = None,
     plan: Plan | None = None,
+    lock_until: datetime | None = None,
 ) -> JobHandle:
-    """Claim the disk and the backup's name in one transaction, then back it up."""
+    """Claim the disk and the backup's name in one transaction, then back it up; with
+    `lock_until` (a policy's --lock-for) the backup is locked until then as it is written."""
     vault = get_vault(ctx, vault_ref)
     open_repository(ctx, vault, passphrase=passphrase)  # fail early: credentials, passphrase
     with ctx.catalog.writer() as session:
@@ -137,6 +140,7 @@ def start_backup(
             status="creating",
             parent_id=parent.id if parent else None,
             policy_id=policy_id,
+            locked_until=lock_until,
         )
         session.add(backup)
         commit_unique(session, f"a backup named {name!r}")
@@ -174,6 +178,8 @@ def _run_backup(
     passphrase: str | None,
 ) -> dict[str, Any]:
     repo = open_repository(ctx, vault, passphrase=passphrase)
+    if backup.locked_until is not None:  # written retained, reused chunks extended (I3)
+        repo = repo.with_retention(backup.locked_until)
     reporter = job.reporter("backing up", disk.size)
     started = time.monotonic()
     tracker = change_tracker(ctx, disk.id, vault.id)
@@ -417,8 +423,15 @@ def delete_backup(
         backup.status, backup.version = "deleting", backup.version + 1
         session.add(backup)
         session.commit()
-    with contextlib.suppress(ObjectMissing):  # already trashed by a deletion cut short
-        open_repository(ctx, vault, passphrase=passphrase).trash_manifest(backup.id)
+    from core.base.errors import Retained
+    from core.ops.locks import note_lock
+
+    try:
+        with contextlib.suppress(ObjectMissing):  # already trashed by a deletion cut short
+            open_repository(ctx, vault, passphrase=passphrase).trash_manifest(backup.id)
+    except Retained as exc:  # locked in the vault, from another host or a lost catalog
+        note_lock(ctx, backup.id, exc)
+        raise
     with contextlib.suppress(OSError):  # its tracking clone is no base for anything now
         change_tracker(ctx, backup.disk_id, backup.vault_id).discard(backup.id)
     with ctx.catalog.writer() as session:

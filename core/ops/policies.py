@@ -107,6 +107,7 @@ def policy_view(
         **{key: getattr(policy, key) for key in KEEP_COUNTS},
         "keep_within": policy.keep_within or (f"{policy.keep_days}d" if policy.keep_days else None),
         "drill": parse_schedule(policy.drill).describe() if policy.drill else None,
+        "lock_for": policy.lock_for,
         "replicate_to": _vault_name(session, policy.replicate_to),
         "disks": [{"id": d.id, "name": d.name} for d in disks],
         "last_run_at": iso(last.slot_at) if last else None,
@@ -166,6 +167,7 @@ def create_policy(
     drill: str | None = None,
     disks: list[str],
     replicate_to: str | None = None,
+    lock_for: str | None = None,
 ) -> dict[str, Any]:
     """A new policy; `keep` holds the GFS counts (keep_last, keep_daily, ...); `replicate_to`
     a vault each backup it makes is copied into."""
@@ -175,6 +177,8 @@ def create_policy(
     if unknown:
         raise UserError(f"unknown retention rule(s): {', '.join(sorted(unknown))}")
     _check_rules(keep, keep_within)
+    if lock_for is not None:
+        parse_duration(lock_for)  # each backup it makes is locked this long (`backup lock`)
     target_vault = get_vault(ctx, vault)
     replica_vault = get_vault(ctx, replicate_to) if replicate_to else None
     if replica_vault is not None:
@@ -191,6 +195,7 @@ def create_policy(
             keep_within=keep_within,
             drill=drill_text,
             replicate_to=replica_vault.id if replica_vault else None,
+            lock_for=lock_for,
             **{key: keep.get(key) for key in KEEP_COUNTS},
         )
         session.add(policy)
@@ -483,7 +488,13 @@ def run_policy(
         handle = None
         try:
             handle = backups.start_backup(
-                ctx, disk.id, vault_ref=policy.vault_id, policy_id=policy.id
+                ctx,
+                disk.id,
+                vault_ref=policy.vault_id,
+                policy_id=policy.id,
+                lock_until=(
+                    datetime.now(UTC) + parse_duration(policy.lock_for) if policy.lock_for else None
+                ),
             )
             if on_backup is not None:
                 on_backup(handle)

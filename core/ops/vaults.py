@@ -57,6 +57,7 @@ def store_spec(vault: VaultRecord) -> dict:
         "profile": vault.profile,
         "addressing_style": vault.addressing_style,
         "request_checksum": vault.request_checksum,
+        "object_lock": vault.object_lock,
     }
 
 
@@ -143,6 +144,7 @@ def add_vault(
     chunk_size: int | None = None,
     passphrase: str | None = None,
     create_bucket: bool = False,
+    object_lock: str | None = None,
 ) -> VaultRecord:
     """Register a vault; initialise it if the location is empty, adopt it if it holds one."""
     if endpoint_url:
@@ -171,12 +173,15 @@ def add_vault(
             request_checksum=request_checksum,
             chunk_size=chunk_size or ctx.settings.chunk_size,
             encrypted=bool(passphrase),
+            object_lock=_object_lock_mode(object_lock, s3=bool(s3_url)),
         )
         if row.kind == "s3":
             parse_s3_url(row.location)
         _existing_location(session, row)
         store = open_store(store_spec(row))
-        if create_bucket and row.kind == "s3":
+        if row.object_lock:  # the bucket made with Object Lock, or checked to have it
+            store.inner.ensure_object_lock()
+        elif create_bucket and row.kind == "s3":
             store.inner.ensure_bucket()
         if Repository.exists(store):  # adopt it: an encrypted one with the usual passphrase
             repo = Repository.open(store, passphrase=passphrase or os.environ.get(PASSPHRASE_ENV))
@@ -196,6 +201,22 @@ def add_vault(
         )
         commit_unique(session, f"a vault named {name!r}")
         return row
+
+
+def _object_lock_mode(mode: str | None, *, s3: bool) -> str | None:
+    """`--object-lock compliance|governance`: S3 vaults only (a directory has no such lock;
+    `backup lock` records locks in it all the same)."""
+    if mode is None:
+        return None
+    mode = str(mode).lower()
+    if mode not in ("compliance", "governance"):
+        raise UserError(f"--object-lock takes compliance or governance, not {mode[:30]!r}")
+    if not s3:
+        raise UserError(
+            "--object-lock needs an S3 vault (--s3); a local vault records `backup lock` "
+            "itself and blockvault refuses to delete a locked backup"
+        )
+    return mode
 
 
 def _existing_location(session: Session, row: VaultRecord) -> None:
@@ -507,6 +528,7 @@ def import_vault(
     with ctx.catalog.session() as session:
         known = {b.id for b in session.exec(select(Backup)).all()}
     readable, damaged = repo.readable_manifests()
+    locks = repo.locks()  # the vault's lock records: an imported backup keeps its lock
     found = [m for m in readable if m.id not in known]
     with ctx.catalog.writer() as session:  # read the vault first, then hold the lock briefly
         if session.get(VaultRecord, vault.id) is None:
@@ -540,6 +562,7 @@ def import_vault(
                 duration=manifest.stats.duration,
                 created_at=manifest.created_at,
                 completed_at=manifest.created_at,
+                locked_until=locks.get(manifest_id),
             )
             session.add(backup)
             record(

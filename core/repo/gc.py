@@ -10,6 +10,11 @@ Two phases, kopia-style, so a backup that reuses a chunk GC is about to delete n
    session is live at all; then a condemned chunk goes if its list is older than the grace
    period, no manifest listed now references it, and it was not rewritten since.
 
+Locked backups (retention): their manifests are never trashed before their date, so their
+chunks stay referenced. In a vault on S3 Object Lock, GC also never tries to delete a
+retained object: a condemned chunk whose retention has not passed is skipped (and condemned
+again by a later run), and the run reports how many and when the first of them is free.
+
 Writers and the delete phase exclude each other Dekker-style: GC writes its lock
 (`locks/gc`) before it reads the sessions, and a writer writes its session before it reads
 the lock, waiting while a GC holds it. So either GC sees the writer (and defers), or the
@@ -19,16 +24,18 @@ longer than half the lease stops before deleting anything more.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
-from core.base.errors import Conflict, IntegrityError, ObjectMissing
+from core.base.errors import Conflict, IntegrityError, ObjectMissing, Retained
 from core.base.host import holder_gone, host_id
 from core.base.text import printable
 from core.repo.repository import GC_LOCK_KEY as LOCK_KEY
-from core.repo.repository import Repository
+from core.repo.repository import LOCKS, Repository, chunk_key
 
 FUTURE_TOLERANCE_SECONDS = 60.0  # clocks may disagree this much; more is skew or tampering
 
@@ -45,17 +52,45 @@ class GcStats:
     deleted_bytes: int = 0
     deferred_chunks: int = 0
     trash_emptied: int = 0
+    #: condemned chunks the store still retains (S3 Object Lock): skipped, never deleted
+    retained_chunks: int = 0
+    retained_bytes: int = 0
+    #: when the first of them is free (ISO 8601, UTC), or None
+    retained_free_at: str | None = None
+    #: backups whose lock has not passed (their chunks stay: they are referenced)
+    locked_backups: int = 0
+    #: when the first of those locks passes (ISO 8601, UTC), or None
+    locked_until: str | None = None
     dry_run: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def retained(self, until: datetime | None, size: int) -> None:
+        """One condemned chunk left alone because the store retains it until `until`."""
+        self.retained_chunks += 1
+        self.retained_bytes += size
+        if until is not None:
+            stamp = until.astimezone(UTC).isoformat(timespec="seconds")
+            if self.retained_free_at is None or stamp < self.retained_free_at:
+                self.retained_free_at = stamp
+
     def __str__(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
-        return (
+        text = (
             f"{verb} {self.deleted_chunks} chunks ({self.deleted_bytes} bytes), "
             f"condemned {self.condemned_chunks}, deferred {self.deferred_chunks}"
         )
+        if self.retained_chunks:
+            text += (
+                f", kept {self.retained_chunks} retained by Object Lock (the first is free "
+                f"at {self.retained_free_at})"
+            )
+        if self.locked_backups:
+            text += (
+                f"; {self.locked_backups} locked backups (the first free at {self.locked_until})"
+            )
+        return text
 
 
 class _Lock:
@@ -134,6 +169,35 @@ def _referenced(vault: Repository) -> tuple[set[str], int]:
     return referenced, len(manifests)
 
 
+def _still_retained(vault: Repository, chunk_id: str, size: int, stats: GcStats) -> bool:
+    """True (and counted) when the store retains this chunk: GC never tries to delete it."""
+    if not vault.store.object_lock:
+        return False
+    try:
+        until = vault.store.retained_until(chunk_key(chunk_id))
+    except ObjectMissing:
+        return False
+    if until is None:
+        return False
+    stats.retained(until, size)
+    return True
+
+
+def _note_locks(vault: Repository, stats: GcStats) -> None:
+    """Count the backups still locked; forget lock records of backups gone after their date."""
+    now = datetime.now(UTC)
+    live = set(vault.list_manifest_ids())
+    for manifest_id, until in vault.locks().items():
+        if until > now:
+            stats.locked_backups += 1
+            stamp = until.isoformat(timespec="seconds")
+            if stats.locked_until is None or stamp < stats.locked_until:
+                stats.locked_until = stamp
+        elif manifest_id not in live and not stats.dry_run:
+            with contextlib.suppress(ObjectMissing, Retained):
+                vault.store.delete(f"{LOCKS}{manifest_id}")
+
+
 def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: GcStats) -> None:
     pending = vault.condemned_lists()
     if not pending:
@@ -156,7 +220,13 @@ def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: Gc
             if count % 256 == 255:
                 lock.check()
             lock.in_time()
-            vault.delete_chunk(chunk_id)
+            if _still_retained(vault, chunk_id, found.size, stats):
+                continue  # condemned again by a later run, deleted once its date has passed
+            try:
+                vault.delete_chunk(chunk_id)
+            except Retained as exc:  # an older version of it is retained
+                stats.retained(exc.until, found.size)
+                continue
             stats.deleted_chunks += 1
             stats.deleted_bytes += found.size
         vault.store.delete(info.key)
@@ -169,7 +239,10 @@ def _empty_trash(vault: Repository, grace_seconds: float, stats: GcStats) -> Non
     now = vault.store_clock()
     for info in trashed:
         if now - info.mtime >= grace_seconds:
-            vault.store.delete(info.key)
+            try:
+                vault.store.delete(info.key)
+            except Retained:
+                continue  # the store keeps it until its date; a later run empties it
             stats.trash_emptied += 1
 
 
@@ -197,6 +270,7 @@ def collect_garbage(vault: Repository, *, grace_seconds: float, dry_run: bool = 
         if grace_seconds <= 0:
             _delete_pass(vault, lock, grace_seconds, stats)
         _empty_trash(vault, grace_seconds, stats)
+        _note_locks(vault, stats)
     finally:
         lock.release()
     return stats
@@ -224,6 +298,8 @@ def _simulate(vault: Repository, grace_seconds: float) -> GcStats:
                     continue
                 if chunk_id not in gone:
                     gone.add(chunk_id)
+                    if _still_retained(vault, chunk_id, found.size, stats):
+                        continue
                     stats.deleted_chunks += 1
                     stats.deleted_bytes += found.size
 
@@ -236,4 +312,5 @@ def _simulate(vault: Repository, grace_seconds: float) -> GcStats:
     stats.condemned_bytes = sum(chunks[c].size for c in fresh)
     if grace_seconds <= 0:
         delete_pass([*listed, (now, fresh)])  # condemned now, deleted in the same run
+    _note_locks(vault, stats)
     return stats

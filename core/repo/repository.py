@@ -8,6 +8,14 @@ Layout (docs/vault-format.md):
     sessions/<backup-id>        a running writer's heartbeat (GC defers while one is live)
     condemned/<stamp>-<rand>    chunk ids GC found unreferenced, deleted by a later pass
     locks/gc                    the single-writer lock of destructive operations (I9)
+    retention/<backup-id>       a locked backup's date (`backup lock`, a policy's --lock-for)
+
+Locked backups: a backup locked until a date is not deleted (its manifest is not trashed)
+before then, whoever asks, and so GC keeps its chunks (they stay referenced). The date is
+recorded in the vault (retention/, the vault is the truth, I7) after every object the
+backup needs is retained; in a vault on S3 Object Lock the store itself also refuses: the
+chunks and the manifest carry a retain-until date (new ones written with it, reused ones
+extended, before the manifest: I3), so nobody holding the bucket's credentials deletes them.
 
 An envelope is one flag byte then the payload: 0 raw, 1 zstd; 2 sealed (nonce + AES-GCM of
 an inner envelope), bound to the object's key so swapped objects fail authentication.
@@ -18,6 +26,7 @@ checked against its id before anyone uses it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hmac
 import io
 import json
@@ -27,19 +36,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import blake3
 import zstandard
 
-from core.base.errors import IntegrityError, ObjectMissing, StoreError, UserError
+from core.base.errors import IntegrityError, ObjectMissing, Retained, StoreError, UserError
 from core.base.host import holder_gone, host_id
 from core.base.text import printable
 from core.base.units import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from core.repo import crypto
 from core.repo.manifest import CHUNK_ID, Manifest
-from core.stores.base import ObjectInfo, ObjectStore
+from core.stores.base import ObjectInfo, ObjectStore, lock_instant
 
 FORMAT = "blockvault-vault"
 VERSION = 1
@@ -139,6 +150,13 @@ def parse_config(raw: bytes, *, where: str) -> dict:
 CATALOG_COPIES = "catalog/"  # one object per host: the catalog's description, for recovery
 QUARANTINE = "quarantine/"  # chunks found damaged or missing: never reused
 REPAIRED = "repaired/"  # chunks a later backup stored again, until `vault check` reports them
+LOCKS = "retention/"  # retention/<backup-id>: the date a locked backup may be deleted after
+RETAIN_WORKERS = 16  # retention extensions in flight (one HEAD, maybe one PUT, per object)
+
+
+def when(moment: datetime) -> str:
+    """A lock's date as a person reads it in a refusal: '2027-01-01 00:00:00 UTC'."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _safe_segment(text: str) -> str:
@@ -188,6 +206,13 @@ class Repository:
         #: condemned lists found damaged (skipped by writers and gc alike: nothing in them
         #: is ever deleted); `vault check` reports them
         self.damaged_condemned: set[str] = set()
+        #: a locked backup's writer (`with_retention`): what it writes is retained until then
+        self.retain_until: datetime | None = None
+        self._retained: set[str] = set()  # chunks this writer stored with that retention
+        self._retained_lock = threading.Lock()
+        #: quarantined chunks seen by the last `quarantined()`: one that S3 Object Lock keeps
+        #: in chunks/ is neither reported present nor put create-only, but stored again
+        self._sick: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -339,15 +364,126 @@ class Repository:
         return data
 
     def has_chunk(self, chunk_id: str) -> bool:
-        return self.store.exists(chunk_key(chunk_id))
+        return chunk_id not in self._sick and self.store.exists(chunk_key(chunk_id))
 
     def put_chunk(self, encoded: EncodedChunk) -> bool:
-        """Upload; False if it was already there (a repeated PUT is harmless, I6)."""
-        return self.store.put(chunk_key(encoded.chunk_id), encoded.blob, create_only=True)
+        """Upload; False if it was already there (a repeated PUT is harmless, I6). A locked
+        backup's writer stores it retained, or extends the retention of the one there."""
+        if encoded.chunk_id in self._sick:  # kept by Object Lock while damaged: replace it
+            self.rewrite_chunk(encoded)
+            return True
+        created = self.store.put(
+            chunk_key(encoded.chunk_id), encoded.blob, create_only=True, **self._retention()
+        )
+        self._note_retained(encoded.chunk_id)
+        return created
 
     def rewrite_chunk(self, encoded: EncodedChunk) -> None:
         """Overwrite a chunk (fresh mtime): rescues one a GC pass has condemned."""
-        self.store.put(chunk_key(encoded.chunk_id), encoded.blob)
+        self.store.put(chunk_key(encoded.chunk_id), encoded.blob, **self._retention())
+        self._note_retained(encoded.chunk_id)
+
+    # --- locks (retention) ---------------------------------------------------------------
+
+    def with_retention(self, until: datetime | None) -> Repository:
+        """This vault as a locked backup's writer: chunks and the manifest it writes are
+        retained until `until`, and the chunks it reuses are extended to it before its
+        manifest is written. A copy: the shared, cached vault is left as it is."""
+        twin = copy.copy(self)
+        twin.retain_until = lock_instant(until) if until is not None else None
+        twin._retained = set()
+        twin._retained_lock = threading.Lock()
+        return twin
+
+    def _retention(self) -> dict[str, datetime]:
+        """The put arguments of this writer's retention, where the store enforces it."""
+        if self.retain_until is None or not self.store.object_lock:
+            return {}
+        return {"retain_until": self.retain_until}
+
+    def _note_retained(self, chunk_id: str) -> None:
+        if self.retain_until is not None and self.store.object_lock:
+            with self._retained_lock:
+                self._retained.add(chunk_id)
+
+    def _retain_chunks(self, chunk_ids: Iterable[str], until: datetime) -> None:
+        """Extend every chunk's retention to `until` (Object Lock only; forward only). A
+        chunk missing here is a backup that could not be restored: an IntegrityError."""
+        ids = sorted(chunk_ids)
+        if not ids or not self.store.object_lock:
+            return
+
+        def one(chunk_id: str) -> None:
+            try:
+                self.store.retain(chunk_key(chunk_id), until)
+            except ObjectMissing:
+                raise IntegrityError(f"chunk {chunk_id[:16]} is missing from the vault") from None
+
+        with ThreadPoolExecutor(max_workers=min(RETAIN_WORKERS, len(ids))) as pool:
+            for _ in pool.map(one, ids):
+                pass
+
+    def lock_of(self, manifest_id: str) -> datetime | None:
+        """The date recorded for this backup's lock (past or future), or None."""
+        key = f"{LOCKS}{manifest_id}"
+        try:
+            blob = self.store.get(key, max_bytes=4096)
+            inner = self._unseal(blob, key, f"lock of {manifest_id}")
+            body = json.loads(bytes(self._unpack(inner, key, 4096)))
+            until = datetime.fromisoformat(str(body["until"])[:40])
+        except ObjectMissing:
+            return None
+        except (IntegrityError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None  # damaged: the manifest's own retention still holds where there is one
+        return until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+
+    def locks(self) -> dict[str, datetime]:
+        """Every backup lock recorded in the vault (past or future dates)."""
+        found = {}
+        for info in self.store.list(LOCKS):
+            manifest_id = info.key[len(LOCKS) :]
+            until = self.lock_of(manifest_id)
+            if until is not None:
+                found[manifest_id] = until
+        return found
+
+    def _write_lock(self, manifest_id: str, until: datetime) -> datetime:
+        """Record the lock's date (never an earlier one than recorded); the date kept."""
+        current = self.lock_of(manifest_id)
+        if current is not None and current >= until:
+            return current
+        key = f"{LOCKS}{manifest_id}"
+        body = json.dumps({"id": manifest_id, "until": until.isoformat()}).encode()
+        inner, _ = self._pack(body, level=3)
+        self.store.put(key, self._seal(inner, key))
+        return until
+
+    def lock(self, manifest_id: str, until: datetime) -> datetime:
+        """Lock a committed backup until `until` (only ever later): every chunk it names, then
+        its manifest, are retained that long where the store enforces it, then the date is
+        recorded. Returns the date it is locked until."""
+        until = lock_instant(until)
+        current = self.lock_of(manifest_id)
+        if current is not None and current > until:
+            until = current
+        manifest = self.read_manifest(manifest_id)
+        if self.store.object_lock:
+            self._retain_chunks(manifest.referenced(), until)
+            try:
+                self.store.retain(f"manifests/{manifest_id}", until)
+            except ObjectMissing:
+                raise IntegrityError(f"manifest {manifest_id} is missing from the vault") from None
+        return self._write_lock(manifest_id, until)
+
+    def locked_until(self, manifest_id: str) -> datetime | None:
+        """The future date before which this backup may not be deleted (its lock record, or
+        its manifest's own retention), or None when it is free."""
+        found = [self.lock_of(manifest_id)]
+        with contextlib.suppress(ObjectMissing):
+            found.append(self.store.retained_until(f"manifests/{manifest_id}"))
+        now = datetime.now(UTC)
+        future = [u for u in found if u is not None and u > now]
+        return max(future) if future else None
 
     def get_chunk(self, chunk_id: str) -> bytes | memoryview:
         """Fetch and verify a chunk; a missing one is an IntegrityError (data loss)."""
@@ -368,21 +504,26 @@ class Repository:
         except (ObjectMissing, StoreError):
             blob = b""
         self.store.put(f"{QUARANTINE}{chunk_id}", blob)
-        self.store.delete(key)
+        self._sick.add(chunk_id)
+        with contextlib.suppress(Retained):  # kept by Object Lock: the next backup replaces it
+            self.store.delete(key)
 
     def quarantined(self) -> set[str]:
         """Chunk ids found damaged or missing and not stored again since."""
-        return {
+        found = {
             info.key[len(QUARANTINE) :]
             for info in self.store.list(QUARANTINE)
             if CHUNK_ID.match(info.key[len(QUARANTINE) :])
         }
+        self._sick = set(found)
+        return found
 
     def healed(self, chunk_id: str) -> None:
         """A good copy was stored again: the chunk leaves quarantine (`vault check` reports
         it as repaired)."""
         self.store.put(f"{REPAIRED}{chunk_id}", b"")
         self.store.delete(f"{QUARANTINE}{chunk_id}")
+        self._sick.discard(chunk_id)
 
     def repaired(self, *, clear: bool) -> set[str]:
         """Chunks stored again since the last check (`clear`: the check has reported them)."""
@@ -409,10 +550,17 @@ class Repository:
     # --- manifests ----------------------------------------------------------------------
 
     def write_manifest(self, manifest: Manifest) -> None:
-        """Commit point: create-only; committing the same manifest twice is a no-op (I6)."""
+        """Commit point: create-only; committing the same manifest twice is a no-op (I6).
+        A locked backup's writer first extends the chunks it reused and records the lock,
+        then writes the manifest retained: nothing it names can go before it does."""
         key = f"manifests/{manifest.id}"
+        if self.retain_until is not None:
+            with self._retained_lock:
+                fresh = set(self._retained)
+            self._retain_chunks(manifest.referenced() - fresh, self.retain_until)
+            self._write_lock(manifest.id, self.retain_until)
         inner, _ = self._pack(manifest.to_bytes(), level=3)
-        if not self.store.put(key, self._seal(inner, key), create_only=True):
+        if not self.store.put(key, self._seal(inner, key), create_only=True, **self._retention()):
             existing = self.read_manifest(manifest.id)
             if existing.digest != manifest.digest:
                 raise IntegrityError(f"manifest {manifest.id} already exists with other content")
@@ -459,7 +607,21 @@ class Repository:
         return [self.read_manifest(mid) for mid in self.list_manifest_ids()]
 
     def trash_manifest(self, manifest_id: str) -> None:
-        """Move a manifest to trash/ (re-sealed under its new key); GC empties the trash."""
+        """Move a manifest to trash/ (re-sealed under its new key); GC empties the trash.
+        A locked backup is refused (`Retained`, naming the date), whoever asks: the vault's
+        record decides, not a catalog."""
+        until = self.locked_until(manifest_id)
+        if until is not None:
+            raise Retained(
+                f"backup {manifest_id} is locked until {when(until)}; it cannot be deleted "
+                "before then",
+                until=until,
+            )
+        self._trash_manifest(manifest_id)
+        with contextlib.suppress(ObjectMissing, Retained):  # its lock has passed
+            self.store.delete(f"{LOCKS}{manifest_id}")
+
+    def _trash_manifest(self, manifest_id: str) -> None:
         key = f"manifests/{manifest_id}"
         trash_key = f"trash/{manifest_id}"
         try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from core.base.times import as_utc
 from core.base.units import human_size
 from core.catalog.models import Backup, Disk, Job, Policy, Server, Snapshot, VaultRecord
 from core.repo.gc import GcStats
@@ -100,7 +102,9 @@ def snapshot_item(snapshot: Snapshot, op: str, *, when: str = "now", freed: int 
 
 
 def backup_keep_item(backup: Backup) -> PlanItem:
-    return PlanItem("keep", "backup", backup.id, backup.name, backup.size, "retained in vault")
+    until = locked_until(backup)
+    note = f"retained in vault, {lock_text(until)}" if until else "retained in vault"
+    return PlanItem("keep", "backup", backup.id, backup.name, backup.size, note)
 
 
 # --- inventory ---------------------------------------------------------------------------
@@ -310,17 +314,37 @@ class Capacity:
         }
 
 
+def locked_until(backup: Backup, now: datetime | None = None) -> datetime | None:
+    """The date a locked backup (`backup lock`, a policy's --lock-for) is free, while it is
+    still in the future; None for a backup that is not locked (any more)."""
+    if backup.locked_until is None:
+        return None
+    until = as_utc(backup.locked_until)
+    return until if until > (now or datetime.now(UTC)) else None
+
+
+def lock_text(until: datetime) -> str:
+    """'locked until 2027-01-01 00:00:00 UTC'."""
+    return f"locked until {as_utc(until):%Y-%m-%d %H:%M:%S} UTC"
+
+
 def plan_backup_delete(
     backup: Backup,
     *,
     unique_bytes: int,
     readers: Sequence[Job] = (),
     leaning: Sequence[Snapshot] = (),
+    now: datetime | None = None,
 ) -> Plan:
     """The bytes freed are the ones only this backup references (after deduplication).
-    Refused while it is still being made, while a job reads it, and while a safety snapshot
-    (the undo of a restore) reads unchanged chunks from it; a deletion cut short finishes."""
-    refusal = _readers_refusal(f"backup {backup.name}", readers)
+    Refused while it is still being made, while a job reads it, while a safety snapshot
+    (the undo of a restore) reads unchanged chunks from it, and while it is locked (before
+    its date nobody deletes it); a deletion cut short finishes."""
+    until = locked_until(backup, now)
+    refusal = None
+    if until is not None:
+        refusal = f"backup {backup.name} is {lock_text(until)}; it cannot be deleted before then"
+    refusal = refusal or _readers_refusal(f"backup {backup.name}", readers)
     if refusal is None and backup.status == "creating":
         refusal = f"backup {backup.name} is still being created"
     if refusal is None and leaning:
@@ -333,6 +357,8 @@ def plan_backup_delete(
     note = "freed by the next vault gc"
     if backup.status == "deleting":
         note = "finishes a deletion cut short"
+    if until is not None:
+        note = lock_text(until)
     return Plan(
         "delete backup",
         f"{backup.name} ({backup.id})",
@@ -614,6 +640,28 @@ def plan_gc(vault: VaultRecord, stats: GcStats, *, grace_seconds: float) -> Plan
                 f"{stats.condemned_chunks} newly unreferenced chunks",
                 stats.condemned_bytes,
                 f"condemned now, freed {when}",
+            )
+        )
+    if stats.retained_chunks:
+        items.append(
+            PlanItem(
+                "keep",
+                "chunks",
+                "",
+                f"{stats.retained_chunks} unreferenced chunks retained by S3 Object Lock",
+                stats.retained_bytes,
+                f"retained until {stats.retained_free_at}: freed by a gc after then",
+            )
+        )
+    if stats.locked_backups:
+        items.append(
+            PlanItem(
+                "keep",
+                "backups",
+                "",
+                f"{stats.locked_backups} locked backups",
+                0,
+                f"their chunks stay; the first lock passes at {stats.locked_until}",
             )
         )
     warnings = (

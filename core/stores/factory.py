@@ -18,6 +18,7 @@ S3_SPEC_FIELDS = (
     "profile",
     "addressing_style",
     "request_checksum",
+    "object_lock",
 )
 
 

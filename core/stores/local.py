@@ -22,6 +22,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from core.base.errors import ObjectMissing, StoreError
@@ -184,8 +185,16 @@ class LocalStore(ObjectStore):
 
     # --- the interface ----------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> bool:
-        """Write atomically; with create_only, never replace an existing object."""
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        create_only: bool = False,
+        retain_until: datetime | None = None,
+    ) -> bool:
+        """Write atomically; with create_only, never replace an existing object. A directory
+        has no retention: `retain_until` is ignored (locks are records in the vault)."""
         try:
             parent, name = self._parent_fd(key, create=True)
         except OSError as exc:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from core.base.errors import StoreError
@@ -81,18 +82,31 @@ class RetryingStore(ObjectStore):
                 self._backoff(operation, key, attempt, exc)
         raise AssertionError("unreachable")
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> bool:
+    @property
+    def object_lock(self) -> str | None:  # type: ignore[override]
+        return self.inner.object_lock
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        create_only: bool = False,
+        retain_until: datetime | None = None,
+    ) -> bool:
         """Retry a put. For create_only, an attempt that failed transiently may still have
         written (lost acknowledgement): if a later attempt finds the key taken, compare bytes,
         and count it as created when they are ours. An identical object written earlier by
-        someone else is then also reported as created, which is harmless by I6.
+        someone else is then also reported as created, which is harmless by I6 (its
+        retention is then extended to `retain_until`, as if this put had made it).
         """
+        lock = {"retain_until": retain_until} if retain_until is not None else {}
         if not create_only:
-            return self._run("put", key, lambda: self.inner.put(key, data))
+            return self._run("put", key, lambda: self.inner.put(key, data, **lock))
         maybe_written = False
         for attempt in range(1, self.attempts + 1):
             try:
-                created = self.inner.put(key, data, create_only=True)
+                created = self.inner.put(key, data, create_only=True, **lock)
             except StoreError as exc:
                 if not exc.transient:
                     raise
@@ -103,7 +117,10 @@ class RetryingStore(ObjectStore):
                 continue
             if created or not maybe_written:
                 return created
-            return self._run("get", key, lambda: self.inner.get(key)) == data
+            ours = self._run("get", key, lambda: self.inner.get(key)) == data
+            if ours and retain_until is not None:
+                self.retain(key, retain_until)
+            return ours
         raise AssertionError("unreachable")
 
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
@@ -121,6 +138,12 @@ class RetryingStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._run("delete", key, lambda: self.inner.delete(key))
+
+    def retain(self, key: str, until: datetime) -> datetime | None:
+        return self._run("retain", key, lambda: self.inner.retain(key, until))
+
+    def retained_until(self, key: str) -> datetime | None:
+        return self._run("retained", key, lambda: self.inner.retained_until(key))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Restart a listing that failed midway, skipping keys already yielded.

@@ -11,13 +11,24 @@ Each object carries a CRC32 of its bytes in user metadata, computed before uploa
 after download: a body damaged in transit, on upload or at rest is reported (as transient, so
 a re-read can fix a transit error) instead of being handed to the caller. Objects written by
 other tools have no such field and are returned unchecked.
+
+S3 Object Lock (`object_lock` = "compliance" | "governance", on a bucket made with Object Lock
+enabled, hence versioned): a put given `retain_until` carries that mode and date (whole
+seconds, UTC, rounded up, with Content-MD5 as AWS requires), `retain` extends the current
+version's date with PutObjectRetention — always naming its VersionId, since some services
+otherwise set it on a delete marker — and `delete` removes every version and delete marker
+of the key by VersionId (a plain DELETE would only hide it behind a marker), reporting the
+versions still retained (`Retained`, with their date) instead of failing on them.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,8 +37,8 @@ import botocore.exceptions as bce
 import urllib3
 from botocore.config import Config
 
-from core.base.errors import ObjectMissing, StoreError, UserError
-from core.stores.base import ObjectInfo, ObjectStore
+from core.base.errors import ObjectMissing, Retained, StoreError, UserError
+from core.stores.base import OBJECT_LOCK_MODES, ObjectInfo, ObjectStore, lock_instant
 from core.stores.local import validate_key, validate_prefix
 
 ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -110,8 +121,15 @@ class S3Store(ObjectStore):
         max_pool_connections: int = 32,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        object_lock: str | None = None,
     ) -> None:
         addressing_style = addressing_style or "auto"
+        if object_lock is not None and object_lock not in OBJECT_LOCK_MODES:
+            raise UserError(
+                f"object lock mode must be one of {', '.join(OBJECT_LOCK_MODES)}, "
+                f"not {object_lock!r}"
+            )
+        self.object_lock = object_lock
         request_checksum = request_checksum or "when_required"
         if not bucket:
             raise UserError("an S3 vault needs a bucket name")
@@ -218,14 +236,37 @@ class S3Store(ObjectStore):
 
     # -- ObjectStore ---------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> bool:
-        """Upload `data`; create_only uses If-None-Match, or head-then-put where unsupported."""
+    def _lock_args(self, data: bytes, retain_until: datetime | None) -> dict[str, Any]:
+        """The Object Lock headers of a put (none without a mode, or for a date now past)."""
+        if not self.object_lock or retain_until is None:
+            return {}
+        until = lock_instant(retain_until)
+        if until <= datetime.now(UTC):
+            return {}
+        return {
+            "ObjectLockMode": self.object_lock.upper(),
+            "ObjectLockRetainUntilDate": until,
+            "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode(),
+        }
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        create_only: bool = False,
+        retain_until: datetime | None = None,
+    ) -> bool:
+        """Upload `data`; create_only uses If-None-Match, or head-then-put where unsupported.
+        With `retain_until` (Object Lock), an object create_only finds already there has its
+        retention extended to that date instead (a reused chunk of a locked backup)."""
         full = self._key(key)
         args = {
             "Bucket": self.bucket,
             "Key": full,
             "Body": bytes(data),
             "Metadata": {CRC_META: f"{zlib.crc32(data):08x}"},
+            **self._lock_args(data, retain_until),
         }
         if not create_only:
             self._call("writing", key, self._client.put_object, **args)
@@ -239,6 +280,8 @@ class S3Store(ObjectStore):
                 code, status, _ = _error_info(exc)
                 if code == "PreconditionFailed" or status == 412:
                     self._conditional_put = True
+                    if retain_until is not None:
+                        self.retain(key, retain_until)
                     return False
                 if self._conditional_put is None and (
                     code in _NO_CONDITIONAL_CODES or status == 501
@@ -254,6 +297,8 @@ class S3Store(ObjectStore):
         # wins. Acceptable because blockvault keys are content ids or unique manifest ids, so
         # concurrent writers of one key write the same bytes (I6); the window is one round trip.
         if self.exists(key):
+            if retain_until is not None:
+                self.retain(key, retain_until)
             return False
         self._call("writing", key, self._client.put_object, **args)
         return True
@@ -294,9 +339,95 @@ class S3Store(ObjectStore):
             return False
 
     def delete(self, key: str) -> None:
-        self._call(
-            "deleting", key, self._client.delete_object, Bucket=self.bucket, Key=self._key(key)
+        if not self.object_lock:
+            self._call(
+                "deleting", key, self._client.delete_object, Bucket=self.bucket, Key=self._key(key)
+            )
+            return
+        full = self._key(key)
+        held: list[datetime] = []
+        for version_id in self._versions(key):
+            try:
+                self._client.delete_object(Bucket=self.bucket, Key=full, VersionId=version_id)
+            except bce.ClientError as exc:
+                code, status, _ = _error_info(exc)
+                if code in ("NoSuchVersion", "NoSuchKey") or status == 404:
+                    continue  # gone meanwhile
+                until = self._version_retention(full, version_id) if status == 403 else None
+                if until is None:
+                    raise self._error(exc, "deleting", key) from None
+                held.append(until)
+            except _FAILURES as exc:
+                raise self._error(exc, "deleting", key) from None
+        if held:
+            until = max(held)
+            raise Retained(
+                f"{self._where(key)} is retained by S3 Object Lock until "
+                f"{until:%Y-%m-%d %H:%M:%S} UTC",
+                until=until,
+            )
+
+    def _versions(self, key: str) -> list[str]:
+        """Every VersionId of exactly this key, delete markers included."""
+        full = self._key(key)
+        found: list[str] = []
+        paginator = self._client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for item in [*page.get("Versions", ()), *page.get("DeleteMarkers", ())]:
+                    if item.get("Key") == full and item.get("VersionId"):
+                        found.append(str(item["VersionId"]))
+        except _FAILURES as exc:
+            raise self._error(exc, "listing versions of", key) from None
+        return found
+
+    def _version_retention(self, full: str, version_id: str) -> datetime | None:
+        """The future retain-until date of one version, or None (none, past, or unknown)."""
+        try:
+            found = self._client.get_object_retention(
+                Bucket=self.bucket, Key=full, VersionId=version_id
+            )
+        except _FAILURES:
+            return None
+        until = (found.get("Retention") or {}).get("RetainUntilDate")
+        if isinstance(until, datetime) and until > datetime.now(UTC):
+            return until.astimezone(UTC)
+        return None
+
+    def retain(self, key: str, until: datetime) -> datetime | None:
+        """PutObjectRetention on the current version (by its VersionId), only forward."""
+        if not self.object_lock:
+            return None
+        full = self._key(key)
+        until = lock_instant(until)
+        head = self._call("checking", key, self._client.head_object, Bucket=self.bucket, Key=full)
+        current = head.get("ObjectLockRetainUntilDate")
+        current = current.astimezone(UTC) if isinstance(current, datetime) else None
+        if current is not None and current >= until:
+            return current
+        if until <= datetime.now(UTC):
+            return current
+        mode = str(head.get("ObjectLockMode") or self.object_lock).upper()
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full,
+            "Retention": {"Mode": mode, "RetainUntilDate": until},
+        }
+        if head.get("VersionId"):
+            args["VersionId"] = head["VersionId"]
+        self._call("extending the retention of", key, self._client.put_object_retention, **args)
+        return until
+
+    def retained_until(self, key: str) -> datetime | None:
+        if not self.object_lock:
+            return None
+        head = self._call(
+            "checking", key, self._client.head_object, Bucket=self.bucket, Key=self._key(key)
         )
+        until = head.get("ObjectLockRetainUntilDate")
+        if isinstance(until, datetime) and until > datetime.now(UTC):
+            return until.astimezone(UTC)
+        return None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Page through ListObjectsV2 (1000 keys a page) under the store prefix."""
@@ -319,18 +450,45 @@ class S3Store(ObjectStore):
 
     # -- extras --------------------------------------------------------------------------
 
-    def ensure_bucket(self) -> bool:
-        """Create the bucket if it is missing (tests, `vault add --create`); True if created."""
+    def ensure_object_lock(self) -> bool:
+        """`vault add --object-lock`: make the bucket with Object Lock enabled if it is missing
+        (True), else check it has Object Lock enabled and no default retention rule (which
+        would lock blockvault's own short-lived objects: locks, sessions, trash). UserError
+        with the reason otherwise."""
         try:
-            self._client.head_bucket(Bucket=self.bucket)
-            return False
+            found = self._client.get_object_lock_configuration(Bucket=self.bucket)
         except bce.ClientError as exc:
             code, status, _ = _error_info(exc)
-            if status != 404 and code not in ("NoSuchBucket", "NotFound", "404"):
-                raise self._error(exc, "checking bucket") from None
+            if code == "NoSuchBucket":
+                return self._create_bucket(object_lock=True)
+            if code == "ObjectLockConfigurationNotFoundError" or status == 404:
+                found = {}
+            else:
+                raise self._error(exc, "checking the Object Lock configuration of") from None
         except _FAILURES as exc:
-            raise self._error(exc, "checking bucket") from None
+            raise self._error(exc, "checking the Object Lock configuration of") from None
+        config = found.get("ObjectLockConfiguration") or {}
+        if config.get("ObjectLockEnabled") != "Enabled":
+            raise UserError(
+                f"bucket {self.bucket!r} does not have S3 Object Lock enabled (it can only be "
+                "turned on when a bucket is made): give a new bucket name, which vault add "
+                "then creates with Object Lock"
+            )
+        rule = (config.get("Rule") or {}).get("DefaultRetention")
+        if rule:
+            unit = "days" if rule.get("Days") else "years"
+            span = f"{rule.get('Days') or rule.get('Years')} {unit}"
+            raise UserError(
+                f"bucket {self.bucket!r} has a default retention rule ({rule.get('Mode')}, "
+                f"{span}): it would lock blockvault's own short-lived objects (locks, sessions, "
+                "trash) too; remove the rule, blockvault dates each locked backup itself"
+            )
+        return False
+
+    def _create_bucket(self, *, object_lock: bool = False) -> bool:
         args: dict[str, Any] = {"Bucket": self.bucket}
+        if object_lock:
+            args["ObjectLockEnabledForBucket"] = True
         region = self._client.meta.region_name
         if region and region != "us-east-1":
             args["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -344,3 +502,16 @@ class S3Store(ObjectStore):
             raise self._error(exc, "creating bucket") from None
         except _FAILURES as exc:
             raise self._error(exc, "creating bucket") from None
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if it is missing (tests, `vault add --create`); True if created."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return False
+        except bce.ClientError as exc:
+            code, status, _ = _error_info(exc)
+            if status != 404 and code not in ("NoSuchBucket", "NotFound", "404"):
+                raise self._error(exc, "checking bucket") from None
+        except _FAILURES as exc:
+            raise self._error(exc, "checking bucket") from None
+        return self._create_bucket()

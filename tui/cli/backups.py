@@ -92,6 +92,15 @@ def backup_copy(bv: Blockvault, a: argparse.Namespace) -> None:
     )
 
 
+def backup_lock(bv: Blockvault, a: argparse.Namespace) -> None:
+    """Lock a backup (extend only); a vault that does not enforce it itself says so."""
+    result = bv.lock_backup(a.backup, lock_for=a.lock_for, until=a.until)
+    if not a.json:
+        for warning in result.get("warnings", []):
+            output.err.print(printable(f"warning: {warning}"), markup=False)
+    show_object(result, a)
+
+
 def backup_verify(bv: Blockvault, a: argparse.Namespace) -> Any:
     if a.background:
         return run_background(bv, a, "verify", {"backup": a.backup}, description="verify")
@@ -228,6 +237,18 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         help="delete a backup (vault gc frees its chunks)",
     )
     p.add_argument("backup")
+    p = add_verb(
+        backup,
+        "lock",
+        backup_lock,
+        parents=[js],
+        help="lock a backup: no delete, expiry or gc before its date (S3 Object Lock where "
+        "the vault has it); a lock is only ever extended",
+    )
+    p.add_argument("backup")
+    span = p.add_mutually_exclusive_group(required=True)
+    span.add_argument("--for", dest="lock_for", metavar="DURATION", help="e.g. 30d, 1y, 12h")
+    span.add_argument("--until", metavar="DATE", help="2027-01-01 (UTC) or 2027-01-01T12:00:00Z")
     for verb, pinned, text in (
         ("pin", True, "exempt a backup from every policy's retention"),
         ("unpin", False, "return a pinned backup to its policy's retention"),

@@ -55,6 +55,7 @@ def policy_create(bv: Blockvault, a: argparse.Namespace) -> None:
         drill=a.drill,
         disks=a.disk,
         replicate_to=a.replicate_to,
+        lock_for=a.lock_for,
     )
     for warning in view.get("warnings", []):
         output.err.print(printable(f"warning: {warning}"), markup=False)
@@ -117,6 +118,11 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         "--replicate-to",
         metavar="VAULT",
         help="copy each backup the policy makes into this vault too (only missing chunks sent)",
+    )
+    p.add_argument(
+        "--lock-for",
+        metavar="DURATION",
+        help="lock each backup it makes this long (e.g. 30d): no delete, expiry or gc before",
     )
     keep = p.add_argument_group("retention (restic's rules, their union; default --keep-last 7)")
     for k in KEEPS:

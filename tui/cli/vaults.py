@@ -54,6 +54,7 @@ def vault_add(bv: Blockvault, a: argparse.Namespace) -> None:
             chunk_size=a.chunk_size,
             passphrase=read_new_passphrase() if a.encrypt else None,
             create_bucket=a.create_bucket,
+            object_lock=a.object_lock,
             quota=a.quota,
             alert_at=a.alert_at,
         ),
@@ -137,6 +138,12 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         help="encrypt client-side; passphrase from BLOCKVAULT_PASSPHRASE or a prompt",
     )
     p.add_argument("--create-bucket", action="store_true", help="create the bucket if missing")
+    p.add_argument(
+        "--object-lock",
+        choices=("compliance", "governance"),
+        help="S3 Object Lock: locked backups are written retained, undeletable before their "
+        "date by anyone (the bucket is made with Object Lock, or checked to have it)",
+    )
     add_capacity_options(p)
     p = add_verb(
         vault,

@@ -4,8 +4,9 @@ Two servers with a system and a data disk each, holding real content (seeded ran
 written zeros and holes), several snapshots and backups in the embedded local vault, one
 retained backup of a deleted disk, and two policies: `web-weekly` covers web1's disks and has
 run once; `nightly` covers db1-data and has not run yet (so, on a clock a few days on, as in
-the screenshots, db1-data is overdue); db1-root stays unprotected. Small disks and a small
-chunk size keep it to a few seconds.
+the screenshots, db1-data is overdue); db1-root stays unprotected. A second vault, `offsite`,
+holds a backup of the deleted disk and is past its quota's alert threshold. Small disks and a
+small chunk size keep it to a few seconds.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def build_demo(
             _finish(bv.start_backup(name, name=f"{name}-wednesday"))
     scratch = DELETED[1]
     _finish(bv.start_backup(scratch, name=f"{scratch}-final"))
+    bv.add_vault("offsite", path=str(home / "offsite-vault"))
+    _finish(bv.start_backup(scratch, vault="offsite", name=f"{scratch}-offsite"))
     bv.delete_disk(scratch)
     bv.create_policy(
         "web-weekly",
@@ -105,4 +108,14 @@ def build_demo(
         keep={"keep_daily": 7, "keep_weekly": 4},
         disks=["db1-data"],
     )
+    _vaults(bv, home)
     return bv
+
+
+def _vaults(bv: Blockvault, home: Path) -> None:
+    """Quotas: `offsite` (a copy of the deleted disk's last backup) past its alert threshold
+    (the console header's badge), the embedded `local` vault under its own. They follow the
+    measured usage, so every scale shows the same shares."""
+    for vault, share, alert_at in (("local", 0.62, "80%"), ("offsite", 0.86, "80%")):
+        usage = bv.get_vault(vault, deep=False)["usage_bytes"]
+        bv.set_vault(vault, quota=str(int(usage / share)), alert_at=alert_at)

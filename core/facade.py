@@ -332,16 +332,26 @@ class Blockvault:
         )
         return self.get_vault(vault.id, deep=False)
 
-    def list_vaults(self) -> list[dict[str, Any]]:
-        from core.ops import vaults
+    def list_vaults(self, *, create_default: bool = True) -> list[dict[str, Any]]:
+        """Every vault with its counts, capacity (usage, quota, alert, forecast), locked
+        backups and replication; `create_default=False` (the console, read-only) adds
+        nothing."""
+        from core.ops import capacity, vaults
 
-        vaults.default_vault(self.ctx)  # the embedded default always shows
+        if create_default:
+            vaults.default_vault(self.ctx)  # the embedded default always shows
         with self.ctx.catalog.session() as session:
             counts = vaults.backup_counts(session)
-            links = vaults.vault_links(session, self.ctx.settings.default_vault)
+            links = capacity.vault_links(session, self.ctx.settings.default_vault)
             rows = session.exec(select(VaultRecord).order_by(VaultRecord.name)).all()
             return [
-                self._vault_dict(v, counts.get(v.id, (0, 0, 0)), **links.get(v.id, {}))
+                self._vault_dict(
+                    v,
+                    counts.get(v.id, (0, 0, 0)),
+                    **links.get(v.id, {}),
+                    capacity=capacity.usage_line(v),
+                    **capacity.forecast(session, v),
+                )
                 for v in rows
             ]
 
@@ -369,7 +379,7 @@ class Blockvault:
         with self.ctx.catalog.session() as session:
             vault = session.get(VaultRecord, vault.id)
             count = vaults.backup_counts(session).get(vault.id, (0, 0, 0))
-            links = vaults.vault_links(session, self.ctx.settings.default_vault)
+            links = capacity.vault_links(session, self.ctx.settings.default_vault)
             extra = {
                 **links.get(vault.id, {}),
                 "capacity": capacity.usage_line(vault),

@@ -1,8 +1,8 @@
 """Regenerate screenshots/*.svg headless from a throwaway demo: `python scripts/export_screenshots.py`.
 
-Main screen, a restore confirmation, a transfer in progress, the policies view and the help
-screen, at 100x30. The core's clock is frozen with the console's, so next runs and the overdue
-disk come out the same every time.
+Main screen, a restore confirmation, a transfer in progress, the policies view, the vaults view
+and the help screen, at 100x30. The core's clock is frozen with the console's, so next runs, the
+overdue disk and the vaults' forecasts come out the same every time.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ async def _shoot(home: Path) -> list[Path]:
         await pilot.press("p")  # the policies view
         await idle(app, pilot)
         save("policies")
+
+        await pilot.press("escape", "v", "j")  # the vaults view, on the one past its alert
+        await idle(app, pilot)
+        save("vaults")
+        await pilot.press("escape")
+        await idle(app, pilot)
 
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))

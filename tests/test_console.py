@@ -507,7 +507,8 @@ async def test_policies_view_protection_column_and_header_counts(
         assert str(cells[3]) == "failing" and str(cells[4]).startswith("in ")
         assert app.alerts == {"overdue": 0, "failing": 1}
         title = app.format_title(app.title, app.sub_title).plain
-        assert title.startswith("blockvault · 1 failing — ") and "overdue" not in title
+        assert title.startswith("blockvault · 1 failing · vault offsite 86% — ")
+        assert "overdue" not in title
         assert "failing: last backup failed" in screen.query_one("#details").plain
 
         # the periodic refresh follows changes made elsewhere (here: the CLI's `policy apply`)
@@ -533,6 +534,45 @@ async def test_policies_view_protection_column_and_header_counts(
         assert "Policy: Run now" in titles and "Disk: Snapshot" not in titles
         await pilot.press("escape")  # back to the disks
         assert screen.view == "disks" and app.focused.id == "disks"
+
+
+async def test_vaults_view_usage_alert_badge_and_back(bv) -> None:
+    """`v`: each vault's usage bar against its quota, the alert, object lock, locked backups
+    and replication; the header's badge names the vault past its threshold, and clears when
+    its quota is raised."""
+    app = make_app(bv)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        screen = app.main
+        title = app.format_title(app.title, app.sub_title).plain
+        assert "vault offsite 86%" in title
+        assert "show_vaults" in footer_actions(app)
+        await pilot.press("v")
+        await settle(app, pilot)
+        assert screen.view == "vaults" and app.focused.id == "vaults"
+        table = screen.table("vaults")
+        vaults = {v["name"]: v for v in table.rows_by_key.values()}
+        assert set(vaults) == {"local", "offsite"}
+        cells = [str(c) for c in table.get_row(vaults["offsite"]["id"])]
+        assert cells[1] == "███████░ 86%" and cells[3] == "OVER"
+        assert [str(c) for c in table.get_row(vaults["local"]["id"])][1:4:2] == [
+            "█████░░░ 62%",
+            "80%",
+        ]
+        assert "delete" not in footer_actions(app)  # `vault remove` is the command line's
+        await pilot.press("j")  # offsite
+        details = screen.query_one("#vault-details").plain
+        assert "offsite" in details and "(86%), alert at 80%" in details
+        assert "lock mode none" in details and "forecast full in" in details
+
+        bv.set_vault("offsite", quota="1G")  # elsewhere (the CLI): the badge goes
+        await pilot.press("R")
+        await wait_for(pilot, lambda: not app.badges)
+        assert "vault offsite" not in app.format_title(app.title, app.sub_title).plain
+        await pilot.press("v")  # back to the disks
+        assert screen.view == "disks" and app.focused.id == "disks"
+        await pilot.press("v", "escape")  # esc too
+        assert screen.view == "disks"
 
 
 @pytest.mark.slow

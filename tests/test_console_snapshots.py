@@ -192,3 +192,21 @@ def test_run_policy_confirmation(snap_compare, app) -> None:  # type: ignore[no-
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+async def show_vaults(app, pilot) -> None:  # type: ignore[no-untyped-def]
+    await settle(app, pilot)
+    await pilot.press("v", "j")  # offsite: past its alert threshold
+    await settle(app, pilot)
+
+
+@pytest.mark.slow
+def test_vaults_view(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    """Usage bars against quotas; offsite is past its alert threshold (the header's badge)."""
+    assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: show_vaults(app, pilot))
+
+
+def test_vaults_view_80x24(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(
+        app, terminal_size=(80, 24), run_before=lambda pilot: show_vaults(app, pilot)
+    )

@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 from core.base.errors import BlockvaultError, UserError
 from core.base.units import human_size, parse_size
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, VaultRecord, utcnow
+from core.catalog.models import Backup, Policy, VaultRecord, iso
 from core.jobs.alerts import alert
 from core.stores.base import ObjectStore
 from core.stores.factory import open_store
@@ -132,7 +132,7 @@ def record_usage(
         if vault is None:
             return {}
         vault.usage_bytes = usage if usage is not None else (vault.usage_bytes or 0) + added
-        vault.usage_at = utcnow()
+        vault.usage_at = datetime.now(UTC)  # module `datetime`: frozen by the console tests
         raised = _settle(session, ctx, vault)
         session.add(vault)
         session.commit()
@@ -331,7 +331,7 @@ def forecast(
     """Growth per day from the bytes this vault's backups stored over the last FORECAST_DAYS
     days (or since the vault was added, at least one day), and the days until the quota is
     reached at that pace."""
-    now = _aware(now or utcnow())
+    now = _aware(now or datetime.now(UTC))  # module `datetime`: the console tests freeze it
     since = max(now - timedelta(days=FORECAST_DAYS), _aware(vault.created_at))
     days = max((now - since).total_seconds() / 86400, 1.0)
     stored = session.exec(
@@ -359,7 +359,7 @@ def forecast(
         left = (vault.quota_bytes - vault.usage_bytes) / per_day
         result["days_until_full"] = round(left, 1)
         result["forecast"] = (
-            f"full in about {_days(left)} at {human_size(int(per_day))}/day "
+            f"full in {_days(left)} at {human_size(int(per_day))}/day "
             f"(the last {days:.0f} days' backups)"
         )
     return result
@@ -368,4 +368,54 @@ def forecast(
 def _days(days: float) -> str:
     if days < 1:
         return "less than a day"
-    return f"{days:.0f} day{'s' * (round(days) != 1)}"
+    return f"about {days:.0f} day{'s' * (round(days) != 1)}"
+
+
+# --- the vaults view ------------------------------------------------------------------------
+
+
+def vault_links(session: Session, default_vault: str) -> dict[str, dict[str, Any]]:
+    """vault id -> its locked backups (count, earliest date they free) and its replication:
+    copies it holds, its backups copied elsewhere, and the policies replicating into it or
+    out of it (by vault name). For the vaults view; catalog only."""
+    vaults = {v.id: v for v in session.exec(select(VaultRecord)).all()}
+    default_id = next((v.id for v in vaults.values() if v.name == default_vault), None)
+    links: dict[str, dict[str, Any]] = {
+        vid: {
+            "locked_backups": 0,
+            "locked_until_min": None,
+            "copies_held": 0,
+            "copied_out": 0,
+            "replicates_to": [],
+            "replicated_from": [],
+        }
+        for vid in vaults
+    }
+    now = datetime.now(UTC).replace(tzinfo=None)
+    backups = session.exec(
+        select(Backup.id, Backup.vault_id, Backup.locked_until, Backup.copy_of).where(
+            Backup.status == "available"
+        )
+    ).all()
+    copied = {source for _, _, _, source in backups if source}
+    for backup_id, vault_id, locked_until, copy_of in backups:
+        row = links.get(vault_id)
+        if row is None:
+            continue
+        if locked_until is not None and locked_until.replace(tzinfo=None) > now:
+            row["locked_backups"] += 1
+            if row["locked_until_min"] is None or locked_until < row["locked_until_min"]:
+                row["locked_until_min"] = locked_until
+        row["copies_held"] += bool(copy_of)
+        row["copied_out"] += backup_id in copied
+    for policy in session.exec(select(Policy).where(Policy.replicate_to.is_not(None))).all():  # type: ignore[union-attr]
+        source, target = policy.vault_id or default_id, policy.replicate_to
+        if source in links and target in vaults:
+            links[source]["replicates_to"].append(vaults[target].name)
+        if target in links and source in vaults:
+            links[target]["replicated_from"].append(vaults[source].name)
+    for row in links.values():
+        row["locked_until_min"] = iso(row["locked_until_min"])
+        row["replicates_to"] = sorted(set(row["replicates_to"]))
+        row["replicated_from"] = sorted(set(row["replicated_from"]))
+    return links

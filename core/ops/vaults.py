@@ -18,7 +18,7 @@ from sqlmodel import Session, func, select
 
 from core.base.errors import BlockvaultError, Conflict, IntegrityError, NotFound, UserError
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, Job, Policy, Snapshot, VaultRecord, iso, utcnow
+from core.catalog.models import Backup, Disk, Job, Policy, Snapshot, VaultRecord, utcnow
 from core.catalog.names import check_name_shape, check_new_name, commit_unique, unique_id
 from core.catalog.views import backup_view
 from core.engine.check import check_vault
@@ -257,53 +257,6 @@ def backup_counts(session: Session) -> dict[str, tuple[int, int, int]]:
         ).group_by(Backup.vault_id)
     ).all()
     return {vid: (n, int(logical or 0), int(stored or 0)) for vid, n, logical, stored in rows}
-
-
-def vault_links(session: Session, default_vault: str) -> dict[str, dict[str, Any]]:
-    """vault id -> its locked backups (count, earliest date they free) and its replication:
-    copies it holds, its backups copied elsewhere, and the policies replicating into it or
-    out of it (by vault name). For the vaults view; catalog only."""
-    vaults = {v.id: v for v in session.exec(select(VaultRecord)).all()}
-    default_id = next((v.id for v in vaults.values() if v.name == default_vault), None)
-    links: dict[str, dict[str, Any]] = {
-        vid: {
-            "locked_backups": 0,
-            "locked_until_min": None,
-            "copies_held": 0,
-            "copied_out": 0,
-            "replicates_to": [],
-            "replicated_from": [],
-        }
-        for vid in vaults
-    }
-    now = utcnow().replace(tzinfo=None)
-    backups = session.exec(
-        select(Backup.id, Backup.vault_id, Backup.locked_until, Backup.copy_of).where(
-            Backup.status == "available"
-        )
-    ).all()
-    copied = {source for _, _, _, source in backups if source}
-    for backup_id, vault_id, locked_until, copy_of in backups:
-        row = links.get(vault_id)
-        if row is None:
-            continue
-        if locked_until is not None and locked_until.replace(tzinfo=None) > now:
-            row["locked_backups"] += 1
-            if row["locked_until_min"] is None or locked_until < row["locked_until_min"]:
-                row["locked_until_min"] = locked_until
-        row["copies_held"] += bool(copy_of)
-        row["copied_out"] += backup_id in copied
-    for policy in session.exec(select(Policy).where(Policy.replicate_to.is_not(None))).all():  # type: ignore[union-attr]
-        source, target = policy.vault_id or default_id, policy.replicate_to
-        if source in links and target in vaults:
-            links[source]["replicates_to"].append(vaults[target].name)
-        if target in links and source in vaults:
-            links[target]["replicated_from"].append(vaults[source].name)
-    for row in links.values():
-        row["locked_until_min"] = iso(row["locked_until_min"])
-        row["replicates_to"] = sorted(set(row["replicates_to"]))
-        row["replicated_from"] = sorted(set(row["replicated_from"]))
-    return links
 
 
 def _remove_plan(session: Session, vault: VaultRecord, *, force: bool) -> Plan:

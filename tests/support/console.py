@@ -62,8 +62,13 @@ class _CountingSecrets:
 
 
 # Where the core reads the wall clock for what the console shows: schedules' next runs,
-# protection status, and the names of automatic backups.
-CLOCK_MODULES = ("core.ops.policies", "core.ops.protection", "core.catalog.names")
+# protection status, the names of automatic backups, vaults' forecasts and locked backups.
+CLOCK_MODULES = (
+    "core.ops.policies",
+    "core.ops.protection",
+    "core.catalog.names",
+    "core.ops.capacity",
+)
 
 
 @contextlib.contextmanager

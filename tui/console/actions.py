@@ -11,7 +11,7 @@ from textual.binding import Binding
 class ConsoleAction:
     """One user action: `keys` is a Textual key list, the first key is the one displayed.
 
-    `view` is the view it belongs to ("disks" or "policies"; None: both). Outside its view an
+    `view` is the view it belongs to ("disks", "policies" or "vaults"; None: all). Outside its view an
     action is hidden (footer, palette) and its key passes to the action of the view shown, so
     one letter may mean one thing per view, as in k9s: `n` is a new disk or a new policy.
     """
@@ -48,6 +48,22 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "View",
         "Back to the disks, snapshots and backups (also esc)",
         view="policies",
+    ),
+    ConsoleAction(
+        "show_vaults",
+        "v",
+        "Vaults",
+        "View",
+        "Show the vaults: usage against quota, alerts, object lock, replication, locked backups",
+        view="disks",
+    ),
+    ConsoleAction(
+        "leave_vaults",
+        "v",
+        "Disks",
+        "View",
+        "Back to the disks, snapshots and backups (also esc)",
+        view="vaults",
     ),
     ConsoleAction(
         "snapshot",
@@ -198,7 +214,7 @@ ACTIONS: tuple[ConsoleAction, ...] = (
 CATEGORIES = ("Disk", "Recovery", "Policy", "Object", "Jobs", "Server", "View", "App")
 BY_ID = {action.id: action for action in ACTIONS}
 MUTATING = frozenset(action.id for action in ACTIONS if action.mutating)
-VIEWS = ("disks", "policies")
+VIEWS = ("disks", "policies", "vaults")
 
 
 def in_view(action_id: str, view: str) -> bool:

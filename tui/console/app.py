@@ -61,15 +61,18 @@ class BlockvaultApp(App[int]):
         self.initial_theme = theme
         self.main: MainScreen | None = None
         self.alerts: dict[str, int] = {}  # overdue and failing disks, for the header
+        self.badges: list[tuple[str, str]] = []  # (text, "warning"|"error"): vaults past alert
 
     def format_title(self, title: str, sub_title: str) -> Content:
-        """`blockvault · 2 overdue · 1 failing — actor · catalog · vaults`: the counts (only
-        when not zero) in the theme's warning and error colours, and in words."""
+        """`blockvault · 2 overdue · 1 failing · vault offsite 85% — actor · catalog · vaults`:
+        the counts (only when not zero) and the vault badge in the theme's warning and error
+        colours, and in words."""
         shown = [
             (f"{count} {name}", f"bold {ALERT_STYLE[name]}")
             for name, count in self.alerts.items()
             if count
         ]
+        shown += [(text, f"bold ${variable}") for text, variable in self.badges]
         parts: list[Content | tuple[str, str]] = [Content(self.TITLE)]
         for text, style in shown:
             parts += [(" · ", "dim"), (text, style)]

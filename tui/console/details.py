@@ -1,4 +1,5 @@
-"""The details panel: every field of the selected server, disk, snapshot, backup or policy."""
+"""The details panel: every field of the selected server, disk, snapshot, backup, policy or
+vault."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def fields_of(
         ]
     if obj.get("kind") == "policy":
         return _policy_fields(obj, now)
+    if obj.get("kind_of") == "vault":
+        return _vault_fields(obj, home)
     if obj.get("kind_of") == "snapshot":
         expires = f", expires {fmt.absolute(obj['expires_at'])}" if obj.get("expires_at") else ""
         return [
@@ -113,6 +116,49 @@ def _policy_fields(policy: dict[str, Any], now: datetime) -> list[tuple[str, str
         ("drills", policy.get("drill") or "none"),
         ("created", fmt.absolute(policy.get("created_at"))),
     ]
+
+
+def _vault_fields(vault: dict[str, Any], home: str | None) -> list[tuple[str, str]]:
+    measured = f", measured {fmt.absolute(vault['usage_at'])}" if vault.get("usage_at") else ""
+    locked = "none"
+    if vault.get("locked_backups"):
+        n = vault["locked_backups"]
+        locked = (
+            f"{n} backup{'s' * (n > 1)}, the first free "
+            f"{fmt.absolute(vault.get('locked_until_min'))}"
+        )
+    lock = vault.get("object_lock")
+    mode = f"S3 Object Lock, {lock} mode" if lock else "none (locks recorded by blockvault)"
+    return [
+        ("vault", f"{vault['name']}  {vault['id']}  {vault['kind']}"),
+        ("location", _short_path(vault.get("location"), home)),
+        ("usage", f"{vault.get('capacity') or '-'}{measured}"),
+        ("forecast", vault.get("forecast") or "-"),
+        ("backups", _vault_backups(vault)),
+        ("lock mode", mode),
+        ("locked", locked),
+        ("replicas", _replication(vault)),
+    ]
+
+
+def _vault_backups(vault: dict[str, Any]) -> str:
+    text = f"{vault.get('backups', 0)}, {fmt.size(vault.get('stored_bytes'))} stored"
+    if vault.get("dedup_ratio"):
+        text += f" of {fmt.size(vault.get('logical_bytes'))} (dedup {vault['dedup_ratio']:g}x)"
+    return text
+
+
+def _replication(vault: dict[str, Any]) -> str:
+    parts = []
+    if vault.get("replicates_to"):
+        parts.append(f"copied to {', '.join(vault['replicates_to'])} by policy")
+    if vault.get("replicated_from"):
+        parts.append(f"receives copies from {', '.join(vault['replicated_from'])}")
+    if vault.get("copied_out"):
+        parts.append(f"{vault['copied_out']} of its backups have copies")
+    if vault.get("copies_held"):
+        parts.append(f"holds {vault['copies_held']} copies")
+    return "; ".join(parts) or "none"
 
 
 class DetailsPanel(Static):

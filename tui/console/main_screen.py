@@ -1,4 +1,5 @@
-"""The main screen: the disks view (panes, details) or the policies view, the jobs strip.
+"""The main screen: the disks view (panes, details), the policies view or the vaults view,
+the jobs strip.
 It renders and starts workers, nothing else."""
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class MainScreen(ActionFlows, Screen):
         self.show_all = False
         self.filter_text = ""
         self.cursor_target: str | None = None  # an object a finished job made: show it
-        self.view = "disks"  # or "policies"
+        self.view = "disks"  # or "policies", "vaults"
         self.polls = 0
         self.stopping = False
 
@@ -89,6 +90,9 @@ class MainScreen(ActionFlows, Screen):
             with Vertical(id="policies-view"):
                 yield PaneTable("Policies", id="policies")
                 yield DetailsPanel(id="policy-details")
+            with Vertical(id="vaults-view"):
+                yield PaneTable("Vaults", id="vaults")
+                yield DetailsPanel(id="vault-details")
         yield JobsStrip(id="jobs")
         yield Footer()
 
@@ -97,9 +101,11 @@ class MainScreen(ActionFlows, Screen):
         self.table("snapshots").set_columns(panes.SNAPSHOT_COLUMNS)
         self.table("backups").set_columns(panes.BACKUP_COLUMNS)
         self.table("policies").set_columns(panes.POLICY_COLUMNS)
+        self.table("vaults").set_columns(panes.VAULT_COLUMNS)
         self.query_one("#filter").display = False
         self.query_one("#details", DetailsPanel).border_title = "Details"
         self.query_one("#policy-details", DetailsPanel).border_title = "Policy"
+        self.query_one("#vault-details", DetailsPanel).border_title = "Vault"
         if self.read_only:
             self.query_one("#jobs-empty", Static).update("no jobs (read-only: nothing can start)")
         self.table("disks").focus()
@@ -126,7 +132,7 @@ class MainScreen(ActionFlows, Screen):
         focused = self.focused
         if isinstance(focused, PaneTable) and focused.id:
             return focused.id
-        return "policies" if self.view == "policies" else "disks"
+        return self._home_pane()
 
     def focused_object(self) -> dict[str, Any] | None:
         return self.table(self.focused_pane()).selected()
@@ -136,6 +142,8 @@ class MainScreen(ActionFlows, Screen):
         key then goes to the action of this view that has it)."""
         if self.read_only and action in actions.MUTATING:
             return False
+        if self.view == "vaults" and action == "delete":
+            return False  # `vault remove` is the command line's (its plan forgets backups)
         return actions.in_view(action, self.view)
 
     # --- loading (workers post, handlers render) ----------------------------------------
@@ -151,6 +159,7 @@ class MainScreen(ActionFlows, Screen):
                 status={**status, "servers_list": [s["name"] for s in bv.list_servers()]},
                 protection=bv.protection_status(),
                 policies=bv.list_policies(),
+                vaults=bv.list_vaults(create_default=False),
             )
         )
 
@@ -170,6 +179,7 @@ class MainScreen(ActionFlows, Screen):
         self._render_header(message.status)
         self._render_disks()
         self._render_policies()
+        self._render_vaults()
         self._reload_selection()
 
     @on(Selection)
@@ -190,8 +200,26 @@ class MainScreen(ActionFlows, Screen):
         counts = (self.inventory.protection if self.inventory else {}).get("counts", {})
         alerts = {name: counts.get(name, 0) for name in ("overdue", "failing")}
         self.app.alerts = alerts  # type: ignore[attr-defined]
+        badges = self._vault_badges(status.get("vaults_over_alert", []))
+        self.app.badges = badges  # type: ignore[attr-defined]
         # the title changes with the counts, so the header redraws (app.format_title styles them)
-        self.title = " · ".join(["blockvault", *(f"{n} {k}" for k, n in alerts.items() if n)])
+        self.title = " · ".join(
+            ["blockvault", *(f"{n} {k}" for k, n in alerts.items() if n), *(t for t, _ in badges)]
+        )
+
+    def _vault_badges(self, names: list[str]) -> list[tuple[str, str]]:
+        """The header's badge for vaults past their alert threshold: 'vault offsite 85%'
+        (one), '2 vaults over alert' (several); in the error colour once one is full."""
+        if not names:
+            return []
+        vaults = {v["name"]: v for v in (self.inventory.vaults if self.inventory else [])}
+        full = any((vaults.get(n, {}).get("percent_used") or 0) >= 100 for n in names)
+        style = "error" if full else "warning"
+        if len(names) == 1:
+            percent = vaults.get(names[0], {}).get("percent_used")
+            shown = f" {percent:.0f}%" if percent is not None else " over alert"
+            return [(f"vault {names[0]}{shown}", style)]
+        return [(f"{len(names)} vaults over alert", style)]
 
     def colors(self) -> dict[str, str]:
         """The theme's status colours, for table cells (Rich text cannot read theme variables)."""
@@ -229,6 +257,14 @@ class MainScreen(ActionFlows, Screen):
         self._move_to_target()
         self._show_details()
 
+    def _render_vaults(self) -> None:
+        if self.inventory is None:
+            return
+        every = self.inventory.vaults
+        shown = [v for v in every if self._matches(v["name"])]
+        self.table("vaults").replace_rows(panes.vault_rows(shown, self.colors()), len(every))
+        self._show_details()
+
     def _reload_selection(self) -> None:
         disk = self.selected_disk()
         self.load_selection(disk["id"] if disk else None, self.show_all)
@@ -257,7 +293,9 @@ class MainScreen(ActionFlows, Screen):
 
     def _show_details(self) -> None:
         home = self.inventory.status.get("home") if self.inventory else None
-        panel = "#policy-details" if self.view == "policies" else "#details"
+        panel = {"policies": "#policy-details", "vaults": "#vault-details"}.get(
+            self.view, "#details"
+        )
         self.query_one(panel, DetailsPanel).show(self.focused_object(), now=self.now(), home=home)
 
     @on(DataTable.RowHighlighted)
@@ -387,6 +425,7 @@ class MainScreen(ActionFlows, Screen):
         self.filter_text = event.value.strip()
         self._render_disks()
         self._render_policies()
+        self._render_vaults()
         self._render_selection()
 
     @on(Input.Submitted, "#filter")
@@ -394,22 +433,23 @@ class MainScreen(ActionFlows, Screen):
         self.table(self._home_pane()).focus()
 
     def action_clear_filter(self) -> None:
-        """esc: clears the filter first, then goes back from the policies to the disks."""
+        """esc: clears the filter first, then goes back from the policies or vaults to the
+        disks."""
         field = self.query_one("#filter", Input)
         if field.display:
             field.value = ""
             field.display = False
             self.table(self._home_pane()).focus()
-        elif self.view == "policies":
+        elif self.view in ("policies", "vaults"):
             self.action_show_disks()
 
     def _home_pane(self) -> str:
-        return "policies" if self.view == "policies" else "disks"
+        return self.view if self.view in ("policies", "vaults") else "disks"
 
     def _switch(self, view: str) -> None:
         self.view = view
         self.query_one("#views", ContentSwitcher).current = (
-            "policies-view" if view == "policies" else "body"
+            f"{view}-view" if view in ("policies", "vaults") else "body"
         )
         self.table(self._home_pane()).focus()
         self.refresh_bindings()  # the footer shows this view's keys
@@ -419,6 +459,12 @@ class MainScreen(ActionFlows, Screen):
         self._switch("policies")
 
     def action_show_disks(self) -> None:
+        self._switch("disks")
+
+    def action_show_vaults(self) -> None:
+        self._switch("vaults")
+
+    def action_leave_vaults(self) -> None:
         self._switch("disks")
 
     def action_help(self) -> None:
@@ -432,6 +478,7 @@ class MainScreen(ActionFlows, Screen):
         self.app.toggle_theme()
         self._render_disks()  # the status colours come from the theme
         self._render_policies()
+        self._render_vaults()
 
     def action_quit(self) -> None:
         self.stopping = True  # a policy run starts no further backup

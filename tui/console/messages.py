@@ -12,14 +12,15 @@ from core.api import ProgressEvent
 
 @dataclass
 class Inventory(Message):
-    """Disks, active jobs, the header's status, each disk's protection and the policies,
-    loaded off the UI thread."""
+    """Disks, active jobs, the header's status, each disk's protection, the policies and the
+    vaults, loaded off the UI thread."""
 
     disks: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     status: dict[str, Any] = field(default_factory=dict)
     protection: dict[str, Any] = field(default_factory=dict)  # protection_status()
     policies: list[dict[str, Any]] = field(default_factory=list)
+    vaults: list[dict[str, Any]] = field(default_factory=list)  # list_vaults()
 
 
 @dataclass

@@ -253,3 +253,76 @@ def policy_rows(policies: list[dict[str, Any]], now: datetime, colors: dict[str,
             )
         )
     return rows
+
+
+VAULT_COLUMNS = (  # 80 columns: the panel below says everything in full
+    ("Vault", 10),
+    ("Usage", 13),
+    ("Quota", 8),
+    ("Alert", 6),
+    ("Lock", 10),
+    ("Locked", 6),
+    ("Replicas", 10),
+)
+BAR_WIDTH = 8
+
+
+def usage_bar(percent: float) -> str:
+    """'█████░░░ 62%': the usage against the quota, in blocks and in digits."""
+    filled = min(BAR_WIDTH, max(0, round(percent / 100 * BAR_WIDTH)))
+    return f"{'█' * filled}{'░' * (BAR_WIDTH - filled)} {percent:.0f}%"
+
+
+def usage_text(vault: dict[str, Any], colors: dict[str, str]) -> Text:
+    """A bar against the quota (in the warning colour past the alert, error when full), or
+    the usage alone without a quota."""
+    if vault.get("usage_bytes") is None:
+        return Text("unmeasured", style="italic")
+    percent = vault.get("percent_used")
+    if percent is None:
+        return Text(fmt.short_size(vault["usage_bytes"]))
+    variable = "error" if percent >= 100 else "warning" if vault.get("over_alert") else ""
+    return Text(usage_bar(percent), style=colors.get(variable, ""))
+
+
+def alert_text(vault: dict[str, Any], colors: dict[str, str]) -> Text:
+    """'OVER' past the threshold (the word is the signal), else the threshold ('80%')."""
+    if not vault.get("quota_bytes"):
+        return Text("-")
+    if vault.get("over_alert"):
+        return Text("OVER", style=f"bold {colors.get('warning', '')}".strip())
+    alert_at = vault.get("alert_at")
+    return Text(f"{alert_at:g}%" if alert_at is not None else "100%")
+
+
+def replication_text(vault: dict[str, Any]) -> str:
+    """'→ offsite' (a policy copies this vault's backups there), '← local' (copies come
+    from there), else how many copies it holds ('3 copies'), or '-'."""
+    if vault.get("replicates_to"):
+        return "→ " + ", ".join(vault["replicates_to"])
+    if vault.get("replicated_from"):
+        return "← " + ", ".join(vault["replicated_from"])
+    if vault.get("copies_held"):
+        return f"{vault['copies_held']} copies"
+    return "-"
+
+
+def vault_rows(vaults: list[dict[str, Any]], colors: dict[str, str]):
+    rows = []
+    for v in vaults:
+        rows.append(
+            (
+                v["id"],
+                {**v, "kind_of": "vault"},
+                [
+                    v["name"],
+                    usage_text(v, colors),
+                    fmt.short_size(v.get("quota_bytes")),
+                    alert_text(v, colors),
+                    v.get("object_lock") or "-",
+                    str(v.get("locked_backups") or "-"),
+                    replication_text(v),
+                ],
+            )
+        )
+    return rows

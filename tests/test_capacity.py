@@ -339,3 +339,19 @@ def test_s3_usage_counts_every_version_in_the_bucket(cli: CLI, s3_server: S3Serv
     assert shown["usage_bytes"] == every
     assert shown["usage_bytes"] >= 640 * KiB
     assert shown["percent_used"] == pytest.approx(every / (10 * MiB) * 100, abs=0.1)
+
+
+def test_a_copy_counts_against_its_vault_and_respects_the_quota(cli: CLI, tmp_path: Path) -> None:
+    cli.ok("vault", "add", "v1", "--path", str(tmp_path / "v1"))
+    cli.ok("vault", "add", "v2", "--path", str(tmp_path / "v2"), "--quota", "256K")
+    data_disk(cli, "d1", size=2 * MiB, data=512 * KiB)
+    source = backup(cli, "d1", "v1")
+    line = cli.fails("backup", "copy", source["id"], "--to-vault", "v2", "--yes")
+    assert "vault v2 would pass its quota" in line and "estimate is 512.0 KiB" in line
+    assert not (tmp_path / "v2" / "manifests").exists() or not any(
+        (tmp_path / "v2" / "manifests").iterdir()
+    )
+    cli.ok("vault", "set", "v2", "--quota", "4M")
+    result = cli("backup", "copy", source["id"], "--to-vault", "v2", "--yes", "--json")
+    assert result.code == 0, result.err
+    assert abs(vault_row(cli, "v2")["usage_bytes"] - walk_bytes(tmp_path / "v2")) < 16 * KiB

@@ -25,12 +25,13 @@ from core.catalog.names import commit_unique, unique_id
 from core.catalog.views import backup_view
 from core.engine import replicate
 from core.jobs.runner import JobContext, JobHandle, new_job
-from core.ops import recovery
+from core.ops import capacity, recovery
 from core.ops.facts import check_plan
 from core.ops.vaults import get_vault, open_repository, store_spec
 from core.repo.manifest import Manifest
 from core.repo.repository import Repository
 from core.rules import replication as rules
+from core.rules.lifecycle import Capacity
 from core.rules.plans import Plan
 from core.stores.factory import open_store
 
@@ -48,13 +49,39 @@ def relatives(session: Session, backup: Backup) -> list[Backup]:
 def _plan(session: Session, backup: Backup, target: VaultRecord) -> Plan:
     source = session.get(VaultRecord, backup.vault_id)
     taken = session.exec(select(Backup.name)).all()
-    return rules.plan_copy(
+    plan = rules.plan_copy(
         backup,
         source=source,
         target=target,
         relatives=relatives(session, backup),
         name=rules.copy_name(backup, target, taken),
     )
+    room = _room(session, backup, target)
+    return replace(
+        plan,
+        route=f"{plan.route}; {room.line(target.name)}",
+        refusal=plan.refusal or room.refusal(target.name),
+        extra={**plan.extra, **room.to_dict()},
+    )
+
+
+def _room(session: Session, backup: Backup, target: VaultRecord) -> Capacity:
+    """The target vault's quota against the copy's estimate: what the source backup added to
+    its own vault when the target already holds a copy of that disk (the chunks before it
+    are there), else all its data (nothing to deduplicate against yet: an upper bound)."""
+    row = session.get(VaultRecord, target.id) or target
+    earlier = session.exec(
+        select(Backup.id).where(
+            Backup.disk_id == backup.disk_id,
+            Backup.vault_id == target.id,
+            Backup.status == "available",
+        )
+    ).first()
+    if earlier is not None:
+        estimate, basis = backup.bytes_stored, f"what {backup.name} added to its vault"
+    else:
+        estimate, basis = backup.size - backup.bytes_zero, f"all the data of {backup.name}"
+    return Capacity(row.usage_bytes, row.quota_bytes, estimate, basis)
 
 
 def plan_copy(ctx: Context, backup_ref: str, vault_ref: str) -> Plan:
@@ -234,6 +261,9 @@ def _run_copy(
     )
     committed = _commit(ctx, row.id, copy, moved, duration, summary, backup)
     warnings = list(copy.warnings)
+    usage_warning = capacity.note_backup(ctx, target, committed, target_repo.store)
+    if usage_warning:
+        warnings.append(usage_warning)
     try:
         recovery.save_copy(ctx, target_repo)  # the catalog's description, for a host that lost it
     except (BlockvaultError, OSError) as exc:

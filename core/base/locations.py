@@ -43,6 +43,11 @@ class Locations:
         return self.data_dir / "pool"
 
     @property
+    def scratch_dir(self) -> Path:
+        """The pool's scratch area: restore drills write here, nothing else lives here."""
+        return self.pool_dir / ".scratch"
+
+    @property
     def default_vault_dir(self) -> Path:
         return self.data_dir / "vault"
 

@@ -47,7 +47,6 @@ from core.ops.policies import claim_slot, finish_slot, next_due_slot, targets_of
 from core.ops.vaults import open_repository
 from core.rules.states import JOB_ACTIVE
 
-SCRATCH_DIR = ".scratch"
 _SCRATCH_NAME = re.compile(r"^drill-(job-[0-9a-f]{6,12})\.")
 #: where filesystem checkers live when they are not on an ordinary user's PATH
 _SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
@@ -62,7 +61,7 @@ class DrillFailed(BlockvaultError):
 
 def scratch_dir(ctx: Context) -> Path:
     """The pool's scratch area: drills restore here, nothing else lives here."""
-    return ctx.locations.pool_dir / SCRATCH_DIR
+    return ctx.locations.scratch_dir
 
 
 # --- leftovers ---------------------------------------------------------------------------

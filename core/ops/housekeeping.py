@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from sqlmodel import Session, select
 
 from core.catalog.context import Context
-from core.catalog.models import Backup, Disk, Job, Snapshot, utcnow
+from core.catalog.models import Backup, Disk, Drill, Job, Snapshot, utcnow
 from core.jobs.claims import release_disk
 from core.jobs.runner import job_is_stale
-from core.ops.drills import sweep_scratch
-from core.ops.safety import discard_snapshot, expire_safety_snapshots
 from core.rules.states import JOB_ACTIVE
+
+# Every command runs reconcile, and there is seldom anything to clean: `drills` and `safety`
+# bring the block pipeline, BLAKE3, zstd and the crypto (0.1-0.2 s that `disk list` would pay
+# for nothing), so they are imported below only when there is work for them.
 
 #: a disk whose owner died: (status, restore_incomplete) it is released into
 INTERRUPTED_DISK_STATUS = {
@@ -34,8 +36,8 @@ INTERRUPTED_DISK_STATUS = {
 
 def reconcile(ctx: Context) -> None:
     _reconcile_jobs(ctx)
-    sweep_scratch(ctx)  # scratch files and `running` rows of drills whose job is gone
     with ctx.catalog.session() as session:
+        running_drill = session.exec(select(Drill.id).where(Drill.status == "running")).first()
         expired = session.exec(
             select(Snapshot.id).where(
                 Snapshot.kind == "safety",
@@ -43,7 +45,13 @@ def reconcile(ctx: Context) -> None:
                 Snapshot.expires_at < utcnow(),  # type: ignore[operator]
             )
         ).first()
+    if running_drill is not None or ctx.locations.scratch_dir.is_dir():
+        from core.ops.drills import sweep_scratch
+
+        sweep_scratch(ctx)  # scratch files and `running` rows of drills whose job is gone
     if expired is not None:
+        from core.ops.safety import expire_safety_snapshots
+
         expire_safety_snapshots(ctx)
 
 
@@ -106,6 +114,8 @@ def _reconcile_jobs(ctx: Context) -> None:
             session.delete(backup)
         session.commit()
     for snapshot in found.snapshots:
+        from core.ops.safety import discard_snapshot
+
         with ctx.catalog.session() as session:
             disk = session.get(Disk, snapshot.disk_id)
         discard_snapshot(ctx, disk, snapshot.id)

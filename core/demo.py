@@ -4,9 +4,10 @@ Two servers with a system and a data disk each, holding real content (seeded ran
 written zeros and holes), several snapshots and backups in the embedded local vault, one
 retained backup of a deleted disk, and two policies: `web-weekly` covers web1's disks and has
 run once; `nightly` covers db1-data and has not run yet (so, on a clock a few days on, as in
-the screenshots, db1-data is overdue); db1-root stays unprotected. A second vault, `offsite`,
-holds a backup of the deleted disk and is past its quota's alert threshold. Small disks and a
-small chunk size keep it to a few seconds.
+the screenshots, db1-data is overdue) and replicates to a second vault, `offsite`, which holds
+a copy of the deleted disk's backup and is past its quota's alert threshold; web1-data's first
+backup is locked; db1-root stays unprotected. Small disks and a small chunk size keep it to a
+few seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ LAYOUT = (
     ("db1", "db1-data", "data", 32),
 )
 DELETED = ("db1", "db1-scratch", "data", 8)
+LOCKED_UNTIL = "2027-01-01"  # a date, not a duration: the screenshots stay the same
 
 
 def _finish(handle: JobHandle) -> dict:
@@ -92,8 +94,6 @@ def build_demo(
             _finish(bv.start_backup(name, name=f"{name}-wednesday"))
     scratch = DELETED[1]
     _finish(bv.start_backup(scratch, name=f"{scratch}-final"))
-    bv.add_vault("offsite", path=str(home / "offsite-vault"))
-    _finish(bv.start_backup(scratch, vault="offsite", name=f"{scratch}-offsite"))
     bv.delete_disk(scratch)
     bv.create_policy(
         "web-weekly",
@@ -102,20 +102,25 @@ def build_demo(
         disks=["web1"],
     )
     bv.run_policies(policy="web-weekly", force=True)  # its first run: one backup of each disk
+    bv.add_vault("offsite", path=str(home / "offsite-vault"))
     bv.create_policy(
         "nightly",
         schedule=bv.schedule_text(daily_at="02:00"),
         keep={"keep_daily": 7, "keep_weekly": 4},
         disks=["db1-data"],
+        replicate_to="offsite",
     )
-    _vaults(bv, home)
+    _vaults(bv)
     return bv
 
 
-def _vaults(bv: Blockvault, home: Path) -> None:
-    """Quotas: `offsite` (a copy of the deleted disk's last backup) past its alert threshold
-    (the console header's badge), the embedded `local` vault under its own. They follow the
+def _vaults(bv: Blockvault) -> None:
+    """`offsite` holds a copy of the deleted disk's last backup (and receives the nightly
+    policy's copies) and is past its quota's alert threshold (the console header's badge);
+    the embedded `local` vault is under its own and holds a locked backup. Quotas follow the
     measured usage, so every scale shows the same shares."""
+    _finish(bv.start_copy(f"{DELETED[1]}-final", to_vault="offsite"))
+    bv.lock_backup("web1-data-monday", until=LOCKED_UNTIL)
     for vault, share, alert_at in (("local", 0.62, "80%"), ("offsite", 0.86, "80%")):
         usage = bv.get_vault(vault, deep=False)["usage_bytes"]
         bv.set_vault(vault, quota=str(int(usage / share)), alert_at=alert_at)

@@ -554,7 +554,9 @@ async def test_vaults_view_usage_alert_badge_and_back(bv) -> None:
         vaults = {v["name"]: v for v in table.rows_by_key.values()}
         assert set(vaults) == {"local", "offsite"}
         cells = [str(c) for c in table.get_row(vaults["offsite"]["id"])]
-        assert cells[1] == "███████░ 86%" and cells[3] == "OVER"
+        assert cells[1] == "███████░ 86%" and cells[3] == "OVER" and cells[6] == "← local"
+        local = [str(c) for c in table.get_row(vaults["local"]["id"])]
+        assert local[4:] == ["-", "1", "→ offsite"]  # no S3 lock; 1 locked backup; nightly
         assert [str(c) for c in table.get_row(vaults["local"]["id"])][1:4:2] == [
             "█████░░░ 62%",
             "80%",
@@ -564,6 +566,10 @@ async def test_vaults_view_usage_alert_badge_and_back(bv) -> None:
         details = screen.query_one("#vault-details").plain
         assert "offsite" in details and "(86%), alert at 80%" in details
         assert "lock mode none" in details and "forecast full in" in details
+        assert "receives copies from local" in details and "holds 1 copy" in details
+        await pilot.press("k")  # local
+        details = screen.query_one("#vault-details").plain
+        assert "locked 1 backup, the first free 2027-01-01 00:00:00 UTC" in details
 
         bv.set_vault("offsite", quota="1G")  # elsewhere (the CLI): the badge goes
         await pilot.press("R")

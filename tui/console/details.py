@@ -157,7 +157,8 @@ def _replication(vault: dict[str, Any]) -> str:
     if vault.get("copied_out"):
         parts.append(f"{vault['copied_out']} of its backups have copies")
     if vault.get("copies_held"):
-        parts.append(f"holds {vault['copies_held']} copies")
+        n = vault["copies_held"]
+        parts.append(f"holds {n} cop{'ies' if n > 1 else 'y'}")
     return "; ".join(parts) or "none"
 
 

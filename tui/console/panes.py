@@ -303,7 +303,8 @@ def replication_text(vault: dict[str, Any]) -> str:
     if vault.get("replicated_from"):
         return "← " + ", ".join(vault["replicated_from"])
     if vault.get("copies_held"):
-        return f"{vault['copies_held']} copies"
+        n = vault["copies_held"]
+        return f"{n} cop{'ies' if n > 1 else 'y'}"
     return "-"
 
 

@@ -415,3 +415,28 @@ def test_copies_that_cannot_be_made_are_refused_in_one_line(
     )
     assert cli.ok("backup", "list")  # nothing half-made
     assert all(b["status"] == "available" for b in cli.ok("backup", "list"))
+
+
+def test_a_replica_a_restore_reads_cannot_be_deleted_under_it(tmp_path: Path) -> None:
+    """A restore that reads a replica (its backup's vault unreachable) holds that replica as
+    its source: deleting it (then a gc) while the job lives is refused, as for any restore."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(CONFIG)
+    bv = Blockvault.open(home=home)
+    try:
+        bv.add_vault("main", path=str(tmp_path / "main"))
+        bv.add_vault("offsite", path=str(tmp_path / "offsite"))
+        disk = bv.create_disk("d", MiB)
+        scribble(disk["path"], 0, random.Random(9).randbytes(MiB // 2))
+        backup = bv.start_backup("d", vault="main").start().wait()
+        copy = bv.start_copy(backup["id"], to_vault="offsite").start().wait()
+        (tmp_path / "main").rename(tmp_path / "away")
+        handle = bv.start_restore(backup["id"], to_original=False, new_name="r")
+        # the job exists (claimed, not yet run): the replica it reads may not go under it
+        refused = bv.plan_delete_backup(copy["id"])
+        assert not refused.allowed, "the replica a restore reads was deletable under it"
+        result = handle.start().wait()
+        assert result["read_from_vault"] == "offsite" and sha(result["path"]) == sha(disk["path"])
+    finally:
+        bv.close()

@@ -168,7 +168,7 @@ def start_restore(
             target_id=backup.id,
             target_name=backup.name,
             disk_id=target.id if target else None,
-            source_id=backup.id,
+            source_id=source.id,  # the backup read (a replica, maybe): not deleted under it
         )
         safety = None
         before = target.status if target is not None else "available"

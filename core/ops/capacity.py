@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from core.base.errors import BlockvaultError, UserError
+from core.base.errors import UserError
 from core.base.units import human_size, parse_size
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Policy, VaultRecord, iso
@@ -101,7 +101,7 @@ def note_backup(ctx: Context, vault: VaultRecord, backup: Backup, store: ObjectS
     checked. Never fails the backup (it is committed): a problem comes back as a warning."""
     try:
         after_write(ctx, vault.id, backup.bytes_stored + manifest_bytes(store, backup.id))
-    except (BlockvaultError, OSError) as exc:
+    except Exception as exc:  # any error (a catalog one too): the backup is committed already
         return f"the vault's usage was not updated ({exc}); vault show measures it"
     return None
 

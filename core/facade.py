@@ -19,7 +19,7 @@ from core.base.config import Settings
 from core.base.errors import Conflict, UserError
 from core.base.locations import Locations
 from core.catalog.context import Context, current_actor, record, resolve
-from core.catalog.db import Catalog
+from core.catalog.db import Catalog, shown_url
 from core.catalog.models import (
     Backup,
     Disk,
@@ -110,7 +110,7 @@ class Blockvault:
             rows = session.exec(select(VaultRecord).order_by(VaultRecord.name)).all()
             return {
                 "actor": self.ctx.actor,
-                "catalog": self.ctx.catalog.url,
+                "catalog": shown_url(self.ctx.catalog.url),  # never its password
                 "home": str(self.ctx.locations.data_dir),
                 "schema_version": self.ctx.catalog.version,
                 "servers": session.exec(select(func.count()).select_from(Server)).one(),

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from core.stores.retry import RetryingStore
-from tests.support import ledger
+from tests.support import ledger, postgres
 from tests.support.seaweed import S3Server, find_weed, running_server
 
 
@@ -34,6 +34,42 @@ def s3_store(s3_server: S3Server) -> Iterator[RetryingStore]:
     store = s3_server.store(s3_server.shared_bucket, s3_server.fresh_prefix())
     yield store
     store.close()
+
+
+# ---- the catalog on PostgreSQL (tests/support/postgres.py) ----
+
+CATALOG_ENV = "BLOCKVAULT_CATALOG"
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl on a free loopback port), stopped and
+    removed at the end of the session. Skipped when the server binaries, a user to run them as
+    or psycopg are missing; a cluster that fails to start is an error."""
+    reason = postgres.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres.running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: postgres.Cluster) -> str:
+    """A fresh, empty database of the session's cluster (its SQLAlchemy URL)."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def catalog_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per catalog back end: `sqlite` (the file at the home, the default)
+    and `postgresql` (a fresh database, handed through BLOCKVAULT_CATALOG to every Blockvault
+    the test opens, in-process or in a child process). Returns the back end's name."""
+    if request.param == "sqlite":
+        monkeypatch.delenv(CATALOG_ENV, raising=False)
+    else:
+        monkeypatch.setenv(CATALOG_ENV, request.getfixturevalue("pg_url"))
+    return request.param
 
 
 # ---- the fault ledger (tests/support/ledger.py) ----
@@ -82,3 +118,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"s3_server", "s3_store"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if _on_postgresql(item) and item.path.name not in QUICK_ON_POSTGRESQL:
+            item.add_marker(pytest.mark.slow)
+
+
+#: modules whose PostgreSQL variants stay in the quick run (each well under a second); the
+#: others' (CLI and job runs, most over a second there) belong to the full run
+QUICK_ON_POSTGRESQL = {"test_catalog.py"}
+
+
+def _on_postgresql(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("catalog_backend") == "postgresql"

@@ -19,7 +19,6 @@ from tests.support.cli import CLI
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.test_backup_reliability import (
     MiB,
-    catalog_ok,
     fill,
     kill_after_progress,
     run_job,
@@ -29,6 +28,16 @@ from tests.test_backup_reliability import (
 
 cli = reliability.cli  # the same fixtures: a home with small chunks, an S3 vault behind a proxy
 slow_s3 = reliability.slow_s3
+
+#: every test runs on SQLite and on PostgreSQL (tests/conftest.py: `catalog_backend`)
+pytestmark = pytest.mark.usefixtures("catalog_backend")
+
+
+def catalog_ok(cli: CLI) -> None:
+    """SQLite's integrity check of the home's catalog file; a catalog on PostgreSQL has no
+    file there (the server keeps its own consistency)."""
+    if not os.environ.get("BLOCKVAULT_CATALOG"):
+        reliability.catalog_ok(cli)
 
 
 @pytest.mark.slow

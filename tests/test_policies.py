@@ -19,6 +19,10 @@ from tests.test_backups_s3 import add_s3_vault
 CONFIG = "[blockvault]\nchunk_size = 262144\ngc_grace_seconds = 0\n"
 
 
+#: every test runs on SQLite and on PostgreSQL (tests/conftest.py: `catalog_backend`)
+pytestmark = pytest.mark.usefixtures("catalog_backend")
+
+
 @pytest.fixture
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CLI:
     return CLI.with_config(tmp_path / "home", capsys, CONFIG)

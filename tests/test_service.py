@@ -10,19 +10,28 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
+from core.catalog.db import Catalog
+from core.catalog.models import Meta, PolicySlot
 from tests.support.cli import CLI
 
-pytestmark = pytest.mark.slow
+#: every test runs on SQLite and on PostgreSQL (tests/conftest.py: `catalog_backend`)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("catalog_backend")]
+
+
+def catalog_of(cli: CLI) -> Catalog:
+    """The catalog the CLI and the services use: BLOCKVAULT_CATALOG, else the home's file."""
+    return Catalog(os.environ.get("BLOCKVAULT_CATALOG") or f"sqlite:///{cli.home}/catalog.sqlite")
+
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = "import sys; from tui.cli.main import main; sys.exit(main(sys.argv[1:]))"
@@ -220,12 +229,15 @@ def test_two_services_on_one_catalog_never_run_one_slot_twice(cli: CLI, services
     assert len(cli.ok("service", "status")) == 2
 
     def slots() -> list[tuple]:
-        with sqlite3.connect(cli.home / "catalog.sqlite") as db:
-            return db.execute(
-                "SELECT slot_at, host, status FROM policy_slots WHERE policy_id = ? "
-                "AND kind = 'backup' ORDER BY slot_at",
-                (policy["id"],),
-            ).fetchall()
+        catalog = catalog_of(cli)
+        with catalog.session() as session:
+            rows = session.exec(
+                select(PolicySlot)
+                .where(PolicySlot.policy_id == policy["id"], PolicySlot.kind == "backup")
+                .order_by(PolicySlot.slot_at)
+            ).all()
+        catalog.dispose()
+        return [(row.slot_at, row.host, row.status) for row in rows]
 
     wait_until(lambda: len([s for s in slots() if s[2] == "succeeded"]) >= 3, 12, "three slots")
     assert first.stop() == 0 and second.stop() == 0
@@ -247,7 +259,7 @@ def test_two_services_on_one_catalog_never_run_one_slot_twice(cli: CLI, services
     for entry in done:
         assert listed[entry[7]] == entry[5]
         per_slot.setdefault(entry[3], []).append(entry[5])
-    stamps = {datetime.fromisoformat(s[0]).replace(tzinfo=UTC).isoformat(): s for s in claimed}
+    stamps = {s[0].astimezone(UTC).isoformat(): s for s in claimed}
     assert set(per_slot) <= set(stamps)
     for stamp, (_, _, status) in stamps.items():
         disks = sorted(per_slot.get(stamp, []))
@@ -267,9 +279,12 @@ def test_background_without_a_service_says_so_in_one_line(cli: CLI) -> None:
     assert cli.ok("job", "list") == []
     assert cli("service", "status").code == 1
     # a service that died without a word is not running either
-    with sqlite3.connect(cli.home / "catalog.sqlite") as db:
+    catalog = catalog_of(cli)
+    with catalog.session() as session:
         beat = {"host": "gone", "pid": 1, "beat_at": "2020-01-01T00:00:00+00:00"}
-        db.execute("INSERT INTO meta VALUES ('service:gone:1', ?)", (json.dumps(beat),))
+        session.add(Meta(key="service:gone:1", value=json.dumps(beat)))
+        session.commit()
+    catalog.dispose()
     assert NO_SERVICE in cli.fails("backup", "create", disk["id"], "--background")
 
 
@@ -335,7 +350,10 @@ def test_service_install_print_shows_the_unit_for_this_home(cli: CLI) -> None:
     result = cli("service", "install", "--print")
     assert result.code == 0, result.err
     exec_start = [line for line in result.out.splitlines() if line.startswith("ExecStart=")]
-    assert len(exec_start) == 1 and f"--home {cli.home.resolve()} service" in exec_start[0]
+    url = os.environ.get("BLOCKVAULT_CATALOG")  # a catalog elsewhere is named too
+    catalog = f" --catalog {url}" if url else ""
+    assert len(exec_start) == 1
+    assert f"--home {cli.home.resolve()}{catalog} service" in exec_start[0]
     assert os.path.isabs(exec_start[0].removeprefix("ExecStart=").split()[0])
     for line in ("Restart=on-failure", "KillSignal=SIGTERM", "WantedBy=multi-user.target"):
         assert line in result.out

@@ -114,6 +114,28 @@ def _v5_protecting_backups(op: Operations) -> None:
                 op.add_column(table, column)
     if "backups" in present:
         op.create_index("ix_backups_copy_of", "backups", ["copy_of"])
+    _widen_byte_columns(op, present)
+
+
+#: the columns counting bytes (models.BYTES): INTEGER in the DDL of v1..v4
+BYTE_COLUMNS = {
+    "disks": ("size",),
+    "snapshots": ("size", "bytes_stored"),
+    "vaults": ("chunk_size",),
+    "backups": ("disk_size", "size", "bytes_new", "bytes_reused", "bytes_zero", "bytes_stored"),
+    "jobs": ("bytes_done", "bytes_total"),
+}
+
+
+def _widen_byte_columns(op: Operations, present: set[str]) -> None:
+    """Byte counts become BIGINT where INTEGER is 32 bits (PostgreSQL: a 2 GiB disk would not
+    fit); SQLite's INTEGER holds 64 bits, so its catalogs are left as they are."""
+    if op.get_bind().dialect.name == "sqlite":
+        return
+    for table, names in BYTE_COLUMNS.items():
+        if table in present:
+            for name in names:
+                op.alter_column(table, name, type_=sa.BigInteger(), existing_type=sa.Integer())
 
 
 MIGRATIONS: dict[int, Callable[[Operations], None]] = {
@@ -135,22 +157,56 @@ def _enable_sqlite_pragmas(engine: Engine) -> None:
         cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+#: PostgreSQL sessions run in UTC: times read back as the same UTC instants as on SQLite
+#: (TIMESTAMPTZ columns and the plain TIMESTAMP ones migrations add, which hold UTC as SQLite
+#: does); a lock waited for past 30 s is an error, as SQLite's busy timeout makes it
+POSTGRESQL_OPTIONS = "-c timezone=UTC -c lock_timeout=30000"
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(unparsable URL)"
+
+
+def _is_postgresql(url: str) -> bool:
+    return url.startswith(("postgresql:", "postgresql+", "postgres:"))
+
+
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """Build the engine for `url` (created by a factory, never at import time)."""
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             _enable_sqlite_pragmas(engine)
+        elif _is_postgresql(url):
+            options = POSTGRESQL_OPTIONS
+            if read_only:  # every transaction read only: the server refuses any write
+                options += " -c default_transaction_read_only=on"
+            engine = create_engine(
+                url.replace("postgres://", "postgresql://", 1),
+                pool_pre_ping=True,
+                connect_args={"options": options, "connect_timeout": 10},
+            )
         else:
             engine = create_engine(url, pool_pre_ping=True)
-    except (sa.exc.ArgumentError, ImportError) as exc:
+    except ImportError as exc:
+        if _is_postgresql(url):
+            raise UserError(
+                f"the catalog {shown_url(url)} needs psycopg 3: pip install "
+                "'blockvault[postgresql]' (or pip install 'psycopg[binary]')"
+            ) from None
+        raise UserError(f"invalid catalog URL {shown_url(url)}: {exc}") from None
+    except sa.exc.ArgumentError as exc:
         raise UserError(f"invalid catalog URL: {exc}") from None
     return engine
 
 
 def make_read_only_engine(url: str) -> Engine:
-    """The catalog opened so that nothing can write it (SQLite's mode=ro; a PostgreSQL
-    transaction marked read only); a missing SQLite catalog is an error, not a new file."""
+    """The catalog opened so that nothing can write it (SQLite's mode=ro; PostgreSQL sessions
+    whose transactions are read only); a missing SQLite catalog is an error, not a new file."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_file():
@@ -169,6 +225,8 @@ def make_read_only_engine(url: str) -> Engine:
             dbapi_connection.execute("PRAGMA query_only=ON")
 
         return engine
+    if _is_postgresql(url):
+        return make_engine(url, read_only=True)
     engine = make_engine(url)
 
     @sa.event.listens_for(engine, "begin")
@@ -212,6 +270,8 @@ def migrate(engine: Engine) -> int:
     try:
         current = schema_version(engine)
     except sa.exc.OperationalError as exc:
+        if engine.dialect.name != "sqlite":
+            raise  # Catalog names the server's URL (without its password) and its reason
         raise UserError(f"cannot open catalog: {exc.orig}") from None
     if current is None:
         SQLModel.metadata.create_all(engine)
@@ -292,10 +352,18 @@ class Catalog:
                 _owner_only(url)
         except sa.exc.DatabaseError as exc:
             self.engine.dispose()
+            if not url.startswith("sqlite"):  # a server: unreachable, refused, no rights...
+                reason = (str(exc.orig).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(
+                    f"cannot open the catalog {shown_url(url)}: {reason[:200]}"
+                ) from None
             raise UserError(
                 f"the catalog {_where(url)} is damaged ({str(exc.orig)[:80]}); move it aside "
                 f"and rebuild it from your vaults with `{RECOVERY}`"
             ) from None
+        except UserError:
+            self.engine.dispose()
+            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:

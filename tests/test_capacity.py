@@ -111,6 +111,7 @@ def test_the_default_vault_is_measured_at_its_first_backup(cli: CLI) -> None:
 # --- the quota ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_backup_past_the_quota_is_refused_before_it_starts(cli: CLI, tmp_path: Path) -> None:
     folder = tmp_path / "small"
     cli.ok("vault", "add", "small", "--path", str(folder), "--quota", "512K")
@@ -154,6 +155,7 @@ def test_an_incremental_is_estimated_from_the_last_incrementals(cli: CLI, tmp_pa
 # --- the alert threshold --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_crossing_the_threshold_alerts_once_and_falling_below_clears_it(
     cli: CLI, tmp_path: Path, notified: Path
 ) -> None:

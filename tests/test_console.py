@@ -412,6 +412,7 @@ async def test_filter_help_palette_theme_and_refresh(bv) -> None:
         await settle(app, pilot)
 
 
+@pytest.mark.slow
 async def test_read_only_hides_every_destructive_action(bv) -> None:
     app = make_app(bv, read_only=True)
     async with app.run_test() as pilot:
@@ -536,6 +537,7 @@ async def test_policies_view_protection_column_and_header_counts(
         assert screen.view == "disks" and app.focused.id == "disks"
 
 
+@pytest.mark.slow
 async def test_vaults_view_usage_alert_badge_and_back(bv) -> None:
     """`v`: each vault's usage bar against its quota, the alert, object lock, locked backups
     and replication; the header's badge names the vault past its threshold, and clears when

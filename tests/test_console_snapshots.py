@@ -206,6 +206,7 @@ def test_vaults_view(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app, terminal_size=SIZE, run_before=lambda pilot: show_vaults(app, pilot))
 
 
+@pytest.mark.slow
 def test_vaults_view_80x24(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(
         app, terminal_size=(80, 24), run_before=lambda pilot: show_vaults(app, pilot)

@@ -233,6 +233,7 @@ def test_object_lock_needs_a_bucket_that_has_it(cli: CLI, s3_server: S3Server) -
     assert "locked until" in cli.fails("backup", "delete", backup["id"], "--yes")
 
 
+@pytest.mark.slow
 def test_a_local_vault_records_the_lock_and_refuses(
     cli: CLI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -75,6 +75,7 @@ def restored(cli: CLI, backup_id: str, name: str) -> str:
 # --- (a) local -> local: only missing chunks travel -------------------------------------------
 
 
+@pytest.mark.slow
 def test_copy_sends_only_missing_chunks_and_restores_identical(cli: CLI, tmp_path: Path) -> None:
     cli.ok("vault", "add", "main", "--path", str(tmp_path / "main"))
     cli.ok("vault", "add", "offsite", "--path", str(tmp_path / "offsite"))
@@ -211,6 +212,7 @@ def test_s3_replica_restores_after_the_primary_bucket_is_deleted(
 # --- (c) encrypted -> encrypted: re-encrypted under the target's key -------------------------
 
 
+@pytest.mark.slow
 def test_encrypted_copy_is_reencrypted_with_the_target_key(
     cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,6 +344,7 @@ def run_policy(cli: CLI, name: str) -> tuple[int, list[dict]]:
     return result.code, json.loads(result.out)
 
 
+@pytest.mark.slow
 def test_a_policy_with_replicate_to_makes_a_backup_and_its_copy(cli: CLI, tmp_path: Path) -> None:
     cli.ok("vault", "add", "main", "--path", str(tmp_path / "main"))
     cli.ok("vault", "add", "offsite", "--path", str(tmp_path / "offsite"))
@@ -384,6 +387,7 @@ def test_a_policy_with_replicate_to_makes_a_backup_and_its_copy(cli: CLI, tmp_pa
 # --- (f) refusals ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_copies_that_cannot_be_made_are_refused_in_one_line(
     cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -51,6 +51,7 @@ def job(cli: CLI, *argv: str) -> dict:
     return json.loads(result.out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_sparse_terabyte_backup_reads_only_its_data_and_restores_sparse(
     cli: CLI, tmp_path: Path
 ) -> None:

@@ -161,6 +161,7 @@ def test_bash_completes_nouns_verbs_and_options(complete) -> None:  # type: igno
     assert complete("blockvault", "completion", "") == ["bash", "zsh", "fish"]
 
 
+@pytest.mark.slow
 def test_bash_completes_disk_names_from_the_catalog(complete) -> None:  # type: ignore[no-untyped-def]
     at_home = {"BLOCKVAULT_HOME": str(complete.home)}
     assert complete("blockvault", "disk", "show", "", env=at_home) == ["db1-root", "web1-data"]
@@ -177,6 +178,7 @@ def test_bash_completes_names_of_the_catalog_on_the_line(complete) -> None:  # t
     ]
 
 
+@pytest.mark.slow
 def test_bash_offers_no_names_without_a_catalog(complete, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     nowhere = tmp_path / "nowhere"
     assert complete("blockvault", "--home", str(nowhere), "disk", "show", "") == []
@@ -201,6 +203,7 @@ complete -C "$argv"
 
 
 @pytest.mark.parametrize("shell", ["zsh", "fish"])
+@pytest.mark.slow
 def test_zsh_and_fish_complete_names_and_choices(complete, shell: str) -> None:  # type: ignore[no-untyped-def]
     if shutil.which(shell) is None:
         pytest.skip(f"{shell} is not installed")

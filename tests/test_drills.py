@@ -232,7 +232,9 @@ def test_scheduled_drills_claim_their_slot_once(cli: CLI) -> None:
     bv = open_vault(cli)
     try:
         assert drills.run_due_drills(bv.ctx, datetime.now(UTC)) == [], "no slot yet"
-        now = datetime.now(UTC) + timedelta(hours=2)
+        # ten past an hour, two hours on: `now` and five minutes later fall in one hourly slot
+        # whatever the time of day (at 16:57, +2 h and +5 min crossed 19:00: a new slot)
+        now = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=10, second=0, microsecond=0)
         outcomes = drills.run_due_drills(bv.ctx, now)
         by_disk = {o["disk"]: o for o in outcomes}
         assert by_disk["d1"]["status"] == "passed" and by_disk["d1"]["seconds"] > 0

@@ -31,7 +31,7 @@ from core.engine import pipeline
 from core.repo.gc import collect_garbage
 from core.repo.repository import Repository
 from core.stores.local import LocalStore
-from tests.support.cli import CLI, Result
+from tests.support.cli import CLI, Result, spawn_cli
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.ledger import Ledger
 from tests.support.seaweed import S3Server
@@ -478,16 +478,6 @@ def slow_s3(cli: CLI, s3_server: S3Server) -> Iterator[FaultProxy]:
             "--addressing-style", "path",
         )  # fmt: skip
         yield proxy
-
-
-def spawn_cli(cli: CLI, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "--home", str(cli.home), *argv, "--json"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def kill_after_progress(child: subprocess.Popen[str], ready=lambda event: True) -> dict:  # type: ignore[no-untyped-def]

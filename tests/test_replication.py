@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from core.api import Blockvault, PlanChanged
 from core.base.errors import IntegrityError
 from core.repo.repository import Repository
 from core.stores.local import LocalStore
-from tests.support.cli import CLI, Result
+from tests.support.cli import CLI, Result, spawn_cli
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.ledger import Ledger
 from tests.support.seaweed import S3Server
@@ -277,16 +276,6 @@ def slow_offsite(cli: CLI, s3_server: S3Server) -> Iterator[FaultProxy]:
             "--addressing-style", "path",
         )  # fmt: skip
         yield proxy
-
-
-def spawn_cli(cli: CLI, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "--home", str(cli.home), *argv, "--json"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def kill_mid_way(child: subprocess.Popen[str], least: int) -> dict:

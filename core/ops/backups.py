@@ -153,14 +153,14 @@ def start_backup(
             return result
         finally:
             if not ok:
-                _drop_unfinished(ctx, backup.id)
+                drop_unfinished(ctx, backup.id)
             release_disk(ctx, disk.id, job_id=job.id, status="available")
 
     return JobHandle(ctx, job, run)
 
 
-def _drop_unfinished(ctx: Context, backup_id: str) -> None:
-    """A backup that did not reach its commit point leaves no row (I2)."""
+def drop_unfinished(ctx: Context, backup_id: str) -> None:
+    """A backup (or a copy) that did not reach its commit point leaves no row (I2)."""
     with ctx.catalog.writer() as session:
         row = session.get(Backup, backup_id)
         if row is not None and row.status == "creating":

@@ -26,6 +26,7 @@ from core.catalog.views import backup_view
 from core.engine import replicate
 from core.jobs.runner import JobContext, JobHandle, new_job
 from core.ops import capacity, recovery
+from core.ops.backups import drop_unfinished
 from core.ops.facts import check_plan
 from core.ops.vaults import get_vault, open_repository, store_spec
 from core.repo.manifest import Manifest
@@ -150,18 +151,9 @@ def start_copy(
             return result
         finally:
             if not ok:
-                _drop_unfinished(ctx, row.id)
+                drop_unfinished(ctx, row.id)
 
     return JobHandle(ctx, job, run)
-
-
-def _drop_unfinished(ctx: Context, backup_id: str) -> None:
-    """A copy that did not reach its commit point leaves no row (I2)."""
-    with ctx.catalog.writer() as session:
-        found = session.get(Backup, backup_id)
-        if found is not None and found.status == "creating":
-            session.delete(found)
-            session.commit()
 
 
 def _prior(

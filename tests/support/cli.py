@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,3 +61,17 @@ class CLI:
         lines = [line for line in result.err.strip().splitlines() if line]
         assert len(lines) == 1, result.err
         return lines[0]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spawn_cli(cli: CLI, *argv: str) -> subprocess.Popen[str]:
+    """The real CLI in a child process (--json), for tests that kill it mid-way."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "--home", str(cli.home), *argv, "--json"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

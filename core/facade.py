@@ -17,6 +17,8 @@ from sqlmodel import func, select
 
 from core.base.config import Settings
 from core.base.errors import Conflict, UserError
+from core.base.host import HOST_ID_RULE, host_id, valid_host_id
+from core.base.host import configure as configure_host
 from core.base.locations import Locations
 from core.catalog.context import Context, current_actor, record, resolve
 from core.catalog.db import Catalog, shown_url
@@ -75,6 +77,9 @@ class Blockvault:
         if not read_only:
             locations.ensure()
         settings = Settings.load(locations.config_file)
+        configure_host(settings.host_id)
+        if not valid_host_id(host_id()):
+            raise UserError(f"BLOCKVAULT_HOST_ID {host_id()[:70]!r} {HOST_ID_RULE}")
         url = (
             catalog_url
             or os.environ.get("BLOCKVAULT_CATALOG")

@@ -148,11 +148,11 @@ def test_newer_catalog_is_refused(tmp_path: Path, catalog_backend: str) -> None:
 def test_a_v4_catalog_gains_locks_replicas_and_quotas_without_loss(
     tmp_path: Path, catalog_backend: str
 ) -> None:
-    """v4 -> v5 on the exact schema v4 made: rows intact, the new columns empty."""
+    """v4 -> v5 (and on) on the exact schema v4 made: rows intact, the new columns empty."""
     url = catalog_url(tmp_path, "v4.sqlite")
     run_script(url, (Path(__file__).parent / "fixtures" / "catalog_v4.sql").read_text(), tmp_path)
     catalog = Catalog(url)
-    assert catalog.version == SCHEMA_VERSION == 5
+    assert catalog.version == SCHEMA_VERSION == 6
     with catalog.session() as session:
         vault = session.exec(select(VaultRecord)).one()
         assert (vault.name, vault.object_lock, vault.quota_bytes, vault.over_alert) == (
@@ -170,6 +170,40 @@ def test_a_v4_catalog_gains_locks_replicas_and_quotas_without_loss(
         )
         policy = session.exec(select(Policy)).one()
         assert (policy.keep_last, policy.lock_for, policy.replicate_to) == (7, None, None)
+    assert catalog.integrity_ok()
+    catalog.dispose()
+
+
+def test_a_v5_catalog_gains_hosts_and_the_last_backup_index_without_loss(
+    tmp_path: Path, catalog_backend: str
+) -> None:
+    """v5 -> v6 on the exact schema v5 made: servers and disks name no host (any host may
+    use them, as before), every row intact, and a disk's last backup is found by an index."""
+    url = catalog_url(tmp_path, "v5.sqlite")
+    run_script(url, (Path(__file__).parent / "fixtures" / "catalog_v5.sql").read_text(), tmp_path)
+    catalog = Catalog(url)
+    assert catalog.version == SCHEMA_VERSION == 6
+    with catalog.session() as session:
+        server = session.exec(select(Server)).one()
+        disk = session.exec(select(Disk)).one()
+        assert (server.name, server.host, disk.name, disk.host, disk.size) == (
+            "web1",
+            "",
+            "web1-data",
+            "",
+            1 << 30,
+        )
+        backup = session.exec(select(Backup)).one()
+        assert (backup.name, backup.disk_id, backup.status) == (
+            "web1-data-nightly",
+            "disk-000001",
+            "available",
+        )
+        assert session.exec(select(Job)).one().host == "alpha"
+    indexes = {
+        i["name"]: i["column_names"] for i in sa.inspect(catalog.engine).get_indexes("backups")
+    }
+    assert indexes["ix_backups_disk_status_completed"] == ["disk_id", "status", "completed_at"]
     assert catalog.integrity_ok()
     catalog.dispose()
 

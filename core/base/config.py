@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from core.base.errors import UserError
+from core.base.host import HOST_ID_RULE, valid_host_id
 from core.base.units import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 
 #: ranges a setting must fall in (a typo in config.toml is one clear line, not a traceback)
@@ -19,6 +20,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "gc_grace_seconds": (0, 10 * 365 * 86400),
     "gc_lock_lease_seconds": (1, 86400),
     "service_jobs": (1, 32),
+    "job_lease_seconds": (2, 86400),
 }
 
 
@@ -59,6 +61,12 @@ class Settings:
     #: back up from a fresh clone, reading only the chunks whose extents changed; false: read
     #: the whole disk itself, as without tracking (core/engine/tracking.py)
     change_tracking: bool = True
+    #: this host's name in a catalog or vault shared by several hosts (BLOCKVAULT_HOST_ID
+    #: overrides it; empty: the hostname). Its servers and disks are recorded under it
+    host_id: str = ""
+    #: a job whose heartbeat (every second) stopped this long ago is taken for dead by any
+    #: host: its claims are released and its partial work discarded or marked
+    job_lease_seconds: float = 30.0
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -83,6 +91,8 @@ class Settings:
                 raise UserError(f"{path}: setting {key} must be between {low} and {high}")
         if len(data.get("gc_window", "")) > 200:
             raise UserError(f"{path}: setting gc_window is longer than 200 characters")
+        if "host_id" in data and not valid_host_id(data["host_id"]):
+            raise UserError(f"{path}: setting host_id {HOST_ID_RULE}")
         if "chunk_size" in data and data["chunk_size"] % 4096:
             raise UserError(f"{path}: setting chunk_size must be a multiple of 4096")
         return cls(**data)

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+
+HOST_ID_RULE = "must be 1 to 64 letters, digits, '.', '_' or '-'"
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+#: config.toml's `host_id`, set once the settings are read (`configure`)
+_configured: str = ""
+
+
+def valid_host_id(value: object) -> bool:
+    """A host id is shown in refusals and job lists and is part of lock owner tokens."""
+    return isinstance(value, str) and _HOST_ID.fullmatch(value) is not None
+
+
+def configure(configured: str) -> None:
+    """Adopt config.toml's `host_id` (empty: none) for this process."""
+    global _configured
+    _configured = configured
 
 
 def host_id() -> str:
-    """BLOCKVAULT_HOST_ID, else the hostname: several hosts can be tested on one machine."""
-    return os.environ.get("BLOCKVAULT_HOST_ID") or socket.gethostname()
+    """BLOCKVAULT_HOST_ID, else config.toml's host_id, else the hostname: several hosts can be
+    tested as separate processes on one machine."""
+    return os.environ.get("BLOCKVAULT_HOST_ID") or _configured or socket.gethostname()
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -42,6 +42,12 @@ class Context:
     repositories: dict[tuple[str, str, bool], Any] = field(default_factory=dict)
 
 
+def on_this_host(ctx: Context, disk: Any) -> bool:
+    """The disk's image or device is on this host (a disk of a catalog before v6 names no
+    host: any host)."""
+    return not disk.host or disk.host == ctx.host
+
+
 def resolve(session: Session, model: type[T], ref: str, *, kind: str) -> T:
     """Find an object by id or by name; NotFound names what was asked for."""
     row = session.get(model, ref) if looks_like_id(ref) else None

@@ -45,12 +45,15 @@ class Server(SQLModel, table=True):
     name: str = Field(index=True, unique=True)
     status: str = "active"
     os_image: str | None = None
+    #: the host it lives on (`host_id`): its disks are there; "" in catalogs before v6
+    host: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
+            "host": self.host,
             "status": self.status,
             "os_image": self.os_image,
             "created_at": iso(self.created_at),
@@ -74,6 +77,9 @@ class Disk(SQLModel, table=True):
     version: int = 0  # bumped by every claim and release (compare-and-set)
     claim_job_id: str | None = None  # the job that owns the disk while it is busy
     origin: str | None = None  # "backup:<id>" for a disk made by restoring that backup
+    #: the host whose pool or device holds it: only that host reads or writes its data; ""
+    #: (catalogs before v6) is any host
+    host: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -126,6 +132,10 @@ class VaultRecord(SQLModel, table=True):
 
 class Backup(SQLModel, table=True):
     __tablename__ = "backups"
+    #: a disk's last backup (disk list, the console, plans) without scanning all its backups
+    __table_args__ = (
+        sa.Index("ix_backups_disk_status_completed", "disk_id", "status", "completed_at"),
+    )
     id: str = Field(primary_key=True)
     name: str = Field(index=True, unique=True)
     vault_id: str = Field(foreign_key="vaults.id", index=True)

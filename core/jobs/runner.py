@@ -323,9 +323,10 @@ def _finish(
         )
 
 
-def job_is_stale(job: Job, now: float | None = None) -> bool:
-    """A job whose process is gone (same host) or whose heartbeat stopped long ago. A job
-    handed to the service and still queued waits for a service, not for whoever asked."""
+def job_is_stale(job: Job, now: float | None = None, *, lease: float = STALE_SECONDS) -> bool:
+    """A job whose process is gone (same host) or whose heartbeat stopped `lease` seconds
+    ago (any host: a host that vanished cannot say so). A job handed to the service and
+    still queued waits for a service, not for whoever asked."""
     if job.status == "queued" and job.request is not None:
         return False
     if job.host == host_id() and not pid_alive(job.pid):
@@ -333,4 +334,4 @@ def job_is_stale(job: Job, now: float | None = None) -> bool:
     beat = job.heartbeat_at or job.created_at
     now = now or time.time()
     stamp = (beat if beat.tzinfo else beat.replace(tzinfo=UTC)).timestamp()
-    return now - stamp > STALE_SECONDS
+    return now - stamp > lease

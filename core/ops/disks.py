@@ -30,10 +30,18 @@ ROLES = ("system", "data")
 T = TypeVar("T")
 
 
-def attach_checks(session: Session, server: Server, role: str, *, disk_id: str | None) -> None:
-    """A role is system or data; a server has at most one system disk."""
+def attach_checks(
+    session: Session, server: Server, role: str, *, disk_id: str | None, disk_host: str = ""
+) -> None:
+    """A role is system or data; a server has at most one system disk; a server and its
+    disks live on one host."""
     if role not in ROLES:
         raise UserError(f"invalid role {role!r}: use system or data")
+    if server.host and disk_host and server.host != disk_host:
+        raise Conflict(
+            f"server {server.name} lives on host {server.host}, the disk on {disk_host}: "
+            "a server's disks are on its own host"
+        )
     if role == "system":
         existing = session.exec(
             select(Disk).where(Disk.server_id == server.id, Disk.role == "system")
@@ -57,7 +65,7 @@ def insert_pool_disk(
     """Add a pool disk's row (and make its sparse image) in the caller's transaction."""
     check_new_name(session, Disk, name, kind="disk")
     if server is not None:
-        attach_checks(session, server, role, disk_id=None)
+        attach_checks(session, server, role, disk_id=None, disk_host=ctx.host)
     elif role not in ROLES:
         raise UserError(f"invalid role {role!r}: use system or data")
     disk_id = unique_id(session, Disk, "disk")
@@ -84,6 +92,7 @@ def insert_pool_disk(
         claim_job_id=job_id,
         restore_incomplete=status == "restoring",
         origin=origin,
+        host=ctx.host,
     )
     session.add(disk)
     record(
@@ -168,11 +177,12 @@ def register_disk(
     real = str(target.resolve())
     with ctx.catalog.writer() as session:
         check_new_name(session, Disk, name, kind="disk")
-        if session.exec(select(Disk).where(Disk.path == real)).first():
+        same_file = select(Disk).where(Disk.path == real, Disk.host.in_(("", ctx.host)))  # type: ignore[attr-defined]
+        if session.exec(same_file).first():  # /dev/sdb of another host is another device
             raise Conflict(f"{path} is already registered")
         owner = resolve(session, Server, server, kind="server") if server else None
         if owner:
-            attach_checks(session, owner, role, disk_id=None)
+            attach_checks(session, owner, role, disk_id=None, disk_host=ctx.host)
         disk_id = unique_id(session, Disk, "disk")
         folder = disk_folder(ctx, disk_id)
         folder.mkdir(parents=True, exist_ok=False)
@@ -188,6 +198,7 @@ def register_disk(
             snapshot_strategy="chunks"
             if stat.S_ISBLK(st.st_mode)
             else _registered_strategy(real, folder),
+            host=ctx.host,
         )
         session.add(disk)
         record(
@@ -213,7 +224,7 @@ def attach_disk(ctx: Context, ref: str, server_ref: str, *, role: str = "data") 
             raise Conflict(
                 f"disk {disk.name} is attached to server {current.name}; detach it first"
             )
-        attach_checks(session, server, role, disk_id=disk.id)
+        attach_checks(session, server, role, disk_id=disk.id, disk_host=disk.host)
         disk.server_id, disk.role = server.id, role
         session.add(disk)
         record(

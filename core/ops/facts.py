@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlmodel import Session, func, select
 
 from core.base.errors import Conflict, PlanChanged
-from core.catalog.context import Context
+from core.catalog.context import Context, on_this_host
 from core.catalog.models import Disk, Snapshot
 from core.engine import devices
 from core.engine.tracking import TRACKING_DIR, ChangeTracker
@@ -39,10 +39,12 @@ def snapshot_count(session: Session, disk_id: str) -> int:
 
 
 def disk_facts(ctx: Context, session: Session, disk: Disk, *, writers: bool = True) -> DiskFacts:
+    here = on_this_host(ctx, disk)
     return DiskFacts(
         disk,
         owner=owner_of(session, disk),
-        writers=writers_of(disk) if writers else (),
+        here=ctx.host,
+        writers=writers_of(disk) if writers and here else (),
         snapshots=snapshot_count(session, disk.id),
         snapshot_limit=ctx.settings.max_snapshots_per_disk,
         undo_hours=ctx.settings.safety_snapshot_hours,

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session, select
 
-from core.catalog.context import Context
+from core.catalog.context import Context, on_this_host
 from core.catalog.models import Backup, Disk, Drill, Job, Snapshot, utcnow
 from core.jobs.claims import release_disk
-from core.jobs.runner import job_is_stale
+from core.jobs.runner import STALE_SECONDS, job_is_stale
 from core.rules.states import JOB_ACTIVE
 
 # Every command runs reconcile, and there is seldom anything to clean: `drills` and `safety`
@@ -69,11 +69,11 @@ class Orphans:
         return bool(self.stale_jobs or self.disks or self.snapshots or self.backups)
 
 
-def find_orphans(session: Session) -> Orphans:
+def find_orphans(session: Session, *, lease: float = STALE_SECONDS) -> Orphans:
     """Stale jobs, and the claims and half-made rows of every job that is not active (a
     stale job counts as gone already)."""
     jobs = session.exec(select(Job).where(Job.status.in_(JOB_ACTIVE))).all()  # type: ignore[attr-defined]
-    stale = [j.id for j in jobs if job_is_stale(j)]
+    stale = [j.id for j in jobs if job_is_stale(j, lease=lease)]
     live = [j for j in jobs if j.id not in stale]
     active = {j.id for j in live}
     creating = session.exec(select(Snapshot).where(Snapshot.status == "creating")).all()
@@ -100,14 +100,20 @@ def find_orphans(session: Session) -> Orphans:
 
 
 def _reconcile_jobs(ctx: Context) -> None:
+    lease = ctx.settings.job_lease_seconds
     with ctx.catalog.session() as session:
-        if not find_orphans(session):
+        if not find_orphans(session, lease=lease):
             return
     with ctx.catalog.writer() as session:  # again under the lock: what is true now
-        found = find_orphans(session)
+        found = find_orphans(session, lease=lease)
         for job in (session.get(Job, job_id) for job_id in found.stale_jobs):
             job.status = "failed"
-            job.error = "interrupted: its process ended before the job finished"
+            job.error = (
+                "interrupted: its process ended before the job finished"
+                if job.host in (None, ctx.host)
+                else f"interrupted: host {job.host} stopped answering (no heartbeat for "
+                f"{lease:g} s)"
+            )
             job.finished_at = utcnow()
             session.add(job)
         for backup in found.backups:
@@ -118,6 +124,8 @@ def _reconcile_jobs(ctx: Context) -> None:
 
         with ctx.catalog.session() as session:
             disk = session.get(Disk, snapshot.disk_id)
+        if disk is not None and not on_this_host(ctx, disk):
+            disk = None  # its bytes are in the other host's pool: only the row goes
         discard_snapshot(ctx, disk, snapshot.id)
     for disk in found.disks:
         new_status, incomplete = INTERRUPTED_DISK_STATUS[disk.status]

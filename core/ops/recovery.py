@@ -138,7 +138,11 @@ def _servers(ctx: Context, session: Session, entries: object, counts: dict[str, 
         if not server_id or not name or _taken(session, Server, server_id, name):
             continue
         image = entry.get("os_image")
-        session.add(Server(id=server_id, name=name, os_image=str(image)[:500] if image else None))
+        session.add(
+            Server(
+                id=server_id, name=name, os_image=str(image)[:500] if image else None, host=ctx.host
+            )
+        )
         record(session, ctx, "server.recover", kind="server", object_id=server_id, name=name)
         counts["servers"] += 1
 
@@ -178,6 +182,7 @@ def _disks(
             status="error-restoring",
             restore_incomplete=True,
             origin="recovered",
+            host=ctx.host,
         )
         made.append(disk)
         disk.server_id, disk.role = (server.id if server else None), role

@@ -78,7 +78,9 @@ def _plan_for(
     plan = lifecycle.plan_restore(
         backup,
         to_original=False,
-        target=DiskFacts(existing, owner=owner_of(session, existing)) if existing else None,
+        target=DiskFacts(existing, owner=owner_of(session, existing), here=ctx.host)
+        if existing
+        else None,
         new_name=new_name,
         new_size=new_size,
         existing=existing,

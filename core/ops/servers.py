@@ -32,7 +32,7 @@ from core.rules.plans import Plan
 def create_server(ctx: Context, name: str) -> Server:
     with ctx.catalog.writer() as session:
         check_new_name(session, Server, name, kind="server")
-        server = Server(id=unique_id(session, Server, "server"), name=name)
+        server = Server(id=unique_id(session, Server, "server"), name=name, host=ctx.host)
         session.add(server)
         record(session, ctx, "server.create", kind="server", object_id=server.id, name=name)
         commit_unique(session, f"a server named {name!r}")

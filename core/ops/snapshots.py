@@ -13,7 +13,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core.base.errors import NotFound
-from core.catalog.context import Context, record, resolve
+from core.catalog.context import Context, on_this_host, record, resolve
 from core.catalog.models import Disk, Server, Snapshot
 from core.catalog.names import check_new_name, commit_unique, default_name
 from core.catalog.views import snapshot_view
@@ -117,7 +117,8 @@ def get_snapshot(ctx: Context, ref: str) -> dict[str, Any]:
 def _delete_plan(ctx: Context, session: Session, snapshot: Snapshot, *, measure: bool) -> Plan:
     disk = _disk_of(session, snapshot)
     freed = 0
-    if measure and snapshot.status != "deleting":  # a deletion cut short has freed some already
+    if measure and snapshot.status != "deleting" and on_this_host(ctx, disk):
+        # (a deletion cut short has freed some already; another host's pool is not ours)
         engine = engine_for(ctx, disk)
         freed = engine.freed_by_delete([snapshot.id], pool=ctx.locations.pool_dir)[snapshot.id]
     return lifecycle.plan_snapshot_delete(
@@ -126,6 +127,7 @@ def _delete_plan(ctx: Context, session: Session, snapshot: Snapshot, *, measure:
         owner=owner_of(session, disk),
         readers=active_readers(session, snapshot.id),
         freed=freed,
+        here=ctx.host,
     )
 
 

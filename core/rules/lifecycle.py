@@ -30,14 +30,27 @@ class DiskFacts:
 
     disk: Disk
     owner: Job | None = None  # the active job that holds the disk
+    here: str = ""  # the host asking (its pool and devices are the ones it can touch)
     writers: Sequence[str] = ()  # other processes holding it open for writing
     snapshots: int = 0  # how many snapshots it has
     snapshot_limit: int = 256
     undo_hours: float = 24.0
 
 
-def disk_busy(disk: Disk, owner: Job | None) -> str | None:
-    """A disk has one owner at a time: refused while a job holds it, naming the job and host."""
+def disk_elsewhere(disk: Disk, here: str) -> str | None:
+    """A disk's data is on the host it lives on: another host sharing the catalog may list it
+    but never read or write it (its path there is another file, or none)."""
+    if here and disk.host and disk.host != here:
+        return f"disk {disk.name} lives on host {disk.host}, not on {here}: run this on {disk.host}"
+    return None
+
+
+def disk_busy(disk: Disk, owner: Job | None, here: str = "") -> str | None:
+    """A disk has one owner at a time: refused while a job holds it, naming the job and host,
+    and on any host but its own."""
+    elsewhere = disk_elsewhere(disk, here)
+    if elsewhere:
+        return elsewhere
     if owner is not None:
         return f"disk {disk.name} is busy (job {owner.id} on host {owner.host}: {owner.kind})"
     if disk.status in DISK_BUSY_VERB:
@@ -91,7 +104,7 @@ def _overwrite_refusal(facts: DiskFacts, *, source_size: int, force: bool) -> st
             f"({human_size(source_size)})"
         )
     return (
-        disk_busy(disk, facts.owner)
+        disk_busy(disk, facts.owner, facts.here)
         or _writers_refusal(disk, facts.writers, force)
         or _safety_refusal(facts)
     )
@@ -139,7 +152,7 @@ def plan_disk_delete(
         action="delete disk",
         target=f"{disk.name} ({disk.id})",
         items=tuple(items),
-        refusal=disk_busy(disk, facts.owner)
+        refusal=disk_busy(disk, facts.owner, facts.here)
         or _readers_refusal(f"a snapshot of disk {disk.name}", readers),
     )
 
@@ -241,7 +254,7 @@ def plan_backup(
     only the chunks the vault does not hold yet, which nobody knows before reading. With a
     `capacity`, refused when the vault's usage plus the backup's estimate passes its quota."""
     disk = facts.disk
-    refusal = disk_busy(disk, facts.owner)
+    refusal = disk_busy(disk, facts.owner, facts.here)
     if refusal is None and (disk.status in INCOMPLETE_STATUSES or disk.restore_incomplete):
         refusal = (
             f"disk {disk.name} is {disk.status}: its content is incomplete; "
@@ -405,7 +418,9 @@ def plan_restore(
             disk_id = existing.id
             if existing.origin == f"backup:{backup.id}" and existing.restore_incomplete:
                 note = f"resume the interrupted restore of {backup.name}"
-                refusal = refusal or disk_busy(existing, target.owner if target else None)
+                refusal = refusal or disk_busy(
+                    existing, target.owner if target else None, target.here if target else ""
+                )
             else:
                 refusal = f"a disk named {new_name!r} already exists; choose another name"
         return Plan(
@@ -451,7 +466,7 @@ def plan_restore(
 def plan_snapshot_create(facts: DiskFacts, *, strategy: str) -> Plan:
     """At most `snapshot_limit` snapshots per disk; one owner of a disk at a time."""
     disk = facts.disk
-    refusal = disk_busy(disk, facts.owner)
+    refusal = disk_busy(disk, facts.owner, facts.here)
     if refusal is None and facts.snapshots >= facts.snapshot_limit:
         refusal = (
             f"disk {disk.name} already has {facts.snapshots} snapshots (limit "
@@ -470,13 +485,20 @@ def plan_snapshot_create(facts: DiskFacts, *, strategy: str) -> Plan:
 
 
 def plan_snapshot_delete(
-    snapshot: Snapshot, *, disk: Disk, owner: Job | None, readers: Sequence[Job], freed: int
+    snapshot: Snapshot,
+    *,
+    disk: Disk,
+    owner: Job | None,
+    readers: Sequence[Job],
+    freed: int,
+    here: str = "",
 ) -> Plan:
     """Deleting a snapshot never touches disks made from it; refused while a job reads it,
     while it is being made, and while its disk is being snapshotted, rolled back or undone
-    (other writers of the store are safe: its writer sessions guard its chunks). `freed`:
-    bytes no other snapshot of the disk shares."""
-    refusal = _readers_refusal(f"snapshot {snapshot.name}", readers)
+    (other writers of the store are safe: its writer sessions guard its chunks), and on any
+    host but its disk's (its bytes live with the disk). `freed`: bytes no other snapshot of
+    the disk shares."""
+    refusal = disk_elsewhere(disk, here) or _readers_refusal(f"snapshot {snapshot.name}", readers)
     if refusal is None and snapshot.status == "creating":
         refusal = f"snapshot {snapshot.name} is still being created"
     if refusal is None and owner is not None and owner.kind in ("snapshot", "rollback", "undo"):
@@ -548,7 +570,9 @@ def plan_undo(
     if safety is None:
         return Plan("undo", f"disk {disk.name}", refusal=f"nothing to undo on disk {disk.name}")
     note = "clears the incomplete mark" if disk.restore_incomplete else ""
-    refusal = disk_busy(disk, facts.owner) or _writers_refusal(disk, facts.writers, force)
+    refusal = disk_busy(disk, facts.owner, facts.here) or _writers_refusal(
+        disk, facts.writers, force
+    )
     return Plan(
         "undo last overwrite",
         f"disk {disk.name} back to {safety.created_at:%Y-%m-%d %H:%M:%S}",

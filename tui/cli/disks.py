@@ -24,6 +24,7 @@ DISK_COLUMNS = (
     "id",
     "name",
     "server",
+    "host",
     "role",
     "size",
     "allocated",

@@ -30,6 +30,7 @@ JOB_COLUMNS = (
     "id",
     "kind",
     "target_name",
+    "host",
     "status",
     "phase",
     "bytes_done",

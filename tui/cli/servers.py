@@ -19,7 +19,7 @@ from tui.cli.common import (
 if TYPE_CHECKING:
     from core.api import Blockvault
 
-SERVER_COLUMNS = ("id", "name", "status", "disks", "created_at")
+SERVER_COLUMNS = ("id", "name", "host", "status", "disks", "created_at")
 
 
 def server_delete(bv: Blockvault, args: argparse.Namespace) -> None:

@@ -150,12 +150,13 @@ def queue_request(
 
 
 def claim_request(ctx: Context) -> Job | None:
-    """Take the oldest queued request: queued -> running with this process as its owner, in
+    """Take the oldest queued request of this host (its disks are here; another host's
+    service would only be refused): queued -> running with this process as its owner, in
     one compare-and-set UPDATE (a request another service took first is skipped)."""
     with ctx.catalog.session() as session:
         candidates = session.exec(
             select(Job.id)
-            .where(Job.status == "queued", Job.request.is_not(None))  # type: ignore[union-attr]
+            .where(Job.status == "queued", Job.request.is_not(None), Job.host == ctx.host)  # type: ignore[union-attr]
             .order_by(Job.created_at)
         ).all()
     for job_id in candidates:

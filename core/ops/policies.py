@@ -20,7 +20,7 @@ from core.base.errors import BlockvaultError, UserError
 from core.base.host import host_id
 from core.base.times import as_utc
 from core.base.units import human_size
-from core.catalog.context import Context, record, resolve
+from core.catalog.context import Context, on_this_host, record, resolve
 from core.catalog.models import (
     Backup,
     Disk,
@@ -81,10 +81,17 @@ def rules_of(policy: Policy) -> KeepRules:
     )
 
 
+def slot_kind(kind: str = "backup") -> str:
+    """Backup slots are claimed per host: each host of a shared catalog backs up its own
+    disks of a policy once per slot (drill and gc slots stay one per catalog)."""
+    return f"backup@{host_id()}" if kind == "backup" else kind
+
+
 def _last_slot(session: Session, policy: Policy, kind: str = "backup") -> PolicySlot | None:
+    """The newest slot this host claimed (a backup slot claimed before v6 counts too)."""
     return session.exec(
         select(PolicySlot)
-        .where(PolicySlot.policy_id == policy.id, PolicySlot.kind == kind)
+        .where(PolicySlot.policy_id == policy.id, PolicySlot.kind.in_({slot_kind(kind), kind}))  # type: ignore[attr-defined]
         .order_by(PolicySlot.slot_at.desc())  # type: ignore[attr-defined]
     ).first()
 
@@ -439,14 +446,16 @@ def due_policies(
             slot = next_due_slot(session, policy, policy.schedule, now=now, tz=tz)
             if force and slot is None:
                 slot = now
-            if slot is not None:
-                found.append((policy, targets_of(session, policy), slot))
+            targets = targets_of(session, policy)
+            here = [d for d in targets if on_this_host(ctx, d)]
+            if slot is not None and (here or not targets):  # other hosts back up theirs
+                found.append((policy, here, slot))
         return found
 
 
 def claim_slot(ctx: Context, policy: Policy, slot: datetime, kind: str = "backup") -> bool:
     """Insert the slot's row; the unique key decides between two claimers (False: taken)."""
-    stamp = as_utc(slot)
+    stamp, kind = as_utc(slot), slot_kind(kind)
     with ctx.catalog.writer() as session:
         if session.get(PolicySlot, (policy.id, stamp, kind)) is not None:
             return False
@@ -462,7 +471,7 @@ def finish_slot(
     ctx: Context, policy: Policy, slot: datetime, status: str, detail: str, *, kind: str = "backup"
 ) -> None:
     """Record the outcome of a claimed slot (`kind` as it was claimed: backup, drill...)."""
-    stamp = as_utc(slot)
+    stamp, kind = as_utc(slot), slot_kind(kind)
     with ctx.catalog.writer() as session:
         row = session.get(PolicySlot, (policy.id, stamp, kind))
         if row is not None:

@@ -117,6 +117,20 @@ def test_hosts_share_a_catalog_and_a_vault_and_keep_to_their_own_disks(
     assert back[1].sha == source_sha  # nothing beta tried touched alpha's disk
     assert back[2].code == 0, back[2].err
 
+    # one policy over disks of both hosts: each host backs up its own, none is refused
+    policy = ["policy", "create", "both", "--every", "1h", "--vault", "shared"]
+    alpha_run = alpha.steps(
+        [
+            [*policy, "--disk", "web1-data", "--disk", "copy", "--json"],
+            ["policy", "run", "--now", "both", "--json"],
+        ]
+    )
+    beta_run = beta.steps([["policy", "run", "--now", "both", "--json"]])
+    for host, run, disk in ((alpha, alpha_run[-1], "web1-data"), (beta, beta_run[-1], "copy")):
+        assert run.code == 0, f"{host.name}: {run.out} {run.err}"
+        ran = [(o["disk"], o["status"]) for o in run.json() if "disk" in o]
+        assert ran == [(disk, "succeeded")], f"{host.name}: {run.out}"
+
 
 def test_a_vanished_host_is_reclaimed_after_its_lease_and_nothing_partial_shows(
     tmp_path: Path, catalog_backend: str

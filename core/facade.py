@@ -20,7 +20,7 @@ from core.base.errors import Conflict, UserError
 from core.base.host import HOST_ID_RULE, host_id, valid_host_id
 from core.base.host import configure as configure_host
 from core.base.locations import Locations
-from core.catalog.context import Context, current_actor, record, resolve
+from core.catalog.context import Context, current_actor, on_this_host, record, resolve
 from core.catalog.db import Catalog, shown_url
 from core.catalog.models import (
     Backup,
@@ -176,22 +176,24 @@ class Blockvault:
         disk = disks.register_disk(self.ctx, name, path, server=server, role=role)
         return self.get_disk(disk.id)
 
-    @staticmethod
-    def _disk_views(session: Any, disks: list[Disk]) -> list[dict[str, Any]]:
+    def _disk_views(self, session: Any, disks: list[Disk]) -> list[dict[str, Any]]:
         """Disks with their server, live status and last good backup: three queries and one
-        /proc scan whatever the number of disks."""
+        /proc scan whatever the number of disks (of this host's disks: another host's path
+        means nothing here)."""
         servers = {s.id: s for s in session.exec(select(Server)).all()}
         query = select(Backup.disk_id, func.max(Backup.completed_at)).where(
             Backup.status == "available"
         )
         last = dict(session.exec(query.group_by(Backup.disk_id)).all())
-        busy = devices.paths_open_for_writing([d.path for d in disks if d.status == "available"])
+        here = [d for d in disks if on_this_host(self.ctx, d)]
+        busy = devices.paths_open_for_writing([d.path for d in here if d.status == "available"])
         return [
             disk_view(
                 d,
                 server=servers.get(d.server_id) if d.server_id else None,
                 status="in-use" if d.status == "available" and d.path in busy else d.status,
                 last_backup_at=last.get(d.id),
+                local=d in here,
             )
             for d in disks
         ]

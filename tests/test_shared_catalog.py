@@ -180,3 +180,24 @@ def test_a_vanished_host_is_reclaimed_after_its_lease_and_nothing_partial_shows(
     assert again[0].code == 0, again[0].err
     verified = [json.loads(s.out.splitlines()[-1]) for s in again[1:]]
     assert len(verified) == 1 and all(s.code == 0 for s in again[1:]), [s.err for s in again]
+
+
+def test_background_jobs_need_a_service_of_their_own_host(tmp_path: Path) -> None:
+    """A service runs only its own host's handed jobs, so beta's `--background` is refused
+    at once while only alpha's service runs, instead of waiting queued for ever."""
+    alpha, beta = shared_hosts(tmp_path, "sqlite", "alpha", "beta")
+    beta.steps([["vault", "add", "shared", "--path", str(tmp_path / "vault"), "--json"]])
+    beta.steps([["disk", "create", "b1", "--size", "1MiB", "--json"]])
+    service = alpha.spawn("service", "--tick", "0.5")
+    try:
+        deadline = time.monotonic() + 60
+        while not alpha.run("service", "status", "--json").json():
+            assert service.poll() is None, service.communicate()
+            assert time.monotonic() < deadline, "alpha's service did not start"
+            time.sleep(0.2)
+        step = beta.run("backup", "create", "b1", "--vault", "shared", "--background")
+        refused(step, "no blockvault service is running")
+        assert beta.run("job", "list", "--json").json() == []  # nothing left queued
+    finally:
+        service.terminate()
+        service.communicate(timeout=30)

@@ -18,14 +18,20 @@ def allocated_bytes(path: str) -> int | None:
 
 
 def disk_view(
-    disk: Disk, *, server: Server | None, status: str | None = None, last_backup_at=None
+    disk: Disk,
+    *,
+    server: Server | None,
+    status: str | None = None,
+    last_backup_at=None,
+    local: bool = True,
 ) -> dict[str, Any]:
+    """`local`: the disk is on this host (another host's path is not measured here)."""
     return {
         "id": disk.id,
         "name": disk.name,
         "status": status or disk.status,
         "size": disk.size,
-        "allocated": allocated_bytes(disk.path),
+        "allocated": allocated_bytes(disk.path) if local else None,
         "created_at": iso(disk.created_at),
         "path": disk.path,
         "managed": disk.managed,

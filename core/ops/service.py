@@ -175,8 +175,8 @@ def submit(ctx: Context, verb: str, arguments: dict[str, Any], *, plan: Plan | N
         raise UserError(f"{verb} cannot run in the background")
     if plan is not None and not plan.allowed:
         raise Conflict(plan.refusal or "refused")
-    if not handoff.running_services(ctx):
-        raise UserError(handoff.NO_SERVICE)
+    if not any(s["host"] == ctx.host for s in handoff.running_services(ctx)):
+        raise UserError(handoff.NO_SERVICE)  # another host's service never takes our jobs
     arguments = dict(arguments)
     target_kind, target_id, target_name = VERBS[verb].target(ctx, arguments)
     request = {

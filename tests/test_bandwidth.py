@@ -22,6 +22,10 @@ from pathlib import Path
 import pytest
 
 from core.api import UserError, parse_rate
+from core.base.ratelimit import Bandwidth, Throttle, TokenBucket
+from core.ops import bandwidth
+from core.stores.local import LocalStore
+from core.stores.throttle import throttled
 from tests.support.cli import CLI, REPO
 from tests.support.seaweed import S3Server
 from tests.test_backups_s3 import add_s3_vault
@@ -86,7 +90,7 @@ def on_a_terminal(home: Path, *argv: str) -> str:
 
 
 @pytest.mark.slow
-def test_local_backup_is_held_to_the_upload_limit_and_the_progress_line_says_so(
+def test_local_backup_and_copy_are_held_to_the_upload_limit_and_the_line_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cli = CLI.with_config(tmp_path / "home", capsys, CONFIG)
@@ -96,7 +100,13 @@ def test_local_backup_is_held_to_the_upload_limit_and_the_progress_line_says_so(
     backup = cli.ok("backup", "list", "--disk", "web1-data")[0]
     assert backup["bytes_stored"] >= SIZE  # random bytes: nothing compressed away
     assert backup["duration"] >= LEAST, backup["duration"]
-    _, restored, _ = json_lines(cli, "backup", "restore", backup["id"], "--to-new", "copy")
+    # a copy into another vault: the upload limit given, no download limit configured
+    cli.ok("vault", "add", "second", "--path", str(cli.home / "second"))
+    argv = ("backup", "copy", backup["id"], "--to-vault", "second", "--limit-upload", "3MiB")
+    events, copied, took = json_lines(cli, *argv)
+    assert {(e["limit_upload"], e["limit_download"]) for e in events} == {(RATE, None)}
+    assert took >= LEAST, took
+    _, restored, _ = json_lines(cli, "backup", "restore", copied["id"], "--to-new", "copy")
     assert sha(restored["path"]) == sha(path)
 
 
@@ -136,7 +146,22 @@ def test_rates_are_read_as_sizes_per_second_and_mistakes_are_one_line(
         with pytest.raises(UserError):
             parse_rate(wrong)
     cli = CLI.with_config(tmp_path / "home", capsys, CONFIG)
-    cli.ok("disk", "create", "d1", "--size", "1M")
     assert "invalid rate 'fast'" in cli.fails("backup", "create", "d1", "--limit-upload", "fast")
     (cli.home / "config.toml").write_text(CONFIG + 'limit_download = "2Q"\n')
     assert "setting limit_download: invalid rate '2Q'" in cli.fails("disk", "list")
+
+
+def test_a_heartbeat_never_queues_behind_the_jobs_chunks_but_is_paid_for(tmp_path: Path) -> None:
+    """A writer's session heartbeat waiting behind minutes of queued chunks would let GC take a
+    busy writer for a dead one: control objects are counted without waiting, data waits."""
+    throttle = Throttle(Bandwidth(upload=2 * MiB))
+    throttle.upload = TokenBucket(2 * MiB, clock=lambda: 0.0)  # no refill: waits are exact
+    store = throttled(LocalStore(tmp_path / "vault"), throttle, paced=bandwidth.is_data)
+    store.put("chunks/ab/ab01", os.urandom(256 << 10))  # 1/8 s of the limit
+    assert throttle.waited == pytest.approx(0.125)
+    store.put("sessions/bk-1", os.urandom(128 << 10))  # counted, not waited for
+    assert throttle.waited == pytest.approx(0.125)
+    store.put("chunks/ab/ab02", os.urandom(128 << 10))  # waits for the session's bytes too
+    assert throttle.waited == pytest.approx(0.125 + 0.25)
+    assert store.get("sessions/bk-1")  # reads pass: this throttle limits uploads only
+    assert throttle.waited == pytest.approx(0.375)

@@ -155,17 +155,23 @@ class Throttle:
     def __bool__(self) -> bool:
         return bool(self.bandwidth)
 
-    def sending(self, size: int) -> None:
-        """Before `size` bytes go to the store."""
-        if self.upload is not None:
-            self._note(self.upload.take(size, self.cancel))
+    def sending(self, size: int, *, wait: bool = True) -> None:
+        """Before `size` bytes go to the store. `wait=False` (small control objects, such as
+        a writer's heartbeat, which must never queue behind the job's data): counted, and
+        the transfers after it wait for it instead."""
+        self._pace(self.upload, size, wait)
 
-    def received(self, size: int) -> None:
+    def received(self, size: int, *, wait: bool = True) -> None:
         """After `size` bytes came from the store (a read is paid for once it arrived)."""
-        if self.download is not None:
-            self._note(self.download.take(size, self.cancel))
+        self._pace(self.download, size, wait)
 
-    def _note(self, waited: float) -> None:
+    def _pace(self, bucket: TokenBucket | None, size: int, wait: bool) -> None:
+        if bucket is None:
+            return
+        if not wait:
+            bucket.reserve(size)
+            return
+        waited = bucket.take(size, self.cancel)
         if waited:
             with self._lock:
                 self.waited += waited

@@ -50,10 +50,16 @@ def show(reporter: ProgressReporter, throttle: Throttle) -> None:
     reporter.limit_download = throttle.bandwidth.download or None
 
 
+def is_data(key: str) -> bool:
+    """Chunks (`core.repo.repository.chunk_key`): the objects that carry a job's bytes and
+    wait for the limit. Manifests, sessions, locks are counted without waiting."""
+    return key.startswith("chunks/")
+
+
 def limited(repo: Repository, throttle: Throttle) -> Repository:
     """`repo` whose transfers obey `throttle`; `repo` itself (cached, shared) is unchanged."""
     if not throttle:
         return repo
     twin = copy.copy(repo)
-    twin.store = throttled(repo.store, throttle)
+    twin.store = throttled(repo.store, throttle, paced=is_data)
     return twin

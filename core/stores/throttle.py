@@ -3,12 +3,14 @@
 It sits under the retries (`RetryingStore(ThrottledStore(backend))`), so every attempt pays
 for the bytes it really sends or receives: the blobs as stored (compressed, encrypted), not
 the disk's bytes. Listings, existence checks and deletes carry no payload and pass freely.
+Every payload is counted; only those of the keys `paced` names wait (the data): a heartbeat
+or a lock is never held behind the job's own chunks, the chunks after it wait for it instead.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from core.base.ratelimit import Throttle
@@ -19,9 +21,16 @@ from core.stores.retry import RetryingStore
 class ThrottledStore(ObjectStore):
     """`inner`, with puts and gets paced by `throttle`."""
 
-    def __init__(self, inner: ObjectStore, throttle: Throttle) -> None:
+    def __init__(
+        self,
+        inner: ObjectStore,
+        throttle: Throttle,
+        *,
+        paced: Callable[[str], bool] = lambda key: True,
+    ) -> None:
         self.inner = inner
         self.throttle = throttle
+        self.paced = paced
         self.location = inner.location
         self.object_lock = inner.object_lock
         self.durable_puts = inner.durable_puts
@@ -34,12 +43,12 @@ class ThrottledStore(ObjectStore):
         create_only: bool = False,
         retain_until: datetime | None = None,
     ) -> bool:
-        self.throttle.sending(len(data))
+        self.throttle.sending(len(data), wait=self.paced(key))
         return self.inner.put(key, data, create_only=create_only, retain_until=retain_until)
 
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         data = self.inner.get(key, max_bytes=max_bytes)
-        self.throttle.received(len(data))
+        self.throttle.received(len(data), wait=self.paced(key))
         return data
 
     def exists(self, key: str) -> bool:
@@ -64,7 +73,9 @@ class ThrottledStore(ObjectStore):
         self.inner.close()
 
 
-def throttled(store: ObjectStore, throttle: Throttle) -> ObjectStore:
+def throttled(
+    store: ObjectStore, throttle: Throttle, *, paced: Callable[[str], bool] = lambda key: True
+) -> ObjectStore:
     """`store` paced by `throttle`, as a new wrapper: the store itself (shared by every job
     of the process) is left unlimited. Under a RetryingStore the pacing goes beneath the
     retries, so a retried upload pays again."""
@@ -72,6 +83,6 @@ def throttled(store: ObjectStore, throttle: Throttle) -> ObjectStore:
         return store
     if isinstance(store, RetryingStore):
         twin = copy.copy(store)
-        twin.inner = ThrottledStore(store.inner, throttle)
+        twin.inner = ThrottledStore(store.inner, throttle, paced=paced)
         return twin
-    return ThrottledStore(store, throttle)
+    return ThrottledStore(store, throttle, paced=paced)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from core.base.progress import ProgressEvent
+    from core.base.ratelimit import parse_rate
     from core.base.units import human_size, parse_count, parse_size
     from core.facade import Blockvault
     from core.rules.plans import Plan, PlanItem
@@ -38,6 +39,7 @@ __all__ = [
     "__version__",
     "human_size",
     "parse_count",
+    "parse_rate",
     "parse_size",
     "printable",
 ]
@@ -51,6 +53,8 @@ def __getattr__(name: str) -> Any:
         from core.rules import plans as module
 
         value = getattr(module, name)
+    elif name == "parse_rate":
+        from core.base.ratelimit import parse_rate as value
     elif name == "ProgressEvent":
         from core.base.progress import ProgressEvent as value
     elif name in ("human_size", "parse_count", "parse_size"):

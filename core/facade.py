@@ -453,11 +453,20 @@ class Blockvault:
         name: str | None = None,
         passphrase: str | None = None,
         plan: Plan | None = None,
+        limit_upload: int | None = None,
     ) -> JobHandle:
+        """Back a disk up as a job; `limit_upload` in bytes per second (None: config.toml's
+        `limit_upload`, 0: no limit) paces what is sent to the vault."""
         from core.ops import backups
 
         return backups.start_backup(
-            self.ctx, disk, vault_ref=vault, name=name, passphrase=passphrase, plan=plan
+            self.ctx,
+            disk,
+            vault_ref=vault,
+            name=name,
+            passphrase=passphrase,
+            plan=plan,
+            limit_upload=limit_upload,
         )
 
     def list_backups(
@@ -504,7 +513,10 @@ class Blockvault:
         new_size: int | None = None,
         force: bool = False,
         plan: Plan | None = None,
+        limit_download: int | None = None,
     ) -> JobHandle:
+        """Restore as a job; `limit_download` (bytes per second, None: config.toml's, 0: no
+        limit) paces what is read from the vault."""
         from core.ops import restores
 
         return restores.start_restore(
@@ -515,12 +527,13 @@ class Blockvault:
             new_size=new_size,
             force=force,
             plan=plan,
+            limit_download=limit_download,
         )
 
-    def start_verify(self, ref: str) -> JobHandle:
+    def start_verify(self, ref: str, *, limit_download: int | None = None) -> JobHandle:
         from core.ops import backups
 
-        return backups.start_verify(self.ctx, ref)
+        return backups.start_verify(self.ctx, ref, limit_download=limit_download)
 
     def plan_copy(self, ref: str, *, to_vault: str) -> Plan:
         """What `backup copy --to-vault` will do (a refusal is one line)."""
@@ -528,12 +541,28 @@ class Blockvault:
 
         return replication.plan_copy(self.ctx, ref, to_vault)
 
-    def start_copy(self, ref: str, *, to_vault: str, plan: Plan | None = None) -> JobHandle:
+    def start_copy(
+        self,
+        ref: str,
+        *,
+        to_vault: str,
+        plan: Plan | None = None,
+        limit_upload: int | None = None,
+        limit_download: int | None = None,
+    ) -> JobHandle:
         """Copy a backup into another vault as a job: only chunks missing there travel; the
-        copy is a backup of its own, linked to its source (`copy_of`)."""
+        copy is a backup of its own, linked to its source (`copy_of`). The limits pace what
+        is read from the source vault and sent to the target (as in `start_backup`)."""
         from core.ops import replication
 
-        return replication.start_copy(self.ctx, ref, to_vault, plan=plan)
+        return replication.start_copy(
+            self.ctx,
+            ref,
+            to_vault,
+            plan=plan,
+            limit_upload=limit_upload,
+            limit_download=limit_download,
+        )
 
     def plan_delete_backup(self, ref: str) -> Plan:
         from core.ops import backups
@@ -801,13 +830,17 @@ class Blockvault:
 
         return drills.drill_targets(self.ctx, disk_ref=disk, policy_ref=policy, backup_ref=backup)
 
-    def start_drill(self, backup: str, *, policy: str | None = None) -> JobHandle:
+    def start_drill(
+        self, backup: str, *, policy: str | None = None, limit_download: int | None = None
+    ) -> JobHandle:
         """A restore drill of one backup into scratch space, as a job (not started): every
         chunk and the digest checked, an ext4/XFS filesystem checked read-only, the restore
         time recorded (RTO). A failed drill raises its error and a `drill.failed` alert."""
         from core.ops import drills
 
-        return drills.start_drill(self.ctx, backup, policy_ref=policy)
+        return drills.start_drill(
+            self.ctx, backup, policy_ref=policy, limit_download=limit_download
+        )
 
     def list_drills(self, *, disk: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Past drills, newest first (a deleted disk's too, by its name or id)."""

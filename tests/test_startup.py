@@ -73,6 +73,7 @@ def loaded(modules: set[str], names: tuple[str, ...]) -> set[str]:
         ["disk", "--help"],
         ["backup", "create", "--help"],
         ["vault", "add", "--help"],
+        ["web", "--help"],
         ["completion", "bash"],
         ["completion", "zsh"],
         ["completion", "fish"],

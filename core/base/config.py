@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.base.errors import UserError
 from core.base.host import HOST_ID_RULE, valid_host_id
+from core.base.ratelimit import parse_rate
 from core.base.units import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 
 #: ranges a setting must fall in (a typo in config.toml is one clear line, not a traceback)
@@ -67,6 +68,10 @@ class Settings:
     #: a job whose heartbeat (every second) stopped this long ago is taken for dead by any
     #: host: its claims are released and its partial work discarded or marked
     job_lease_seconds: float = 30.0
+    #: bandwidth limits of every job that moves data to / from a vault ("20MiB", "50M";
+    #: empty: none), unless its command says otherwise (`--limit-upload`, `--limit-download`)
+    limit_upload: str = ""
+    limit_download: str = ""
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -93,6 +98,11 @@ class Settings:
             raise UserError(f"{path}: setting gc_window is longer than 200 characters")
         if "host_id" in data and not valid_host_id(data["host_id"]):
             raise UserError(f"{path}: setting host_id {HOST_ID_RULE}")
+        for key in ("limit_upload", "limit_download"):
+            try:
+                parse_rate(data.get(key) or 0)
+            except UserError as exc:
+                raise UserError(f"{path}: setting {key}: {exc}") from None
         if "chunk_size" in data and data["chunk_size"] % 4096:
             raise UserError(f"{path}: setting chunk_size must be a multiple of 4096")
         return cls(**data)

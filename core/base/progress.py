@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from core.base.ratelimit import Bandwidth
+
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -30,11 +32,19 @@ class ProgressEvent:
     message: str = ""
     final: bool = False
     elapsed: float = 0.0
+    #: the job's bandwidth limits in bytes per second (None: no limit in that direction)
+    limit_upload: int | None = None
+    limit_download: int | None = None
 
     @property
     def fraction(self) -> float:
         """Completed share in [0, 1]."""
         return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total else 1.0
+
+    @property
+    def limited(self) -> str:
+        """'limited to 20.0 MiB/s' for the progress line; '' without a limit."""
+        return Bandwidth(self.limit_upload or 0, self.limit_download or 0).describe()
 
     def to_dict(self) -> dict:
         """JSON-ready dict, with `type: progress`."""
@@ -69,6 +79,9 @@ class ProgressReporter:
         self.bytes_stored = 0
         self.stage_seconds: dict[str, float] = {}
         self.message = ""
+        #: the job's bandwidth limits (bytes per second), carried by every event it emits
+        self.limit_upload: int | None = None
+        self.limit_download: int | None = None
 
     def add(
         self,
@@ -136,6 +149,8 @@ class ProgressReporter:
                 message=self.message,
                 final=final,
                 elapsed=elapsed,
+                limit_upload=self.limit_upload,
+                limit_download=self.limit_download,
             )
 
     def emit(self, *, final: bool = False) -> None:

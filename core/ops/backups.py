@@ -33,7 +33,7 @@ from core.engine import pipeline
 from core.engine.tracking import ChangeTracker
 from core.jobs.claims import active_readers, claim, disk_metadata, release_disk
 from core.jobs.runner import JobContext, JobHandle, create_job, new_job
-from core.ops import capacity, recovery
+from core.ops import bandwidth, capacity, recovery
 from core.ops.facts import change_tracker, check_plan, disk_facts
 from core.ops.vaults import get_vault, open_repository
 from core.repo.manifest import Manifest
@@ -106,9 +106,11 @@ def start_backup(
     passphrase: str | None = None,
     plan: Plan | None = None,
     lock_until: datetime | None = None,
+    limit_upload: int | None = None,
 ) -> JobHandle:
     """Claim the disk and the backup's name in one transaction, then back it up; with
-    `lock_until` (a policy's --lock-for) the backup is locked until then as it is written."""
+    `lock_until` (a policy's --lock-for) the backup is locked until then as it is written.
+    `limit_upload`: bytes per second sent to the vault (None: config.toml's, 0: none)."""
     vault = get_vault(ctx, vault_ref)
     open_repository(ctx, vault, passphrase=passphrase)  # fail early: credentials, passphrase
     with ctx.catalog.writer() as session:
@@ -148,7 +150,7 @@ def start_backup(
     def run(context: JobContext) -> dict[str, Any]:
         ok = False
         try:
-            result = _run_backup(ctx, context, disk, vault, backup, meta, passphrase)
+            result = _run_backup(ctx, context, disk, vault, backup, meta, passphrase, limit_upload)
             ok = True
             return result
         finally:
@@ -176,11 +178,22 @@ def _run_backup(
     backup: Backup,
     meta: dict[str, Any],
     passphrase: str | None,
+    limit_upload: int | None = None,
 ) -> dict[str, Any]:
     repo = open_repository(ctx, vault, passphrase=passphrase)
     if backup.locked_until is not None:  # written retained, reused chunks extended (I3)
         repo = repo.with_retention(backup.locked_until)
     reporter = job.reporter("backing up", disk.size)
+    throttle = bandwidth.for_job(
+        ctx.settings,
+        job,
+        limit_upload=limit_upload,
+        limit_download=None,
+        upload=True,
+        download=False,
+        reporter=reporter,
+    )
+    repo = bandwidth.limited(repo, throttle)
     started = time.monotonic()
     tracker = change_tracker(ctx, disk.id, vault.id)
     notes: list[str] = []
@@ -344,7 +357,14 @@ def get_backup(ctx: Context, ref: str, *, passphrase: str | None = None) -> dict
     return view
 
 
-def start_verify(ctx: Context, backup_ref: str, *, passphrase: str | None = None) -> JobHandle:
+def start_verify(
+    ctx: Context,
+    backup_ref: str,
+    *,
+    passphrase: str | None = None,
+    limit_download: int | None = None,
+) -> JobHandle:
+    """Read back every chunk of a backup; `limit_download` as in `start_restore`."""
     with ctx.catalog.session() as session:
         backup = resolve(session, Backup, backup_ref, kind="backup")
         vault = session.get(VaultRecord, backup.vault_id)
@@ -353,8 +373,21 @@ def start_verify(ctx: Context, backup_ref: str, *, passphrase: str | None = None
     def run(job: JobContext) -> dict[str, Any]:
         manifest = repo.read_manifest(backup.id)
         reporter = job.reporter("verifying", manifest.size)
+        throttle = bandwidth.for_job(
+            ctx.settings,
+            job,
+            limit_upload=None,
+            limit_download=limit_download,
+            upload=False,
+            download=True,
+            reporter=reporter,
+        )
         report = pipeline.verify_backup(
-            manifest, repo, reporter=reporter, cancel=job.cancel, workers=ctx.settings.workers
+            manifest,
+            bandwidth.limited(repo, throttle),
+            reporter=reporter,
+            cancel=job.cancel,
+            workers=ctx.settings.workers,
         )
         reporter.emit(final=True)
         if not report.ok:

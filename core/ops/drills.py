@@ -43,6 +43,7 @@ from core.catalog.models import Backup, Disk, Drill, Job, Policy, VaultRecord, i
 from core.engine import pipeline
 from core.jobs.alerts import alert
 from core.jobs.runner import JobContext, JobHandle, job_is_stale, new_job
+from core.ops import bandwidth
 from core.ops.policies import claim_slot, finish_slot, next_due_slot, targets_of, zone
 from core.ops.vaults import open_repository
 from core.rules.states import JOB_ACTIVE
@@ -351,9 +352,11 @@ def start_drill(
     *,
     policy_ref: str | None = None,
     passphrase: str | None = None,
+    limit_download: int | None = None,
 ) -> JobHandle:
     """A drill of one backup, as a job (not started). The backup must be `available`; the
-    job reads it (`source_id`), so it cannot be deleted while drilled."""
+    job reads it (`source_id`), so it cannot be deleted while drilled. It reads as a restore
+    would, under the same `limit_download` (so its time is the restore time under it)."""
     with ctx.catalog.session() as session:
         backup = resolve(session, Backup, backup_ref, kind="backup")
         vault = session.get(VaultRecord, backup.vault_id)
@@ -424,9 +427,18 @@ def start_drill(
             with open(os.open(image, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
                 handle.truncate(manifest.size)  # sparse: only the data takes room
             reporter = context.reporter("restoring", manifest.size)
+            throttle = bandwidth.for_job(
+                ctx.settings,
+                context,
+                limit_upload=None,
+                limit_download=limit_download,
+                upload=False,
+                download=True,
+                reporter=reporter,
+            )
             stats = pipeline.restore_device(
                 manifest,
-                repo,
+                bandwidth.limited(repo, throttle),
                 image,
                 compare_existing=False,
                 reporter=reporter,

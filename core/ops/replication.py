@@ -18,6 +18,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core.base.errors import BlockvaultError, IntegrityError, StoreError
+from core.base.ratelimit import Throttle
 from core.base.units import human_size
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, VaultRecord, utcnow
@@ -25,7 +26,7 @@ from core.catalog.names import commit_unique, unique_id
 from core.catalog.views import backup_view
 from core.engine import replicate
 from core.jobs.runner import JobContext, JobHandle, new_job
-from core.ops import capacity, recovery
+from core.ops import bandwidth, capacity, recovery
 from core.ops.backups import drop_unfinished
 from core.ops.facts import check_plan
 from core.ops.vaults import get_vault, open_repository, store_spec
@@ -102,8 +103,12 @@ def start_copy(
     passphrase: str | None = None,
     target_passphrase: str | None = None,
     plan: Plan | None = None,
+    limit_upload: int | None = None,
+    limit_download: int | None = None,
 ) -> JobHandle:
-    """Take the copy's name (a `creating` row) with the plan, then copy as a job."""
+    """Take the copy's name (a `creating` row) with the plan, then copy as a job. The limits
+    (bytes per second; None: config.toml's, 0: none) hold what is read from the source vault
+    and what is sent to the target."""
     target = get_vault(ctx, vault_ref)
     with ctx.catalog.session() as session:
         backup = resolve(session, Backup, backup_ref, kind="backup")
@@ -146,7 +151,25 @@ def start_copy(
     def run(context: JobContext) -> dict[str, Any]:
         ok = False
         try:
-            result = _run_copy(ctx, context, backup, row, source, target, source_repo, target_repo)
+            throttle = bandwidth.for_job(
+                ctx.settings,
+                context,
+                limit_upload=limit_upload,
+                limit_download=limit_download,
+                upload=True,
+                download=True,
+            )
+            result = _run_copy(
+                ctx,
+                context,
+                backup,
+                row,
+                source,
+                target,
+                bandwidth.limited(source_repo, throttle),
+                bandwidth.limited(target_repo, throttle),
+                throttle,
+            )
             ok = True
             return result
         finally:
@@ -216,6 +239,7 @@ def _run_copy(
     target: VaultRecord,
     source_repo: Repository,
     target_repo: Repository,
+    throttle: Throttle,
 ) -> dict[str, Any]:
     started = time.monotonic()
     manifest = source_repo.read_manifest(backup.id)
@@ -226,6 +250,7 @@ def _run_copy(
         )
     reporter = job.reporter("copying", manifest.size)
     reporter.message = f"vault {source.name} -> vault {target.name}"
+    bandwidth.show(reporter, throttle)
 
     def tell(message: str) -> None:
         reporter.message = message

@@ -16,6 +16,7 @@ from core.engine import pipeline
 from core.engine.snapshot_store import RestoreSource
 from core.jobs.claims import claim, owner_of
 from core.jobs.runner import JobContext, JobHandle, new_job
+from core.ops import bandwidth
 from core.ops.disks import commit_new_disk, fill_new_disk, filled_disk, insert_pool_disk
 from core.ops.facts import change_tracker, check_plan, disk_facts, disk_folder
 from core.ops.replication import ReadFrom, choose_source, reading_plan
@@ -137,9 +138,11 @@ def start_restore(
     force: bool = False,
     passphrase: str | None = None,
     plan: Plan | None = None,
+    limit_download: int | None = None,
 ) -> JobHandle:
     """Claim the target disk (or take the new disk's name) with the plan, then restore. The
-    vault read is chosen again here (outside the lock): a plan that read another one differs."""
+    vault read is chosen again here (outside the lock): a plan that read another one differs.
+    `limit_download`: bytes per second read from the vault (None: config.toml's, 0: none)."""
     read = choose_source(ctx, backup_ref)
     with ctx.catalog.session() as session:
         vault = session.get(
@@ -199,12 +202,21 @@ def start_restore(
     def restore(context: JobContext, differing: frozenset[int] | None, compare: bool) -> Any:
         manifest = repo.read_manifest(source.id)
         reporter = context.reporter("restoring", manifest.size)
+        throttle = bandwidth.for_job(
+            ctx.settings,
+            context,
+            limit_upload=None,
+            limit_download=limit_download,
+            upload=False,
+            download=True,
+            reporter=reporter,
+        )
         only = set(differing) if differing is not None else None
         if compare and only is None:
             only = _tracked_changes(ctx, target, backup, manifest)
         stats = pipeline.restore_device(
             manifest,
-            repo,
+            bandwidth.limited(repo, throttle),
             Path(target.path),
             compare_existing=compare and differing is None,
             reporter=reporter,

@@ -102,6 +102,14 @@ def _number(arguments: dict[str, Any], key: str) -> float | None:
     return value
 
 
+def _rate(arguments: dict[str, Any], key: str) -> int | None:
+    """A bandwidth limit in bytes per second (0: none; absent: config.toml's)."""
+    value = _number(arguments, key)
+    if value is not None and (value < 0 or value != int(value)):
+        raise UserError(f"request argument {key!r} must be a whole number of bytes per second")
+    return None if value is None else int(value)
+
+
 def _disk_target(ctx: Context, arguments: dict[str, Any]) -> tuple[str, str, str]:
     arguments["vault"] = vaults.get_vault(ctx, _text(arguments, "vault")).id
     with ctx.catalog.session() as session:
@@ -131,6 +139,7 @@ VERBS: dict[str, Verb] = {
             vault_ref=_text(a, "vault"),
             name=_text(a, "name"),
             plan=plan,
+            limit_upload=_rate(a, "limit_upload"),
         ),
     ),
     "restore": Verb(
@@ -144,12 +153,17 @@ VERBS: dict[str, Verb] = {
             new_size=None if a.get("new_size") is None else int(_number(a, "new_size") or 0),
             force=bool(a.get("force")),
             plan=plan,
+            limit_download=_rate(a, "limit_download"),
         ),
     ),
     "verify": Verb(
         "verify",
         _backup_target,
-        lambda ctx, a, plan: backups.start_verify(ctx, _text(a, "backup", required=True)),
+        lambda ctx, a, plan: backups.start_verify(
+            ctx,
+            _text(a, "backup", required=True),
+            limit_download=_rate(a, "limit_download"),
+        ),
     ),
     "gc": Verb(
         "gc",

@@ -23,6 +23,7 @@ from tui.cli.common import (
     size_arg,
     verbs_of,
 )
+from tui.cli.limits import limits_of, limits_parent
 
 if TYPE_CHECKING:
     from core.api import Blockvault, Plan
@@ -33,9 +34,9 @@ def backup_create(bv: Blockvault, a: argparse.Namespace) -> Any:
     if a.dry_run:
         return print_dry_run(a, plan)
     if a.background:
-        arguments = {"disk": a.disk, "vault": a.vault, "name": a.name}
+        arguments = {"disk": a.disk, "vault": a.vault, "name": a.name, **limits_of(a)}
         return run_background(bv, a, "backup", arguments, plan=plan, description=f"backup {a.disk}")
-    handle = bv.start_backup(a.disk, vault=a.vault, name=a.name, plan=plan)
+    handle = bv.start_backup(a.disk, vault=a.vault, name=a.name, plan=plan, **limits_of(a))
     return run_job(handle, a, f"backup {a.disk}")
 
 
@@ -53,6 +54,7 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
             new_size=a.size,
             force=a.force,
             plan=confirmed,
+            **limits_of(a),
         )
 
     if not plan.destructive:
@@ -66,6 +68,7 @@ def backup_restore(bv: Blockvault, a: argparse.Namespace) -> None:
             "new_name": a.to_new,
             "new_size": a.size,
             "force": a.force,
+            **limits_of(a),
         }
         run_planned(
             a,
@@ -87,7 +90,9 @@ def backup_copy(bv: Blockvault, a: argparse.Namespace) -> None:
     run_planned_job(
         a,
         plan,
-        lambda confirmed: bv.start_copy(a.backup, to_vault=a.to_vault, plan=confirmed),
+        lambda confirmed: bv.start_copy(
+            a.backup, to_vault=a.to_vault, plan=confirmed, **limits_of(a)
+        ),
         description=f"copy {a.backup} -> {a.to_vault}",
     )
 
@@ -103,8 +108,9 @@ def backup_lock(bv: Blockvault, a: argparse.Namespace) -> None:
 
 def backup_verify(bv: Blockvault, a: argparse.Namespace) -> Any:
     if a.background:
-        return run_background(bv, a, "verify", {"backup": a.backup}, description="verify")
-    return run_job(bv.start_verify(a.backup), a, "verify")
+        arguments = {"backup": a.backup, **limits_of(a)}
+        return run_background(bv, a, "verify", arguments, description="verify")
+    return run_job(bv.start_verify(a.backup, **limits_of(a)), a, "verify")
 
 
 DRILL_COLUMNS = (
@@ -133,7 +139,7 @@ def backup_drill(bv: Blockvault, a: argparse.Namespace) -> None:
     targets = [t for t in targets if not t["error"]]
     failures = []
     for target in targets:
-        handle = bv.start_drill(target["backup_id"], policy=target["policy_id"])
+        handle = bv.start_drill(target["backup_id"], policy=target["policy_id"], **limits_of(a))
         try:
             run_job(handle, a, f"drill {target['disk_name']}")
         except Cancelled:
@@ -151,12 +157,15 @@ def backup_drill(bv: Blockvault, a: argparse.Namespace) -> None:
 
 def add_to(noun: argparse.ArgumentParser) -> None:
     js, cf, bg = json_parent(), confirm_parent(), background_parent()
+    up = limits_parent(upload=True, download=False)
+    down = limits_parent(upload=False, download=True)
+    both = limits_parent(upload=True, download=True)
     backup = verbs_of(noun)
     p = add_verb(
         backup,
         "create",
         backup_create,
-        parents=[js, bg],
+        parents=[js, bg, up],
         help="back up a disk (full first, then incremental)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, back up nothing")
@@ -186,7 +195,7 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         backup,
         "restore",
         backup_restore,
-        parents=[js, cf, bg],
+        parents=[js, cf, bg, down],
         help="restore to the original disk or to a new disk",
     )
     p.add_argument("backup")
@@ -201,7 +210,7 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         backup,
         "copy",
         backup_copy,
-        parents=[js, cf],
+        parents=[js, cf, both],
         help="copy a backup into another vault (only chunks missing there are sent; "
         "re-encrypted with that vault's key); the copy is a backup of its own",
     )
@@ -211,7 +220,7 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         backup,
         "verify",
         backup_verify,
-        parents=[js, bg],
+        parents=[js, bg, down],
         help="fetch and check every chunk",
     )
     p.add_argument("backup")
@@ -219,7 +228,7 @@ def add_to(noun: argparse.ArgumentParser) -> None:
         backup,
         "drill",
         backup_drill,
-        parents=[js],
+        parents=[js, down],
         help="restore a backup into scratch space and check it (digest, ext4/XFS fsck); "
         "--list shows past drills",
     )

@@ -41,6 +41,7 @@ NOUNS = {
         "add_to",
         "protection status of every disk (Nagios exit codes, Prometheus textfile)",
     ),
+    "web": ("web", "add_to", "serve the console to a browser (loopback only: no authentication)"),
     "completion": ("completion", "add_to", "print a shell completion script (bash, zsh, fish)"),
     "__complete": ("completion", "add_complete_to", None),
 }

@@ -138,6 +138,18 @@ def confirm(plan: Plan, *, yes: bool) -> None:
         raise UserError("aborted, nothing changed")
 
 
+def progress_text(event: ProgressEvent) -> str:
+    """The end of a progress line: what the job waits for or its phase and bottleneck, and
+    its bandwidth limit ('backing up · network-bound · limited to 20.0 MiB/s')."""
+    if event.message and not event.final:
+        what = printable(event.message)
+    elif event.bottleneck:
+        what = f"{event.phase} · {event.bottleneck}-bound"
+    else:
+        what = event.phase
+    return f"{what} · {event.limited}" if event.limited else what
+
+
 class ProgressPrinter:
     """Progress subscriber: a rich bar on a terminal, JSON lines with --json, quiet otherwise."""
 
@@ -180,11 +192,7 @@ class ProgressPrinter:
                 self.task,
                 total=event.bytes_total or None,
                 completed=event.bytes_done,
-                phase=printable(event.message)
-                if event.message and not event.final
-                else f"{event.phase} · {event.bottleneck}-bound"
-                if event.bottleneck
-                else event.phase,
+                phase=progress_text(event),
             )
 
     def __exit__(self, *exc: object) -> None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from core.base.errors import Conflict, UserError
+from core.base.host import host_id
 from core.catalog.db import SCHEMA_VERSION, Catalog
 from core.catalog.models import Backup, Disk, Job, Policy, Server, VaultRecord
 from core.catalog.names import commit_unique
@@ -177,8 +178,9 @@ def test_a_v4_catalog_gains_locks_replicas_and_quotas_without_loss(
 def test_a_v5_catalog_gains_hosts_and_the_last_backup_index_without_loss(
     tmp_path: Path, catalog_backend: str
 ) -> None:
-    """v5 -> v6 on the exact schema v5 made: servers and disks name no host (any host may
-    use them, as before), every row intact, and a disk's last backup is found by an index."""
+    """v5 -> v6 on the exact schema v5 made: servers and disks become the migrating host's
+    (a catalog had one host until v6), every row intact, and a disk's last backup is found
+    by an index."""
     url = catalog_url(tmp_path, "v5.sqlite")
     run_script(url, (Path(__file__).parent / "fixtures" / "catalog_v5.sql").read_text(), tmp_path)
     catalog = Catalog(url)
@@ -188,9 +190,9 @@ def test_a_v5_catalog_gains_hosts_and_the_last_backup_index_without_loss(
         disk = session.exec(select(Disk)).one()
         assert (server.name, server.host, disk.name, disk.host, disk.size) == (
             "web1",
-            "",
+            host_id(),
             "web1-data",
-            "",
+            host_id(),
             1 << 30,
         )
         backup = session.exec(select(Backup)).one()

@@ -20,6 +20,7 @@ from core.catalog import models
 if TYPE_CHECKING:
     from alembic.operations import Operations
 from core.base.errors import UserError
+from core.base.host import host_id
 
 SCHEMA_VERSION = 6
 CLAIM_LOCK_KEY = "claim_lock"  # the meta row every claiming transaction updates first
@@ -120,11 +121,13 @@ def _v5_protecting_backups(op: Operations) -> None:
 def _v6_hosts(op: Operations) -> None:
     """v6: servers and disks record the host they live on (several hosts share a catalog);
     an index finds a disk's last backup among 100,000 without a scan. Plain ADD COLUMNs,
-    as in v5."""
+    as in v5. Until v6 a catalog had one host, the one migrating it: its servers and disks
+    become that host's (left empty, any host sharing the catalog later could write them)."""
     present = set(sa.inspect(op.get_bind()).get_table_names())
     for table in ("servers", "disks"):
         if table in present:
             op.add_column(table, sa.Column("host", sa.String(), nullable=False, server_default=""))
+            op.execute(sa.text(f"UPDATE {table} SET host = :host").bindparams(host=host_id()))
     if "backups" in present:
         op.create_index(
             "ix_backups_disk_status_completed", "backups", ["disk_id", "status", "completed_at"]

@@ -13,7 +13,17 @@ use (PEP 562 `__getattr__`): lazy, because the façade brings SQLModel and the c
 from __future__ import annotations
 
 from core import __version__
-from core.base.errors import BlockvaultError, Cancelled, Conflict, PlanChanged, UserError
+from core.base.errors import (
+    EXIT_CODES,
+    Aborted,
+    BlockvaultError,
+    Cancelled,
+    Conflict,
+    PlanChanged,
+    UserError,
+    exit_status,
+    refused,
+)
 from core.base.text import printable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (4 ms of --help)
@@ -27,6 +37,8 @@ if TYPE_CHECKING:
     from core.rules.plans import Plan, PlanItem
 
 __all__ = [
+    "EXIT_CODES",
+    "Aborted",
     "Blockvault",
     "BlockvaultError",
     "Cancelled",
@@ -37,11 +49,13 @@ __all__ = [
     "ProgressEvent",
     "UserError",
     "__version__",
+    "exit_status",
     "human_size",
     "parse_count",
     "parse_rate",
     "parse_size",
     "printable",
+    "refused",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -163,5 +164,15 @@ def job_view(job: Job) -> dict[str, Any]:
         "rate": job.rate,
         "eta": job.eta,
         "error": job.error,
-        "result": job.result,
+        "result": _result(job.result),
     }
+
+
+def _result(text: str | None) -> Any:
+    """A job's result as the object it was (stored as JSON text), not a string of JSON."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -33,6 +33,13 @@ T = TypeVar("T")
 STATE_FLUSH_SECONDS = 1.0
 
 
+def vault_stage(vault: Repository, local: str) -> str:
+    """What a vault's I/O counts as in the bottleneck estimate: "network" for a remote store
+    (S3), else `local`: "writing" for a backup into a local directory, "reading" for a
+    restore from one (a local vault is a disk, not a network)."""
+    return "network" if vault.store.remote else local
+
+
 class _Timer:
     """Adds the wall time of a block to a reporter stage (the bottleneck estimate)."""
 
@@ -230,6 +237,7 @@ def backup_device(
             manifest_id, on_wait=_telling(reporter) if reporter is not None else None
         )
         known: set[str] = set()
+        upload = vault_stage(vault, "writing")
         parent: Manifest | None = None
         try:
             if parent_id:
@@ -332,7 +340,7 @@ def backup_device(
                 account(done=length, reused=length)
                 return
             if not condemned and trusted and not empty:
-                with _Timer(reporter, "network"):
+                with _Timer(reporter, upload):
                     present = vault.has_chunk(chunk_id)
                 if present:
                     account(done=length, reused=length)
@@ -340,7 +348,7 @@ def backup_device(
             with _Timer(reporter, "hashing/compressing"):
                 encoded = vault.encode_chunk(chunk_id, data)
             del data
-            with _Timer(reporter, "network"):
+            with _Timer(reporter, upload):
                 if condemned or not trusted:
                     vault.rewrite_chunk(encoded)  # rescue it from GC, or replace a torn orphan
                     created = True
@@ -501,6 +509,7 @@ def restore_device(
     return verified bytes. The whole-disk digest is checked at the end.
     """
     get = fetch or (lambda _index, chunk_id: vault.get_chunk(chunk_id))
+    download = vault_stage(vault, "reading")
     fd = _open_disk(target, os.O_RDWR)
     try:
         target_size = os.lseek(fd, 0, os.SEEK_END)
@@ -542,7 +551,7 @@ def restore_device(
                     state.mark(index)
                     account(length, bytes_skipped=length)
                     return
-            with _Timer(reporter, "network"):
+            with _Timer(reporter, download):
                 try:
                     data = get(index, chunk_id)
                 except IntegrityError as exc:

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from core.base.errors import (
     BlockvaultError,
     IntegrityError,
+    NotFound,
     ObjectMissing,
     StoreError,
     UserError,
@@ -318,7 +319,7 @@ def list_backups(
                     )
                 ).first()
                 if retained is None:
-                    raise UserError(f"no disk named {disk_ref!r}")
+                    raise NotFound(f"no disk named {disk_ref!r}")
                 query = query.where(Backup.disk_id == retained.disk_id)
             else:
                 query = query.where(Backup.disk_id == disk.id)

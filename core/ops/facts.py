@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlmodel import Session, func, select
 
-from core.base.errors import Conflict, PlanChanged
+from core.base.errors import PlanChanged, refused
 from core.catalog.context import Context, on_this_host
 from core.catalog.models import Disk, Snapshot
 from core.engine import devices
@@ -68,7 +68,7 @@ def check_plan(shown: Plan | None, now: Plan) -> Plan:
     """The executor's gate, inside the claiming transaction: refuse what the rules refuse now,
     and refuse a plan that differs from the one the user confirmed (with the new plan)."""
     if not now.allowed:
-        raise Conflict(now.refusal)
+        raise refused(now.refusal)
     if shown is not None and not shown.same_as(now):
         lines = "\n".join(now.lines())
         raise PlanChanged(

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from core.base.errors import UserError
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, VaultRecord
+from core.catalog.models import Backup, Disk, VaultRecord, iso
 from core.engine import pipeline
 from core.engine.snapshot_store import RestoreSource
 from core.jobs.claims import claim, owner_of
@@ -272,8 +272,10 @@ def start_restore(
             disk_id=target.id,
             disk_name=target.name,
             backup_id=backup.id,
+            backup_name=backup.name,
             read_from_vault=vault.name,
             undo=safety.name if safety else None,
+            undo_until=iso(safety.expires_at) if safety else None,
             bytes_fetched=stats.bytes_fetched,
             bytes_written=stats.bytes_written,
             bytes_skipped=stats.bytes_skipped,

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from core.base.errors import UserError
 from core.catalog.context import Context, record, resolve
-from core.catalog.models import Backup, Disk, Server, Snapshot, VaultRecord
+from core.catalog.models import Backup, Disk, Server, Snapshot, VaultRecord, iso
 from core.catalog.names import check_new_name, commit_unique, unique_id
 from core.engine import pipeline
 from core.engine.imaging import copy_image
@@ -315,6 +315,7 @@ def start_reinstall(
             "snapshots_deleted": deleted,
             "snapshots_kept": [s for s in doomed if s not in deleted],
             "undo": safety.name,
+            "undo_until": iso(safety.expires_at),
         }
 
     return JobHandle(ctx, job, run)

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from core.base.errors import NotFound
 from core.catalog.context import Context, on_this_host, record, resolve
-from core.catalog.models import Disk, Server, Snapshot
+from core.catalog.models import Disk, Server, Snapshot, iso
 from core.catalog.names import check_new_name, commit_unique, default_name
 from core.catalog.views import snapshot_view
 from core.jobs.claims import active_readers, claim, owner_of, release_disk
@@ -226,7 +226,12 @@ def start_rollback(
             )
             session.commit()
             view = _view(session, session.get(Snapshot, snapshot.id))
-        return {**view, "rolled_back": disk.name, "undo": safety.name}
+        return {
+            **view,
+            "rolled_back": disk.name,
+            "undo": safety.name,
+            "undo_until": iso(safety.expires_at),
+        }
 
     return JobHandle(ctx, job, run)
 

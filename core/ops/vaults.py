@@ -58,6 +58,7 @@ def store_spec(vault: VaultRecord) -> dict:
         "addressing_style": vault.addressing_style,
         "request_checksum": vault.request_checksum,
         "object_lock": vault.object_lock,
+        "vault": vault.name,
     }
 
 

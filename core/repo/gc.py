@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from core.base.errors import Conflict, IntegrityError, ObjectMissing, Retained
+from core.base.errors import Busy, Conflict, IntegrityError, ObjectMissing, Retained
 from core.base.host import holder_gone, host_id
 from core.base.text import printable
 from core.repo.repository import GC_LOCK_KEY as LOCK_KEY
@@ -118,13 +118,13 @@ class _Lock:
             age = self.vault.store_clock() - info.mtime
             lease = max(self.vault.gc_lease, self.vault.gc_lock_lease())  # its holder's too
             if not (holder_gone(owner) or age >= lease or age < -FUTURE_TOLERANCE_SECONDS):
-                raise Conflict(
+                raise Busy(
                     f"garbage collection by {printable(owner)} holds this vault's lock (taken "
                     f"{max(age, 0):.0f} s ago; it lapses after {lease:.0f} s); try later"
                 )
             self.vault.store.delete(LOCK_KEY)  # gone or lapsed: a lapsed holder fences itself
         if not self.vault.store.put(LOCK_KEY, body, create_only=True):
-            raise Conflict("another garbage collection took this vault's lock; try later")
+            raise Busy("another garbage collection took this vault's lock; try later")
         self.taken_at = time.monotonic()
 
     def in_time(self) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from core.base.errors import Busy, NotFound, Refusal, Retained
 from core.base.times import as_utc
 from core.base.units import human_size
 from core.catalog.models import Backup, Disk, Job, Policy, Server, Snapshot, VaultRecord
@@ -52,9 +53,11 @@ def disk_busy(disk: Disk, owner: Job | None, here: str = "") -> str | None:
     if elsewhere:
         return elsewhere
     if owner is not None:
-        return f"disk {disk.name} is busy (job {owner.id} on host {owner.host}: {owner.kind})"
+        return Refusal(
+            f"disk {disk.name} is busy (job {owner.id} on host {owner.host}: {owner.kind})", Busy
+        )
     if disk.status in DISK_BUSY_VERB:
-        return f"disk {disk.name} is busy: {DISK_BUSY_VERB[disk.status]}"
+        return Refusal(f"disk {disk.name} is busy: {DISK_BUSY_VERB[disk.status]}", Busy)
     return None
 
 
@@ -356,7 +359,10 @@ def plan_backup_delete(
     until = locked_until(backup, now)
     refusal = None
     if until is not None:
-        refusal = f"backup {backup.name} is {lock_text(until)}; it cannot be deleted before then"
+        refusal = Refusal(
+            f"backup {backup.name} is {lock_text(until)}; it cannot be deleted before then",
+            Retained,
+        )
     refusal = refusal or _readers_refusal(f"backup {backup.name}", readers)
     if refusal is None and backup.status == "creating":
         refusal = f"backup {backup.name} is still being created"
@@ -568,7 +574,8 @@ def plan_undo(
     in one step, also after an interrupted restore or rollback (and clears its mark)."""
     disk = facts.disk
     if safety is None:
-        return Plan("undo", f"disk {disk.name}", refusal=f"nothing to undo on disk {disk.name}")
+        nothing = Refusal(f"nothing to undo on disk {disk.name}", NotFound)
+        return Plan("undo", f"disk {disk.name}", refusal=nothing)
     note = "clears the incomplete mark" if disk.restore_incomplete else ""
     refusal = disk_busy(disk, facts.owner, facts.here) or _writers_refusal(
         disk, facts.writers, force

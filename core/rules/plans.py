@@ -103,15 +103,17 @@ class Plan:
         data["bytes_freed"] = self.bytes_freed
         return data
 
-    def lines(self) -> list[str]:
-        """The plan as short lines a person reads in a dialog or a terminal."""
-        out = [f"{self.action}: {self.target}"]
+    def lines(self, *, dry_run: bool = False) -> list[str]:
+        """The plan as short lines a person reads in a dialog or a terminal; a dry run's say
+        what it would do ("would DELETE", "would free"), since nothing is done."""
+        would = "would " if dry_run else ""
+        out = [f"{self.action}: {self.target}" + (" (dry run: nothing changed)" if dry_run else "")]
         if self.route:
             out.append(f"  route: {self.route}")
         for item in self.items:
-            out.append(f"  {item.label:<9} {item.describe()}")
+            out.append(f"  {would}{item.label:<9} {item.describe()}")
         if self.bytes_freed:
-            out.append(f"  frees {human_size(self.bytes_freed)}")
+            out.append(f"  {'would free' if dry_run else 'frees'} {human_size(self.bytes_freed)}")
         if self.estimate_seconds is not None:
             out.append(f"  estimated time: {max(self.estimate_seconds, 1):.0f} s")
         out.extend(f"  warning: {w}" for w in self.warnings)

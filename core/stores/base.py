@@ -49,6 +49,10 @@ class ObjectStore(ABC):
     #: "governance"), or None when the store does not enforce retention itself
     object_lock: str | None = None
 
+    #: whether the data travels over a network (S3): progress then names "network" as the
+    #: bottleneck stage of vault I/O, else "writing" or "reading" (a local directory)
+    remote: bool = False
+
     @abstractmethod
     def put(
         self,

@@ -19,6 +19,7 @@ S3_SPEC_FIELDS = (
     "addressing_style",
     "request_checksum",
     "object_lock",
+    "vault",
 )
 
 

@@ -86,6 +86,10 @@ class RetryingStore(ObjectStore):
     def object_lock(self) -> str | None:  # type: ignore[override]
         return self.inner.object_lock
 
+    @property
+    def remote(self) -> bool:  # type: ignore[override]
+        return self.inner.remote
+
     def put(
         self,
         key: str,

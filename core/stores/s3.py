@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import threading
 import zlib
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ import botocore.exceptions as bce
 import urllib3
 from botocore.config import Config
 
-from core.base.errors import ObjectMissing, Retained, StoreError, UserError
+from core.base.errors import NotFound, ObjectMissing, Retained, StoreError, UserError
 from core.stores.base import OBJECT_LOCK_MODES, ObjectInfo, ObjectStore, lock_instant
 from core.stores.local import validate_key, validate_prefix
 
@@ -97,6 +98,16 @@ def _redact(url: str | None) -> str:
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
+def _profile_text(profile: str | None) -> str:
+    """'AWS profile nosuch' and where the name came from (the option, or the environment)."""
+    if profile:
+        return f"AWS profile {profile}"
+    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        if os.environ.get(variable):
+            return f"AWS profile {os.environ[variable]} (from {variable})"
+    return "AWS profile"
+
+
 def _error_info(exc: bce.ClientError) -> tuple[str, int, str]:
     err = exc.response.get("Error", {}) or {}
     code = str(err.get("Code", "") or "")
@@ -107,6 +118,8 @@ def _error_info(exc: bce.ClientError) -> tuple[str, int, str]:
 
 class S3Store(ObjectStore):
     """ObjectStore over one bucket and key prefix; one boto3 client shared by all threads."""
+
+    remote = True
 
     def __init__(
         self,
@@ -122,7 +135,9 @@ class S3Store(ObjectStore):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         object_lock: str | None = None,
+        vault: str | None = None,
     ) -> None:
+        """`vault` (its name in the catalog) and the endpoint are named in every error."""
         addressing_style = addressing_style or "auto"
         if object_lock is not None and object_lock not in OBJECT_LOCK_MODES:
             raise UserError(
@@ -150,6 +165,8 @@ class S3Store(ObjectStore):
         self.region = region
         self.endpoint_url = endpoint_url
         self.location = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.vault = vault
+        self.who = f"vault {vault}" if vault else self.location  # refined once the client exists
         config = Config(
             region_name=region,
             # The defaults (CRC32 headers, aws-chunked bodies) are refused by some S3-compatible
@@ -168,12 +185,14 @@ class S3Store(ObjectStore):
             session = boto3.Session(profile_name=profile) if profile else boto3.Session()
             self._client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except bce.ProfileNotFound:
-            raise UserError(f"AWS profile {profile!r} not found") from None
+            raise NotFound(f"{self.who}: {_profile_text(profile)} not found") from None
         except bce.BotoCoreError as exc:
             reason = str(exc).replace(endpoint_url or "\0", _redact(endpoint_url))
-            raise UserError(f"cannot set up S3 client for {self.location}: {reason}") from None
+            raise UserError(f"cannot set up S3 client for {self.who}: {reason}") from None
         except ValueError:  # botocore's "Invalid endpoint: <url>" would echo any user:password
             raise UserError("invalid S3 endpoint URL (expected http(s)://host[:port])") from None
+        endpoint = _redact(getattr(self._client.meta, "endpoint_url", None) or endpoint_url)
+        self.who = f"{f'vault {vault} ' if vault else ''}({self.location} at {endpoint})"
         self._conditional_put: bool | None = None  # None: not yet known
         self._lock = threading.Lock()
 
@@ -187,7 +206,14 @@ class S3Store(ObjectStore):
         return f"{self.location}/{key}" if key else self.location
 
     def _error(self, exc: Exception, action: str, key: str | None = None) -> StoreError:
-        """Turn a botocore/urllib3 failure into a StoreError that carries no secret."""
+        """Turn a botocore/urllib3 failure into a StoreError that carries no secret and names
+        the vault and its endpoint."""
+        error = self._bare_error(exc, action, key)
+        if isinstance(error, ObjectMissing):
+            return error
+        return type(error)(f"{self.who}: {error}", transient=error.transient)
+
+    def _bare_error(self, exc: Exception, action: str, key: str | None) -> StoreError:
         where = self._where(key)
         if isinstance(exc, bce.ClientError):
             code, status, message = _error_info(exc)

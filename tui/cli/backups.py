@@ -25,6 +25,8 @@ from tui.cli.common import (
 )
 from tui.cli.limits import limits_of, limits_parent
 
+DELETED_MARK = " (deleted)"
+
 if TYPE_CHECKING:
     from core.api import Blockvault, Plan
 
@@ -106,6 +108,19 @@ def backup_lock(bv: Blockvault, a: argparse.Namespace) -> None:
     show_object(result, a)
 
 
+def backup_list(bv: Blockvault, a: argparse.Namespace) -> None:
+    """Every backup, those of deleted disks too (the ones a disaster needs): marked
+    "(deleted)" after the disk's name as text, `disk_deleted: true` in JSON and TSV."""
+    rows = bv.list_backups(disk=a.disk, include_deleted_disks=True)
+    if not a.json and a.format == "table":
+        rows = [
+            {**r, "disk_name": f"{r['disk_name']}{DELETED_MARK}"} if r.get("disk_deleted") else r
+            for r in rows
+        ]
+    columns = BACKUP_COLUMNS if a.format != "tsv" else (*BACKUP_COLUMNS, "disk_deleted")
+    show_list(columns, "no backups")(rows, a)
+
+
 def backup_verify(bv: Blockvault, a: argparse.Namespace) -> Any:
     if a.background:
         arguments = {"backup": a.backup, **limits_of(a)}
@@ -175,14 +190,12 @@ def add_to(noun: argparse.ArgumentParser) -> None:
     p = add_verb(
         backup,
         "list",
-        lambda bv, a: show_list(BACKUP_COLUMNS, "no backups")(
-            bv.list_backups(disk=a.disk, include_deleted_disks=a.all), a
-        ),
+        backup_list,
         parents=[js],
-        help="list backups",
+        help="list every backup; those of deleted disks are marked (deleted)",
     )
     p.add_argument("--disk")
-    p.add_argument("--all", action="store_true", help="include retained backups of deleted disks")
+    p.add_argument("--all", action="store_true", help=argparse.SUPPRESS)  # always all now
     p = add_verb(
         backup,
         "show",

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from core.api import Cancelled, UserError, printable
+from core.api import Cancelled, UserError, printable, refused
 from tui.cli import output
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (4 ms of --help)
@@ -39,10 +39,15 @@ BACKUP_COLUMNS = (
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports mistakes in one line and exits 2."""
+    """argparse that reports mistakes in one line (one JSON object with --json) and exits 2."""
+
+    #: set by `main` from the command line: usage errors as JSON too
+    json_errors = False
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"blockvault: error: {message} (see {self.prog} --help)\n")
+        output.print_error(
+            2, "usage", f"{message} (see {self.prog} --help)", as_json=self.json_errors
+        )
         sys.exit(2)
 
 
@@ -50,7 +55,32 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """`--json` and `--format table|tsv|json` (README "Output for scripts")."""
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (aligned text; whole rows when piped), tsv (a header line, then "
+        "tab-separated raw values: bytes, ISO 8601 times) or json (as --json)",
+    )
+
+
+FORMATS = ("table", "tsv", "json")
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for JSON (errors then go to stderr as one JSON object),
+    read before parsing: a usage error happens before there is a parsed namespace."""
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return False
+        if arg == "--json" or arg == "--format=json":
+            return True
+        if arg == "--format" and args[i + 1 : i + 2] == ["json"]:
+            return True
+    return False
 
 
 def json_parent() -> argparse.ArgumentParser:
@@ -125,6 +155,8 @@ def count_arg(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 def show_list(columns: tuple[str, ...], empty: str) -> Callable[[Any, argparse.Namespace], None]:
+    """A list verb's output: a JSON array of objects, or a table (text or TSV) of `columns`."""
+
     def render(rows: Any, args: argparse.Namespace) -> None:
         if args.json:
             output.print_json(rows)
@@ -133,16 +165,30 @@ def show_list(columns: tuple[str, ...], empty: str) -> Callable[[Any, argparse.N
                 {**r, "disks": ", ".join(d["name"] for d in r["disks"])} if "disks" in r else r
                 for r in rows
             ]
-            output.print_table(shown, columns, empty=empty)
+            output.print_table(shown, columns, empty=empty, fmt=_format(args))
 
     return render
 
 
+def _format(args: argparse.Namespace) -> str:
+    return getattr(args, "format", "table")
+
+
 def show_object(data: Any, args: argparse.Namespace) -> None:
+    """A one-object verb's output: a JSON object, or `key  value` lines (TSV with --format)."""
     if args.json:
         output.print_json(data)
     else:
-        output.print_object(data)
+        output.print_object(data, fmt=_format(args))
+
+
+def show_created(kind: str, data: dict[str, Any], args: argparse.Namespace) -> None:
+    """A create's output: as text, first the line naming what was made, then the object."""
+    if not args.json and _format(args) == "table":
+        from tui.cli.results import created
+
+        output.out.print(created(kind, data), markup=False)
+    show_object(data, args)
 
 
 # --- plans and jobs -------------------------------------------------------------------------
@@ -151,11 +197,11 @@ def show_object(data: Any, args: argparse.Namespace) -> None:
 def print_dry_run(args: argparse.Namespace, plan: Plan) -> None:
     """`--dry-run`: the plan as text or JSON; a refused plan still exits non-zero."""
     if args.json:
-        output.print_json(plan.to_dict())
+        output.print_json({**plan.to_dict(), "dry_run": True})
     else:
-        output.print_plan(plan)
+        output.print_plan(plan, dry_run=True)
     if not plan.allowed:
-        raise UserError(plan.refusal or "refused")
+        raise refused(plan.refusal or "refused")
 
 
 def run_planned(
@@ -197,16 +243,24 @@ def run_job(handle: Any, args: argparse.Namespace, description: str) -> Any:
             with contextlib.suppress(Cancelled):
                 handle.wait()
             raise Cancelled("cancelled") from None
-    return print_job_result(args, handle.id, handle.wait())
+    return print_job_result(args, handle.id, handle.wait(), kind=handle.kind)
 
 
-def print_job_result(args: argparse.Namespace, job_id: str, result: Any) -> Any:
+def print_job_result(args: argparse.Namespace, job_id: str, result: Any, *, kind: str) -> Any:
+    """A finished job: with --json the last JSON line, `{"type": "result", "job_id", ...}`;
+    as text what it made or overwrote and what next (`results.job_lines`), else its summary
+    or its result object."""
+    from tui.cli.results import job_lines
+
     if args.json:
         output.print_json({"type": "result", "job_id": job_id, **result})
+    elif (lines := job_lines(kind, result)) is not None:
+        for line in lines:
+            output.out.print(line, markup=False)
     elif "summary" in result:
         output.out.print(printable(result["summary"]), markup=False)
     else:
-        output.print_object(result)
+        output.print_object(result, fmt=_format(args))
     return result
 
 
@@ -238,7 +292,7 @@ def run_background(
             f"detached; `blockvault job show {job['id']}` / `job cancel {job['id']}`\n"
         )
         return None
-    return print_job_result(args, job["id"], result)
+    return print_job_result(args, job["id"], result, kind=verb)
 
 
 def run_planned_job(

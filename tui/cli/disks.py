@@ -11,6 +11,7 @@ from tui.cli.common import (
     json_parent,
     run_planned,
     run_planned_job,
+    show_created,
     show_list,
     show_object,
     size_arg,
@@ -54,7 +55,9 @@ def add_to(noun: argparse.ArgumentParser) -> None:
     p = add_verb(
         disk,
         "create",
-        lambda bv, a: show_object(bv.create_disk(a.name, a.size, server=a.server, role=a.role), a),
+        lambda bv, a: show_created(
+            "disk", bv.create_disk(a.name, a.size, server=a.server, role=a.role), a
+        ),
         parents=[js],
         help="create a sparse disk image in the pool",
     )
@@ -65,8 +68,8 @@ def add_to(noun: argparse.ArgumentParser) -> None:
     p = add_verb(
         disk,
         "register",
-        lambda bv, a: show_object(
-            bv.register_disk(a.name, a.path, server=a.server, role=a.role), a
+        lambda bv, a: show_created(
+            "disk", bv.register_disk(a.name, a.path, server=a.server, role=a.role), a
         ),
         parents=[js],
         help="adopt an existing raw image file or block device",

@@ -16,9 +16,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from core.api import BlockvaultError, Cancelled, __version__, printable
+from core.api import EXIT_CODES, BlockvaultError, Cancelled, __version__, exit_status, printable
 from tui.cli import output
-from tui.cli.common import ArgumentParser
+from tui.cli.common import ArgumentParser, wants_json
 
 #: in `blockvault --help` order: noun -> the `tui.cli` module and its function that add the
 #: noun's verbs and options, and its help (None: hidden)
@@ -59,7 +59,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     Python starting): a first parse finds the noun, or ends at --help or --version."""
     parser = ArgumentParser(
         prog="blockvault",
-        description="Disk snapshots and backups for admin hosts. Without a command, opens the console.",
+        description="Disk snapshots and backups for admin hosts. Without a command, opens the "
+        "console (in a terminal; without one it prints this usage and exits 2).",
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"blockvault {__version__}")
     parser.add_argument(
@@ -98,13 +101,33 @@ def add_verbs(noun: argparse.ArgumentParser, module: str, function: str) -> None
 
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: distinct from user errors (2), failures (1), cancel (130)
+INTERRUPTED = 130
+
+
+def exit_codes_text() -> str:
+    """The exit codes table (core/base/errors.py EXIT_CODES) for `blockvault --help`."""
+    rows = "".join(f"  {code:>3}  {kind:<11} {meaning}\n" for code, kind, meaning in EXIT_CODES)
+    return "exit codes (`status` uses the Nagios codes, see status --help):\n" + rows
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    args = build_parser(argv).parse_args(argv)
+    as_json = ArgumentParser.json_errors = wants_json(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "format", None) == "json":
+        args.json = True
     if args.noun is None:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):  # ssh host blockvault, cron
+            parser.print_usage(sys.stderr)
+            output.print_error(
+                2,
+                "usage",
+                "no command, and the console needs a terminal (see blockvault --help)",
+                as_json=as_json,
+            )
+            return 2
         from tui.console.app import run_console
 
         return run_console(
@@ -113,21 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = run(args)
     except Cancelled:
-        output.err.print(
-            "blockvault: cancelled; nothing partial is visible, run it again to resume"
-        )
-        return 130
+        message = "cancelled; nothing partial is visible, run it again to resume"
+        output.print_error(INTERRUPTED, "interrupted", message, as_json=as_json)
+        return INTERRUPTED
     except BlockvaultError as exc:
-        sys.stderr.write(f"blockvault: error: {printable(exc, newlines=True)}\n")
-        return exc.exit_code
+        code, kind = exit_status(exc)
+        output.print_error(code, kind, str(exc), as_json=as_json)
+        return code
     except KeyboardInterrupt:
-        sys.stderr.write("blockvault: interrupted\n")
-        return 130
+        output.print_error(INTERRUPTED, "interrupted", "interrupted", as_json=as_json)
+        return INTERRUPTED
     except Exception as exc:  # a bug, never a user's mistake: one line unless --debug
         if args.debug:
             raise
         what = printable(f"{type(exc).__name__}: {exc}")[:300]
-        sys.stderr.write(f"blockvault: internal error: {what}; run with --debug for details\n")
+        message = f"internal error: {what}; run with --debug for details"
+        output.print_error(INTERNAL_ERROR, "internal", message, as_json=as_json)
         return INTERNAL_ERROR
     return code if isinstance(code, int) else 0
 

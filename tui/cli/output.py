@@ -11,7 +11,7 @@ import functools
 import sys
 from collections.abc import Sequence
 
-from core.api import Conflict, UserError, printable
+from core.api import Aborted, UserError, printable, refused
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (4 ms of --help)
 if TYPE_CHECKING:
@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 
 @functools.cache
 def console(*, stderr: bool = False) -> Console:
-    """The rich console on stdout (`out`) or stderr (`err`)."""
+    """The rich console on stdout (`out`) or stderr (`err`). Lines are never wrapped by rich
+    (`soft_wrap`): a pipe gets each line whole, a terminal wraps it itself."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def __getattr__(name: str) -> Any:
@@ -40,20 +41,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-SIZE_FIELDS = {
-    "size",
-    "allocated",
-    "bytes_stored",
-    "bytes_new",
-    "disk_size",
-    "logical_bytes",
-    "stored_bytes",
-    "unique_bytes",
-    "usage_bytes",
-    "quota_bytes",
-    "growth_per_day",
-    "estimate_bytes",
-}
+#: fields holding a byte count that do not say so in their name (`bytes_*` and `*_bytes` do)
+SIZE_FIELDS = {"size", "allocated", "disk_size", "growth_per_day"}
+
+
+def is_size(key: str) -> bool:
+    """Whether a field holds bytes: printed in IEC units (`4.0 MiB`) as text, bytes in JSON."""
+    return key in SIZE_FIELDS or key.startswith("bytes_") or key.endswith("_bytes")
 
 
 def print_json(data: Any) -> None:
@@ -63,10 +57,24 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_error(code: int, kind: str, message: str, *, as_json: bool) -> None:
+    """An error as one line on stderr: `blockvault: error: ...`, or with --json one object
+    `{"error": {"code", "kind", "message"}}` (README "Exit codes")."""
+    if as_json:
+        import json
+
+        error = {"code": code, "kind": kind, "message": message}
+        sys.stderr.write(json.dumps({"error": error}) + "\n")
+    else:
+        label = "" if kind in ("internal", "interrupted") else "error: "  # says it itself
+        sys.stderr.write(f"blockvault: {label}{printable(message, newlines=True)}\n")
+    sys.stderr.flush()
+
+
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
-    if key in SIZE_FIELDS and isinstance(value, int | float):
+    if is_size(key) and isinstance(value, int | float) and not isinstance(value, bool):
         from core.api import human_size
 
         return human_size(int(value))
@@ -84,46 +92,118 @@ def _cell(key: str, value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2f}"
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return printable(", ".join(str(v) for v in value)) or "-"
+    if isinstance(value, list | dict):
+        import json
+
+        return printable(json.dumps(value, default=str))
     return printable(value)
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str) -> None:
+def _raw(value: Any) -> str:
+    """A value as a TSV field: bytes and ISO times as they are, no tab or newline inside."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        import json
+
+        value = json.dumps(value, default=str)
+    return printable(str(value)).replace("\t", " ")
+
+
+def _header(column: str) -> str:
+    return column.upper().replace("_", " ")
+
+
+def print_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], *, empty: str, fmt: str = "table"
+) -> None:
+    """Rows as a table: aligned plain text with every row whole when piped; on a terminal a
+    rich table, one line a row; `fmt="tsv"`: a header line, then tab-separated raw values."""
+    if fmt == "tsv":
+        lines = ["\t".join(columns)]
+        lines += ["\t".join(_raw(row.get(c)) for c in columns) for row in rows]
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+        return
     if not rows:
-        console().print(empty)
+        console().print(empty, markup=False)
+        return
+    cells = [[_cell(c, row.get(c)) for c in columns] for row in rows]
+    if not console().is_terminal:
+        print_plain_table([_header(c) for c in columns], cells)
         return
     from rich.table import Table
     from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
-        table.add_column(column.upper().replace("_", " "))
-    for row in rows:
-        table.add_row(*(Text(_cell(c, row.get(c))) for c in columns))
+        table.add_column(_header(column), no_wrap=True, overflow="ellipsis")
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
     console().print(table)
 
 
-def print_object(data: dict[str, Any]) -> None:
+def print_plain_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = ""
+) -> None:
+    """Columns padded to their widest cell, two spaces apart, nothing cut or wrapped: what
+    `grep`, `awk` and `cut` see when a table is piped."""
+    from rich.cells import cell_len
+
+    widths = [max(cell_len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            cell + " " * (width - cell_len(cell)) for cell, width in zip(cells, widths, strict=True)
+        )
+        return (indent + "  ".join(padded)).rstrip()
+
+    sys.stdout.write("".join(line(row) + "\n" for row in [header, *rows]))
+    sys.stdout.flush()
+
+
+def print_object(data: dict[str, Any], *, fmt: str = "table") -> None:
+    """One object: `key  value` lines (sizes in IEC units, times with their age); a list of
+    objects in it (a server's disks) follows as a table of its own."""
+    tables = {
+        k: v
+        for k, v in data.items()
+        if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)
+    }
+    if fmt == "tsv":
+        lines = ["key\tvalue", *(f"{printable(k)}\t{_raw(v)}" for k, v in data.items())]
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+        return
     width = max(len(k) for k in data) if data else 0
     for key, value in data.items():
-        if isinstance(value, list | dict):
-            import json
-
-            value = json.dumps(value, default=str)
+        if key in tables:
+            continue
         shown = _cell(key, value)
         if key.endswith("_at") and isinstance(value, str):
             shown = f"{printable(value)} ({shown})"
         console().print(f"{printable(key):<{width}}  {shown}", markup=False)
+    for key, rows in tables.items():
+        console().print(f"{printable(key)}:", markup=False)
+        columns = list(dict.fromkeys(c for row in rows for c in row))
+        cells = [[_cell(c, row.get(c)) for c in columns] for row in rows]
+        print_plain_table([_header(c) for c in columns], cells, indent="  ")
 
 
-def print_plan(plan: Plan) -> None:
-    for line in plan.lines():
+def print_plan(plan: Plan, *, dry_run: bool = False) -> None:
+    """A plan's lines; a dry run's say what it "would" do."""
+    for line in plan.lines(dry_run=dry_run):
         console().print(printable(line), markup=False)
 
 
 def confirm(plan: Plan, *, yes: bool) -> None:
     """Refuse a refused plan; otherwise ask (unless --yes). Never hang a script on a prompt."""
     if not plan.allowed:
-        raise Conflict(plan.refusal or "refused")
+        raise refused(plan.refusal or "refused")
     if yes:
         return
     if not sys.stdin.isatty():
@@ -135,7 +215,7 @@ def confirm(plan: Plan, *, yes: bool) -> None:
     else:
         ok = input("Proceed? [y/N] ").strip().lower() in ("y", "yes")
     if not ok:
-        raise UserError("aborted, nothing changed")
+        raise Aborted("aborted, nothing changed")
 
 
 def progress_text(event: ProgressEvent) -> str:
@@ -167,31 +247,33 @@ class ProgressPrinter:
                 Progress,
                 TextColumn,
                 TimeRemainingColumn,
-                TransferSpeedColumn,
             )
 
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
+                TextColumn("{task.fields[rate]}"),  # MiB/s: rich's own speed is in MB/s
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[phase]}"),
                 console=console(stderr=True),
                 transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task(self.description, total=None, phase="")
+            self.task = self.progress.add_task(self.description, total=None, phase="", rate="")
         return self
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.as_json:
             print_json(event.to_dict())
         elif self.progress is not None:
+            from core.api import human_size
+
             self.progress.update(
                 self.task,
                 total=event.bytes_total or None,
                 completed=event.bytes_done,
+                rate=f"{human_size(int(event.rate))}/s" if event.rate else "",
                 phase=progress_text(event),
             )
 

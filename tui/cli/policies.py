@@ -13,6 +13,7 @@ from tui.cli.common import (
     count_arg,
     json_parent,
     run_planned,
+    show_created,
     show_list,
     show_object,
     verbs_of,
@@ -59,7 +60,7 @@ def policy_create(bv: Blockvault, a: argparse.Namespace) -> None:
     )
     for warning in view.get("warnings", []):
         output.err.print(printable(f"warning: {warning}"), markup=False)
-    show_object(view, a)
+    show_created("policy", view, a)
 
 
 def policy_delete(bv: Blockvault, a: argparse.Namespace) -> None:
@@ -89,7 +90,7 @@ def policy_run(bv: Blockvault, a: argparse.Namespace) -> int:
             disks = ", ".join(entry["backs_up"]) or "no disk"
             line = f"policy {entry['policy']} (slot {entry['slot']}): back up {disks}"
             output.out.print(printable(line), markup=False)
-            output.print_plan(Plan.from_dict(entry["retention"]))
+            output.print_plan(Plan.from_dict(entry["retention"]), dry_run=True)
         return 0
     outcomes = bv.run_policies(policy=a.policy, force=a.now)
     show_list(POLICY_RUN_COLUMNS, "nothing due")(outcomes, a)

@@ -11,6 +11,7 @@ from tui.cli.common import (
     json_parent,
     run_planned,
     run_planned_job,
+    show_created,
     show_list,
     show_object,
     verbs_of,
@@ -44,7 +45,7 @@ def add_to(noun: argparse.ArgumentParser) -> None:
     p = add_verb(
         server,
         "create",
-        lambda bv, a: show_object(bv.create_server(a.name), a),
+        lambda bv, a: show_created("server", bv.create_server(a.name), a),
         parents=[js],
         help="add a server",
     )

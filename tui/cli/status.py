@@ -86,7 +86,7 @@ def status_command(bv: Blockvault, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json({**report, "state": STATE[code], "exit_code": code, "alerts": alerts})
     elif not args.quiet:
-        print_report(report, code)
+        print_report(report, code, fmt=args.format)
     return code
 
 
@@ -97,7 +97,12 @@ def _summary(report: dict[str, Any], code: int) -> str:
     return f"BLOCKVAULT {STATE[code]} - {parts or 'no disks'}"
 
 
-def print_report(report: dict[str, Any], code: int) -> None:
+def print_report(report: dict[str, Any], code: int, *, fmt: str = "table") -> None:
+    """The summary, the disks in trouble and a table of every disk; `tsv`: the table alone."""
+    rows = [{**d, "policies": ", ".join(d["policies"]) or None} for d in report["disks"]]
+    if fmt == "tsv":
+        output.print_table(rows, COLUMNS, empty="", fmt="tsv")
+        return
     lines = [_summary(report, code)]
     rank = {"failing": 0, "overdue": 1, "unprotected": 2}
     troubled = sorted(
@@ -112,5 +117,4 @@ def print_report(report: dict[str, Any], code: int) -> None:
     sys.stdout.flush()
     if report["disks"]:
         output.out.print()
-        rows = [{**d, "policies": ", ".join(d["policies"]) or None} for d in report["disks"]]
         output.print_table(rows, COLUMNS, empty="no disks")

@@ -16,6 +16,7 @@ from tui.cli.common import (
     run_background,
     run_job,
     run_planned,
+    show_created,
     show_list,
     show_object,
     size_arg,
@@ -41,7 +42,8 @@ VAULT_COLUMNS = (
 
 
 def vault_add(bv: Blockvault, a: argparse.Namespace) -> None:
-    show_object(
+    show_created(
+        "vault",
         bv.add_vault(
             a.name,
             path=a.path,

@@ -96,6 +96,31 @@ class Blockvault:
     def close(self) -> None:
         self.ctx.catalog.dispose()
 
+    @staticmethod
+    def describe_config(
+        *, home: str | None = None, catalog_url: str | None = None
+    ) -> list[dict[str, str]]:
+        """Every effective setting, its value and its source (flag, environment variable,
+        config.toml, default), as `open` would resolve them, without opening the catalog."""
+        from core.base import config
+
+        env_home, env_catalog = (
+            os.environ.get("BLOCKVAULT_HOME"),
+            os.environ.get("BLOCKVAULT_CATALOG"),
+        )
+        locations = Locations.resolve(home)
+        url = catalog_url or env_catalog or f"sqlite:///{locations.catalog_file}"
+        return config.describe(
+            locations,
+            home_source="flag --home" if home else "env BLOCKVAULT_HOME" if env_home else "default",
+            catalog=shown_url(url),
+            catalog_source="flag --catalog"
+            if catalog_url
+            else "env BLOCKVAULT_CATALOG"
+            if env_catalog
+            else "default",
+        )
+
     # --- housekeeping ---------------------------------------------------------------------
 
     def reconcile(self) -> None:

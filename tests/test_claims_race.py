@@ -77,6 +77,17 @@ BUSY_FORMS = (
 )
 
 
+def error_text(err: str) -> str:
+    """stderr as its one text line: a --json error object (README "Exit codes") read back as
+    `blockvault: error: MESSAGE`, so one form serves the refusals matched here."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    if len(lines) != 1 or not lines[0].startswith('{"error"'):
+        return err
+    error = json.loads(lines[0])["error"]
+    label = "" if error["kind"] in ("internal", "interrupted") else "error: "
+    return f"blockvault: {label}{error['message']}\n"
+
+
 def busy_owner(line: str) -> tuple[str, ...] | None:
     """(job, host, kind) of the job a refusal names, or None when it is not a refusal."""
     for form in BUSY_FORMS:
@@ -201,7 +212,7 @@ class Launcher:
                 ended[name]["at"],
                 delays[name],
                 files[name][0].read_text(),
-                files[name][1].read_text(),
+                error_text(files[name][1].read_text()),
             )
             for name in commands
         }

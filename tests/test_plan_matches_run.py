@@ -78,8 +78,13 @@ def job(cli: CLI, *argv: str) -> dict:
 
 
 def one_line(text: str) -> str:
+    """The one error line of stderr; with --json, the message of its one JSON object."""
     lines = [line for line in text.strip().splitlines() if line]
-    return lines[0] if len(lines) == 1 else text
+    if len(lines) != 1:
+        return text
+    if lines[0].startswith("{"):
+        return f"blockvault: error: {json.loads(lines[0])['error']['message']}"
+    return lines[0]
 
 
 # --- what really happened: catalog, audit log, bytes -------------------------------------

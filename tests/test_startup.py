@@ -274,7 +274,7 @@ async def test_console_that_cannot_open_the_catalog_ends_with_the_error() -> Non
     app = BlockvaultApp(None, opener=opener)
     async with app.run_test(size=(100, 30)):
         await wait_for(lambda: app.error is not None)
-    assert str(app.error) == "no catalog here" and app.return_code == UserError.exit_code
+    assert str(app.error) == "no catalog here" and app.return_code == 2  # usage (README)
 
 
 # The console on HOME in a fresh interpreter, until its panes are loaded: the modules imported.

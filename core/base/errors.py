@@ -45,6 +45,10 @@ class Cancelled(BlockvaultError):
     """A job was cancelled by the user (Ctrl-C or `job cancel`)."""
 
 
+class PartlyFailed(BlockvaultError):
+    """Some of several independent steps failed, the others succeeded (exit 3, "partial")."""
+
+
 class Aborted(BlockvaultError):
     """The user declined a confirmation (answered no, typed another name): nothing changed."""
 
@@ -143,6 +147,7 @@ ERROR_EXITS: dict[type[BaseException], int] = {
     InUse: 11,
     Retained: 11,
     Aborted: 12,
+    PartlyFailed: 3,
     Cancelled: 130,
     Conflict: 1,
     UserError: 2,

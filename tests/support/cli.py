@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -75,3 +76,24 @@ def spawn_cli(cli: CLI, *argv: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def run_cli(
+    home: Path,
+    *argv: str,
+    env: dict[str, str | None] | None = None,
+    timeout: float = 60,
+) -> Result:
+    """The real CLI in a child process, as a script or a pipe sees it: stdin empty, stdout and
+    stderr pipes (no terminal), `env` added to the environment (None: a variable removed)."""
+    environment = {**os.environ, **(env or {})}
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--home", str(home), *argv],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in environment.items() if v is not None},
+    )
+    return Result(done.returncode, done.stdout, done.stderr)

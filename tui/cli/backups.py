@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from core.api import BlockvaultError, Cancelled, UserError, printable
+from core.api import BlockvaultError, Cancelled, PartlyFailed, UserError, printable
 from tui.cli import output
 from tui.cli.common import (
     BACKUP_COLUMNS,
@@ -164,9 +164,8 @@ def backup_drill(bv: Blockvault, a: argparse.Namespace) -> None:
                 raise
             failures.append(f"{target['disk_name']}: {exc}")
     if failures:
-        raise BlockvaultError(
-            f"{len(failures)} of {len(targets)} drills failed: " + "; ".join(failures)
-        )
+        error = PartlyFailed if len(failures) < len(targets) else BlockvaultError
+        raise error(f"{len(failures)} of {len(targets)} drills failed: " + "; ".join(failures))
     return None
 
 

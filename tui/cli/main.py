@@ -42,6 +42,7 @@ NOUNS = {
         "protection status of every disk (Nagios exit codes, Prometheus textfile)",
     ),
     "web": ("web", "add_to", "serve the console to a browser (loopback only: no authentication)"),
+    "config": ("config", "add_to", "effective settings and where each came from"),
     "completion": ("completion", "add_to", "print a shell completion script (bash, zsh, fish)"),
     "__complete": ("completion", "add_complete_to", None),
 }

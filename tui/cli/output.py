@@ -64,7 +64,7 @@ def print_error(code: int, kind: str, message: str, *, as_json: bool) -> None:
         import json
 
         error = {"code": code, "kind": kind, "message": message}
-        sys.stderr.write(json.dumps({"error": error}) + "\n")
+        sys.stderr.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")
     else:
         label = "" if kind in ("internal", "interrupted") else "error: "  # says it itself
         sys.stderr.write(f"blockvault: {label}{printable(message, newlines=True)}\n")

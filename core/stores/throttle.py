@@ -33,6 +33,7 @@ class ThrottledStore(ObjectStore):
         self.paced = paced
         self.location = inner.location
         self.object_lock = inner.object_lock
+        self.remote = inner.remote  # the bottleneck stage is still "network" for S3
         self.durable_puts = inner.durable_puts
 
     def put(

@@ -88,9 +88,8 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "r",
         "Restore",
         "Recovery",
-        "On a disk: choose among its snapshots and backups, the fastest safe route marked with "
-        "its time; on a snapshot or backup: roll back to it or restore it (onto its disk or to "
-        "a new disk)",
+        "On a disk: pick one of its snapshots or backups (the fastest safe route marked, with "
+        "its time); on a snapshot or backup: restore it (onto its disk or to a new disk)",
         True,
         view="disks",
     ),

@@ -6,6 +6,7 @@ back, enter opens a row's details, and config.toml's [keys] rebinds a key."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -362,3 +363,11 @@ def test_deleting_the_only_copy_of_a_disk_asks_for_its_name() -> None:
     registered = Disk(**{**DATA.model_dump(), "managed": False})
     outside = lifecycle.plan_disk_delete(DiskFacts(registered), freed=0, snapshots=[], backups=[])
     assert kept.confirm_text is None and outside.confirm_text is None
+
+
+def test_the_readme_names_every_action_a_keymap_can_rebind() -> None:
+    from tui.console.actions import ACTIONS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    listed = readme.split("The action names:", 1)[1].split("\n\n", 1)[0]
+    assert {a.id for a in ACTIONS} == set(re.findall(r"`(\w+)`", listed))

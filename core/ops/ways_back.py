@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core.catalog.context import Context, resolve
-from core.catalog.models import Backup, Disk, Job, Snapshot, iso
+from core.catalog.models import Backup, Disk, Job, Snapshot, VaultRecord, iso
 from core.ops.facts import disk_facts
 from core.rules import lifecycle
 from core.rules.plans import Plan
@@ -63,8 +63,8 @@ def rollback_seconds(session: Session, snapshot: Snapshot) -> float:
 
 def restore_routes(ctx: Context, disk_ref: str) -> list[dict[str, Any]]:
     """Each available snapshot and backup of the disk, newest first, as a way back onto it:
-    kind_of, id, name, created_at, size, route, estimate_seconds, refusal (None: it may run),
-    and `fastest` on the quickest one that may run."""
+    kind_of, id, name, created_at, size, how (in a few words), route (the plan's), estimate_seconds,
+    refusal (None: it may run), and `fastest` on the quickest one that may run."""
     with ctx.catalog.session() as session:
         disk = resolve(session, Disk, disk_ref, kind="disk")
         facts = disk_facts(ctx, session, disk)
@@ -77,15 +77,17 @@ def restore_routes(ctx: Context, disk_ref: str) -> list[dict[str, Any]]:
         routes = []
         for snapshot in snapshots:
             plan = lifecycle.plan_rollback(snapshot, facts=facts)
-            routes.append(
-                _route(snapshot, "snapshot", plan, rollback_seconds(session, snapshot), disk)
-            )
+            how = f"rollback, {'clone' if snapshot.strategy == 'reflink' else 'copy'}"
+            seconds = rollback_seconds(session, snapshot)
+            routes.append(_route(snapshot, "snapshot", plan, seconds, disk, how))
         rates = {b.vault_id: restore_rate(session, b.vault_id) for b in backups}
         for backup in backups:
             plan = lifecycle.plan_restore(
                 backup, to_original=True, target=facts, rate=rates[backup.vault_id]
             )
-            route = _route(backup, "backup", plan, plan.estimate_seconds or 0.0, disk)
+            vault = session.get(VaultRecord, backup.vault_id)
+            how = f"restore, vault {vault.name if vault else '?'}"
+            route = _route(backup, "backup", plan, plan.estimate_seconds or 0.0, disk, how)
             routes.append({**route, "vault_id": backup.vault_id})
     routes.sort(key=lambda r: r["created_at"] or "", reverse=True)
     allowed = [r for r in routes if r["refusal"] is None]
@@ -95,7 +97,7 @@ def restore_routes(ctx: Context, disk_ref: str) -> list[dict[str, Any]]:
 
 
 def _route(
-    obj: Snapshot | Backup, kind: str, plan: Plan, seconds: float, disk: Disk
+    obj: Snapshot | Backup, kind: str, plan: Plan, seconds: float, disk: Disk, how: str
 ) -> dict[str, Any]:
     return {
         "kind_of": kind,
@@ -105,6 +107,7 @@ def _route(
         "disk_name": disk.name,
         "created_at": iso(obj.created_at),
         "size": obj.size,
+        "how": how,
         "route": plan.route,
         "estimate_seconds": seconds,
         "refusal": plan.refusal,

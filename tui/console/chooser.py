@@ -4,6 +4,7 @@ details of a row (enter on any pane)."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -19,15 +20,24 @@ from tui.console import fmt
 from tui.console.details import fields_of
 from tui.console.modals import Dialog
 
-FASTEST = "★ fastest"
+FASTEST = "★"
+
+
+def short_duration(seconds: float) -> str:
+    """'~1s', '~4m', '~2h10m': a time cell."""
+    whole = max(math.ceil(seconds), 1)
+    if whole < 60:
+        return f"~{whole}s"
+    if whole < 3600:
+        return f"~{math.ceil(whole / 60)}m"
+    hours, minutes = divmod(math.ceil(whole / 60), 60)
+    return f"~{hours}h{minutes:02d}m"
 
 
 def route_summary(route: dict[str, Any]) -> str:
     """'rollback to snapshot X: reflink clone (constant time), about 1 s'."""
     how = "rollback to snapshot" if route["kind_of"] == "snapshot" else "restore of backup"
-    return (
-        f"{how} {route['name']}: {route['route']}, about {fmt.duration(route['estimate_seconds'])}"
-    )
+    return f"{how} {route['name']}: {route['route']}, about {short_duration(route['estimate_seconds']).lstrip('~')}"
 
 
 class RestoreChooser(Dialog):
@@ -35,6 +45,13 @@ class RestoreChooser(Dialog):
 
     Enter (or `y`, or Restore) takes the row under the cursor; the next dialog is that
     route's plan, with the disk's name to type, as for any overwrite."""
+
+    DEFAULT_CSS = """
+    RestoreChooser #routes {
+        height: auto;
+        max-height: 12;
+    }
+    """
 
     def __init__(self, disk: dict[str, Any], routes: list[dict[str, Any]], now: datetime) -> None:
         super().__init__()
@@ -62,16 +79,17 @@ class RestoreChooser(Dialog):
                 yield Button("Restore…", id="restore", variant="primary")
 
     def on_mount(self) -> None:
+        self.query_one("#dialog").styles.width = 100  # wider than other dialogs, where it fits
         table = self.query_one("#routes", DataTable)
-        table.add_columns("", "from", "taken", "route", "time")
+        table.add_columns("", "from", "taken", "time", "how")
         for route in self.routes:
             mark = FASTEST if route["fastest"] else ("refused" if route["refusal"] else "")
             table.add_row(
                 mark,
-                Text(printable(f"{route['kind_of']} {route['name']}")),
-                fmt.age(route["created_at"], self.now),
-                Text(printable(route["route"]), overflow="ellipsis", no_wrap=True),
-                f"~{fmt.duration(route['estimate_seconds'])}",
+                Text(printable(route["name"])),
+                fmt.short_age(route["created_at"], self.now),
+                short_duration(route["estimate_seconds"]),
+                Text(printable(route["how"])),
                 key=route["id"],
             )
         if self.fastest is not None:

@@ -89,6 +89,14 @@ class ConfirmationModal(Dialog):
     name is typed, the name field has the focus, and a wrong name is answered in words.
     """
 
+    DEFAULT_CSS = """
+    ConfirmationModal #confirm-error {
+        color: $error;
+        text-style: bold;
+        height: auto;
+    }
+    """
+
     def __init__(self, plan: Plan, *, command: str, confirm_label: str) -> None:
         super().__init__()
         self.plan = plan

@@ -9,6 +9,8 @@ goes into the restore plan, so the estimate chosen is the estimate confirmed.
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, select
@@ -64,22 +66,29 @@ def rollback_seconds(session: Session, snapshot: Snapshot) -> float:
 def restore_routes(ctx: Context, disk_ref: str) -> list[dict[str, Any]]:
     """Each available snapshot and backup of the disk, newest first, as a way back onto it:
     kind_of, id, name, created_at, size, how (in a few words), route (the plan's), estimate_seconds,
-    refusal (None: it may run), and `fastest` on the quickest one that may run."""
+    refusal (None: it may run), and `fastest` on the quickest one that may run (to the second;
+    of those as quick, the newest)."""
     with ctx.catalog.session() as session:
         disk = resolve(session, Disk, disk_ref, kind="disk")
         facts = disk_facts(ctx, session, disk)
         snapshots = session.exec(
-            select(Snapshot).where(Snapshot.disk_id == disk.id, Snapshot.status == "available")
+            select(Snapshot)
+            .where(Snapshot.disk_id == disk.id, Snapshot.status == "available")
+            .order_by(Snapshot.created_at.desc())  # type: ignore[attr-defined]
         ).all()
         backups = session.exec(
-            select(Backup).where(Backup.disk_id == disk.id, Backup.status == "available")
+            select(Backup)
+            .where(Backup.disk_id == disk.id, Backup.status == "available")
+            .order_by(Backup.created_at.desc())  # type: ignore[attr-defined]
         ).all()
-        routes = []
+        routes: list[tuple[datetime, dict[str, Any]]] = []
         for snapshot in snapshots:
             plan = lifecycle.plan_rollback(snapshot, facts=facts)
             how = f"rollback, {'clone' if snapshot.strategy == 'reflink' else 'copy'}"
             seconds = rollback_seconds(session, snapshot)
-            routes.append(_route(snapshot, "snapshot", plan, seconds, disk, how))
+            routes.append(
+                (snapshot.created_at, _route(snapshot, "snapshot", plan, seconds, disk, how))
+            )
         rates = {b.vault_id: restore_rate(session, b.vault_id) for b in backups}
         for backup in backups:
             plan = lifecycle.plan_restore(
@@ -88,12 +97,13 @@ def restore_routes(ctx: Context, disk_ref: str) -> list[dict[str, Any]]:
             vault = session.get(VaultRecord, backup.vault_id)
             how = f"restore, vault {vault.name if vault else '?'}"
             route = _route(backup, "backup", plan, plan.estimate_seconds or 0.0, disk, how)
-            routes.append({**route, "vault_id": backup.vault_id})
-    routes.sort(key=lambda r: r["created_at"] or "", reverse=True)
-    allowed = [r for r in routes if r["refusal"] is None]
-    if allowed:
-        min(allowed, key=lambda r: r["estimate_seconds"])["fastest"] = True
-    return routes
+            routes.append((backup.created_at, {**route, "vault_id": backup.vault_id}))
+    routes.sort(key=lambda pair: pair[0], reverse=True)  # newest first, to the microsecond
+    ways = [route for _, route in routes]
+    allowed = [r for r in ways if r["refusal"] is None]
+    if allowed:  # the quickest to the second; of equals, the newest (it loses the least)
+        min(allowed, key=lambda r: math.ceil(r["estimate_seconds"]))["fastest"] = True
+    return ways
 
 
 def _route(

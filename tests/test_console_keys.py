@@ -180,6 +180,9 @@ async def test_q_with_a_running_job_asks_and_c_lists_the_jobs_and_follows_them(
         assert not quit_modal.query_one("#hand").display  # no service runs
         await pilot.press("n")
         assert app.is_running and app.screen is app.main and strip.running() == [job_id]
+        await open_dialog(app, pilot, "ctrl+q", QuitModal)  # ctrl+q asks the same
+        await pilot.press("escape")
+        assert app.is_running and strip.running() == [job_id]
 
         # c: the running jobs to pick from, "Keep running" focused; y cancels the only one
         cancel = await open_dialog(app, pilot, "c", CancelJobModal)

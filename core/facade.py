@@ -149,6 +149,12 @@ class Blockvault:
                 "vaults_over_alert": [v.name for v in rows if v.over_alert],
             }
 
+    def keymap(self) -> dict[str, str]:
+        """The console's keys from config.toml's [keys] table (action name -> keys)."""
+        from core.base.config import load_keys
+
+        return load_keys(self.ctx.locations.config_file)
+
     # --- servers ----------------------------------------------------------------------------
 
     def create_server(self, name: str) -> dict[str, Any]:
@@ -528,6 +534,14 @@ class Blockvault:
             new_size=new_size,
             force=force,
         )
+
+    def restore_routes(self, disk: str) -> list[dict[str, Any]]:
+        """Every way back for a disk: its snapshots and backups, newest first, each with its
+        route, estimated seconds (sizes over the rates last measured) and refusal; the quickest
+        allowed one is marked `fastest`."""
+        from core.ops import ways_back
+
+        return ways_back.restore_routes(self.ctx, disk)
 
     def start_restore(
         self,

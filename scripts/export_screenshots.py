@@ -27,6 +27,7 @@ from tests.support.console import (  # noqa: E402
     write_frozen_config,
 )
 from tui.console.app import BlockvaultApp  # noqa: E402
+from tui.console.chooser import RestoreChooser  # noqa: E402
 from tui.console.help import HelpScreen  # noqa: E402
 from tui.console.jobs_strip import JobsStrip  # noqa: E402
 from tui.console.modals import ChoiceModal, ConfirmationModal  # noqa: E402
@@ -79,6 +80,14 @@ async def _shoot(home: Path) -> list[Path]:
         await until(pilot, lambda: isinstance(app.screen, ConfirmationModal))
         await pilot.pause(0.1)
         save("restore-confirmation")
+        await pilot.press("escape")
+        await idle(app, pilot)
+
+        app.main.table("disks").focus()
+        await pilot.press("r")  # on a disk: its ways back, the fastest safe one marked
+        await until(pilot, lambda: isinstance(app.screen, RestoreChooser))
+        await pilot.pause(0.1)
+        save("restore-chooser")
         await pilot.press("escape")
         await idle(app, pilot)
 

@@ -26,6 +26,7 @@ from tests.support.console import (
 from tui.console import main_screen
 from tui.console.actions import ACTIONS, MUTATING
 from tui.console.help import HelpScreen, help_text
+from tui.console.job_dialogs import CancelJobModal
 from tui.console.jobs_strip import JobsStrip
 from tui.console.messages import JobProgress, PolicyRan
 from tui.console.modals import (
@@ -95,7 +96,7 @@ async def test_main_screen_browses_servers_disks_snapshots_backups(bv) -> None:
 
 
 @pytest.mark.slow
-async def test_snapshot_asks_first_and_cancel_is_the_default(bv) -> None:
+async def test_snapshot_asks_first_and_enter_goes_ahead(bv) -> None:
     app = make_app(bv)
     async with app.run_test() as pilot:
         await settle(app, pilot)
@@ -105,8 +106,8 @@ async def test_snapshot_asks_first_and_cancel_is_the_default(bv) -> None:
             modal.plan.action == "snapshot"
             and modal.command == "blockvault snapshot create db1-data"
         )
-        assert app.focused.id == "cancel"
-        await pilot.press("enter")  # Cancel
+        assert app.focused.id == "confirm"  # harmless: the go-ahead has the focus
+        await pilot.press("escape")
         await settle(app, pilot)
         assert names(bv.list_snapshots(disk="db1-data")) == before
         await open_dialog(app, pilot, "s", ConfirmationModal)
@@ -307,10 +308,11 @@ async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         await open_dialog(app, pilot, "b", ConfirmationModal)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.main.query_one(JobsStrip).running())
-        choice = await open_dialog(app, pilot, "c", ChoiceModal)
-        assert app.focused.id == "choice-keep" and "blockvault job cancel job-" in choice.body
+        choice = await open_dialog(app, pilot, "c", CancelJobModal)
+        running = app.main.query_one(JobsStrip).running()
+        assert app.focused.id == "keep" and list(choice.jobs) == running
         await pilot.press("tab")
-        assert app.focused.id == "choice-stop"
+        assert app.focused.id == f"cancel-{running[0]}"
         await pilot.press("enter")
         await settle(app, pilot)
         strip = app.main.query_one(JobsStrip)
@@ -662,7 +664,7 @@ async def test_policy_apply_run_now_prune_and_delete(bv) -> None:
         assert [(i.op, i.kind, i.name) for i in modal.plan.items] == [
             ("create", "backup", "of db1-data")
         ]
-        assert app.focused.id == "cancel"
+        assert app.focused.id == "confirm"  # backups only: harmless, enter goes ahead
         await pilot.press("y")
         await settle(app, pilot)
         first = [b for b in bv.list_backups(disk="db1-data") if b["name"] not in before]

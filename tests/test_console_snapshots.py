@@ -20,6 +20,7 @@ from tests.support.console import (
     settle,
     wait_for,
 )
+from tui.console.chooser import RestoreChooser
 from tui.console.help import HelpScreen
 from tui.console.jobs_strip import JobsStrip
 from tui.console.modals import ChoiceModal, ConfirmationModal, NameModal, PolicyFormModal
@@ -68,6 +69,18 @@ def test_restore_confirmation(snap_compare, app) -> None:  # type: ignore[no-unt
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmationModal))
         # the name field's cursor blinks on or off depending on when the shot is taken
         app.screen.query_one("#confirm-name", Input).cursor_blink = False
+        await pilot.press(*"db1", "enter")  # a wrong name: the dialog says so
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.slow
+def test_restore_chooser(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+        await pilot.press("r")  # on a disk: its ways back, the fastest safe one marked
+        await wait_for(pilot, lambda: isinstance(app.screen, RestoreChooser))
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -246,3 +246,21 @@ def config_reference() -> str:
     lines += ["", "## Environment variables", "", "| variable | what it does |", "|---|---|"]
     lines += [f"| `{name}` | {text} |" for name, text in ENVIRONMENT.items()]
     return "\n".join(lines) + "\n"
+
+
+def load_keys(path: Path) -> dict[str, str]:
+    """The console's key map from config.toml's [keys] table: action name -> keys, e.g.
+    `snapshot = "S"` or `quit = "q,ctrl+x"` (Textual key names, comma-separated). The console
+    checks the action names; here only the shape is."""
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text()).get("keys", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f'{path}: [keys] must be a table of action = "key"')
+    for action, keys in data.items():
+        if not isinstance(keys, str) or not keys.strip() or len(keys) > 100:
+            raise UserError(f'{path}: keys.{action} must be a key name such as "S" or "f2"')
+    return {action: keys.replace(" ", "") for action, keys in data.items()}

@@ -22,6 +22,7 @@ from core.ops.facts import change_tracker, check_plan, disk_facts, disk_folder
 from core.ops.replication import ReadFrom, choose_source, reading_plan
 from core.ops.safety import new_snapshot_row, overwrite
 from core.ops.vaults import open_repository
+from core.ops.ways_back import restore_rate
 from core.repo.manifest import Manifest
 from core.rules import lifecycle
 from core.rules.lifecycle import DiskFacts
@@ -68,16 +69,20 @@ def _plan_for(
         return Plan(
             "restore backup", backup.name, refusal=f"backup {backup.name} is {backup.status}"
         ), None
+    rate = restore_rate(session, backup.vault_id)  # as last measured: the chooser's estimate
     if to_original:
         target = session.get(Disk, backup.disk_id)
         facts = disk_facts(ctx, session, target) if target else None
-        plan = lifecycle.plan_restore(backup, to_original=True, target=facts, force=force)
+        plan = lifecycle.plan_restore(
+            backup, to_original=True, target=facts, force=force, rate=rate
+        )
         return plan, target
     if not new_name:
         raise UserError("say where to restore: --to-original or --to-new NAME")
     existing = session.exec(select(Disk).where(Disk.name == new_name)).first()
     plan = lifecycle.plan_restore(
         backup,
+        rate=rate,
         to_original=False,
         target=DiskFacts(existing, owner=owner_of(session, existing), here=ctx.host)
         if existing

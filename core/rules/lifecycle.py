@@ -137,8 +137,10 @@ def plan_disk_delete(
     """Deleting a disk deletes its snapshots (they live with its data) and keeps its backups.
 
     `freed` is what the disk's pool folder really frees: its image and its snapshots, shared
-    extents counted once."""
+    extents counted once. A pool disk with no available backup holds the only copy of its
+    data: its name must be typed, as before an overwrite."""
     disk = facts.disk
+    only_copy = disk.managed and not backups
     items = [
         PlanItem(
             "delete",
@@ -157,6 +159,10 @@ def plan_disk_delete(
         items=tuple(items),
         refusal=disk_busy(disk, facts.owner, facts.here)
         or _readers_refusal(f"a snapshot of disk {disk.name}", readers),
+        warnings=(
+            (f"disk {disk.name} has no backup: its data is gone for good",) if only_copy else ()
+        ),
+        confirm_text=disk.name if only_copy else None,
     )
 
 

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import importlib
 import itertools
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -23,7 +24,11 @@ from tui.console.app import BlockvaultApp
 
 ACTOR = "admin@demo-host"
 FROZEN_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-SNAPSHOT_HOME = Path("/tmp/blockvault-console-snapshots")
+#: fixed, so the shots are the same on every run; BLOCKVAULT_SNAPSHOT_HOME moves it where
+#: several checkouts run the snapshot tests at once on one machine (the shots show no path)
+SNAPSHOT_HOME = Path(
+    os.environ.get("BLOCKVAULT_SNAPSHOT_HOME", "/tmp/blockvault-console-snapshots")
+)
 SCALE = 0.125  # 2-4 MiB disks
 
 

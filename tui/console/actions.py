@@ -88,8 +88,8 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "r",
         "Restore",
         "Recovery",
-        "Roll the disk back to the selected snapshot, or restore the selected backup "
-        "(to its original disk or to a new disk)",
+        "On a disk: pick one of its snapshots or backups (the fastest safe route marked, with "
+        "its time); on a snapshot or backup: restore it (onto its disk or to a new disk)",
         True,
         view="disks",
     ),
@@ -155,7 +155,9 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         True,
         view="disks",
     ),
-    ConsoleAction("cancel_job", "c", "Cancel job", "Jobs", "Cancel the newest running job", True),
+    ConsoleAction(
+        "cancel_job", "c", "Cancel job", "Jobs", "Pick a running job to cancel from a list", True
+    ),
     ConsoleAction(
         "reinstall",
         "o",
@@ -208,7 +210,22 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         footer=False,
         key_display=":",
     ),
-    ConsoleAction("quit", "q", "Quit", "App", "Quit at once (running jobs are cancelled)"),
+    ConsoleAction(
+        "open_details",
+        "enter",
+        "Details",
+        "View",
+        "Every field of the selected row, whole",
+        footer=False,
+    ),
+    ConsoleAction(
+        "quit",
+        "q",
+        "Quit",
+        "App",
+        "Quit; while jobs of this console run, asks first (stay, hand backups to a running "
+        "service, or cancel them)",
+    ),
 )
 
 CATEGORIES = ("Disk", "Recovery", "Policy", "Object", "Jobs", "Server", "View", "App")
@@ -239,10 +256,20 @@ def bindings() -> list[Binding]:
     ]
 
 
-def key_label(action: ConsoleAction) -> str:
-    """Every key of an action, readable: '/', 'F5 ctrl+r R'."""
+def key_label(action: ConsoleAction, keymap: dict[str, str] | None = None) -> str:
+    """Every key of an action (as config.toml's [keys] rebinds it), readable: '/', 'F5 ctrl+r R'."""
     names = {"slash": "/", "question_mark": "?", "colon": ":"}
+    keys = (keymap or {}).get(action.id, action.keys)
     return " ".join(
         names.get(k, k.upper() if k.startswith("f") and k[1:].isdigit() else k)
-        for k in action.keys.split(",")
+        for k in keys.split(",")
+    )
+
+
+def keymap_from(config: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """config.toml's [keys] (action name -> keys) as Textual's keymap (binding id -> keys),
+    and the names that are no action (the console says so)."""
+    known = {name: keys for name, keys in config.items() if name in BY_ID}
+    return {f"blockvault.{name}": keys for name, keys in known.items()}, sorted(
+        set(config) - set(known)
     )

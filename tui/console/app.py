@@ -62,6 +62,8 @@ class BlockvaultApp(App[int]):
         self.main: MainScreen | None = None
         self.alerts: dict[str, int] = {}  # overdue and failing disks, for the header
         self.badges: list[tuple[str, str]] = []  # (text, "warning"|"error"): vaults past alert
+        self.keymap: dict[str, str] = {}  # config.toml's [keys]: action name -> keys
+        self.farewell: list[str] = []  # printed after the console closes (jobs handed over)
 
     def format_title(self, title: str, sub_title: str) -> Content:
         """`blockvault · 2 overdue · 1 failing · vault offsite 85% — actor · catalog · vaults`:
@@ -111,10 +113,38 @@ class BlockvaultApp(App[int]):
 
         self.bv = bv
         self.main = MainScreen(bv, read_only=self.read_only)
+        self._load_keymap(bv)
         if isinstance(self.screen, TooSmallScreen):
             self.pop_screen()  # the guard goes back over the main screen
         self.push_screen(self.main)
         self._guard_size(self.size.width, self.size.height)
+
+    def _load_keymap(self, bv: Blockvault) -> None:
+        """config.toml's [keys] rebinds the actions' keys (Textual's keymap, by binding id)."""
+        try:
+            config = bv.keymap()
+        except BlockvaultError as exc:
+            self.notify(str(exc), title="config.toml [keys]", severity="error", markup=False)
+            return
+        keymap, unknown = actions.keymap_from(config)
+        self.keymap = {name: keys for name, keys in config.items() if name not in unknown}
+        self.set_keymap(keymap)
+        if unknown:
+            self.notify(
+                f"no action named {', '.join(unknown)}; the actions are "
+                f"{', '.join(a.id for a in actions.ACTIONS)}",
+                title="config.toml [keys]",
+                severity="warning",
+                timeout=15,
+                markup=False,
+            )
+
+    async def action_quit(self) -> None:
+        """ctrl+q as q: asks first while jobs of this console run."""
+        if self.main is not None and self.main.is_attached:
+            self.main.action_quit()
+        else:
+            self.exit()
 
     def on_resize(self, event: Resize) -> None:
         self._guard_size(event.size.width, event.size.height)
@@ -140,7 +170,7 @@ class BlockvaultApp(App[int]):
                     continue
                 yield SystemCommand(
                     action.palette_title,
-                    f"{action.help} (key {actions.key_label(action)})",
+                    f"{action.help} (key {actions.key_label(action, self.keymap)})",
                     partial(self.call_later, screen.run_action, action.id),
                 )
         yield from super().get_system_commands(screen)
@@ -174,6 +204,8 @@ def run_console(
             app.bv.close()
         if demo_dir is not None:
             shutil.rmtree(demo_dir, ignore_errors=True)
+    for line in app.farewell:
+        sys.stderr.write(f"blockvault: {line}\n")
     if app.error is not None:
         sys.stderr.write(f"blockvault: error: {app.error}\n")
         return app.error.exit_code

@@ -15,7 +15,9 @@ from typing import Any
 from textual import work
 
 from core.api import BlockvaultError, Plan, PlanItem
-from tui.console.jobs_strip import JobsStrip
+from tui.console.chooser import DetailsModal, RestoreChooser
+from tui.console.job_dialogs import CancelJobModal, QuitModal
+from tui.console.jobs_strip import JobRow, JobsStrip
 from tui.console.messages import JobFinished, JobProgress, JobStarted, PolicyRan
 from tui.console.modals import (
     ChoiceModal,
@@ -72,6 +74,8 @@ class ActionFlows:
 
     bv: Any
     handles: dict[str, Any]
+    #: how to start each running backup of this console again in the service (quit hands it)
+    requests: dict[str, tuple[str, dict[str, Any], Plan]]
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -89,7 +93,9 @@ class ActionFlows:
     async def choose(
         self, title: str, choices: list[tuple[str, str]], body: str = ""
     ) -> str | None:
-        return await self.app.push_screen_wait(ChoiceModal(title, choices, body=body))  # type: ignore[attr-defined]
+        """`y` gives the first answer after Cancel (the next dialog still asks, with a plan)."""
+        yes = next((value for value, _ in choices if value != "cancel"), None)
+        return await self.app.push_screen_wait(ChoiceModal(title, choices, body=body, yes=yes))  # type: ignore[attr-defined]
 
     def track(self, handle: Any, kind: str, target: str) -> None:
         """Show a started job in the strip and run it in a thread worker."""
@@ -155,41 +161,69 @@ class ActionFlows:
             plan = await self.call(self.bv.plan_backup, disk["id"])  # the default vault
             if await self.confirm(plan, cli("backup", "create", disk["name"]), "Back up"):
                 handle = await self.call(self.bv.start_backup, disk["id"], plan=plan)
+                self.requests[handle.id] = ("backup", {"disk": disk["id"]}, plan)
                 self.track(handle, "backup", disk["name"])
 
         await self.guarded(flow)
 
     def action_restore(self) -> None:
-        if source := self.need_source():
+        """On a disk: the chooser of its ways back; on a snapshot or backup: restore it."""
+        if self.focused_pane() == "disks":  # type: ignore[attr-defined]
+            if disk := self.need_disk():
+                self.chooser_flow(disk)
+        elif source := self.need_source():
             self.restore_flow(source)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def chooser_flow(self, disk: dict[str, Any]) -> None:
+        async def flow() -> None:
+            routes = await self.call(self.bv.restore_routes, disk["id"])
+            if not routes:
+                said = f"disk {disk['name']} has no snapshot or backup to restore from"
+                self.notify(said, severity="warning")  # type: ignore[attr-defined]
+                return
+            chooser = RestoreChooser(disk, routes, self.now())  # type: ignore[attr-defined]
+            route = await self.app.push_screen_wait(chooser)  # type: ignore[attr-defined]
+            if route is None:
+                return
+            if route["kind_of"] == "snapshot":
+                await self._rollback(route)
+            else:
+                await self._restore_onto(route)
+
+        await self.guarded(flow)
 
     @work(group="action", exclusive=True, exit_on_error=False)
     async def restore_flow(self, source: dict[str, Any]) -> None:
         async def flow() -> None:
             if source.get("kind_of") == "snapshot":
-                plan = await self.call(self.bv.plan_rollback, source["id"])
-                if await self.confirm(
-                    plan, cli("snapshot", "rollback", source["name"]), "Roll back"
-                ):
-                    handle = await self.call(self.bv.start_rollback, source["id"], plan=plan)
-                    self.track(handle, "rollback", source["disk_name"])
+                await self._rollback(source)
                 return
             choices = [("cancel", "Cancel"), ("new", "Restore to a new disk…")]
             if not source.get("disk_deleted"):
                 choices.insert(1, ("original", f"Restore onto {source['disk_name']} (overwrite)"))
             where = await self.choose(f"Restore backup {source['name']}", choices)
             if where == "original":
-                plan = await self.call(self.bv.plan_restore, source["id"], to_original=True)
-                command = cli("backup", "restore", source["name"], "--to-original")
-                if await self.confirm(plan, command, "Restore"):
-                    handle = await self.call(
-                        self.bv.start_restore, source["id"], to_original=True, plan=plan
-                    )
-                    self.track(handle, "restore", source["disk_name"])
+                await self._restore_onto(source)
             elif where == "new":
                 await self._restore_to_new(source)
 
         await self.guarded(flow)
+
+    async def _rollback(self, snapshot: dict[str, Any]) -> None:
+        plan = await self.call(self.bv.plan_rollback, snapshot["id"])
+        if await self.confirm(plan, cli("snapshot", "rollback", snapshot["name"]), "Roll back"):
+            handle = await self.call(self.bv.start_rollback, snapshot["id"], plan=plan)
+            self.track(handle, "rollback", snapshot["disk_name"])
+
+    async def _restore_onto(self, backup: dict[str, Any]) -> None:
+        plan = await self.call(self.bv.plan_restore, backup["id"], to_original=True)
+        command = cli("backup", "restore", backup["name"], "--to-original")
+        if await self.confirm(plan, command, "Restore"):
+            handle = await self.call(
+                self.bv.start_restore, backup["id"], to_original=True, plan=plan
+            )
+            self.track(handle, "restore", backup["disk_name"])
 
     async def _restore_to_new(self, backup: dict[str, Any]) -> None:
         name = await self.ask_name(
@@ -277,23 +311,32 @@ class ActionFlows:
 
         await self.guarded(flow)
 
+    def running_jobs(self, *, own: bool = False) -> dict[str, str]:
+        """The jobs strip's running jobs (with `own`, only this console's), newest first:
+        id -> 'backup db1-data · 42% · job-…'."""
+        jobs = {}
+        for row in self.query_one(JobsStrip).query(JobRow):  # type: ignore[attr-defined]
+            if row.status != "running" or (own and row.job_id not in self.handles):
+                continue
+            done = ""
+            if row.event is not None and row.event.bytes_total:
+                done = f" · {100 * row.event.bytes_done // row.event.bytes_total}%"
+            jobs[row.job_id] = f"{row.kind} {row.target}{done} · {row.job_id}"
+        return jobs
+
     def action_cancel_job(self) -> None:
-        running = self.query_one(JobsStrip).running()  # type: ignore[attr-defined]
+        running = self.running_jobs()
         if not running:
             self.notify("no running job to cancel", severity="warning")  # type: ignore[attr-defined]
             return
-        self.cancel_flow(running[0])
+        self.cancel_flow(running)
 
     @work(group="action", exclusive=True, exit_on_error=False)
-    async def cancel_flow(self, job_id: str) -> None:
+    async def cancel_flow(self, running: dict[str, str]) -> None:
         async def flow() -> None:
-            body = f"$ {cli('job', 'cancel', job_id)}\nIt stops at the next chunk; nothing partial is kept visible."
-            answer = await self.choose(
-                f"Cancel job {job_id}?",
-                [("keep", "Keep running"), ("stop", "Cancel the job")],
-                body,
-            )
-            if answer != "stop":
+            modal = CancelJobModal(running, lambda: list(self.running_jobs()))
+            job_id = await self.app.push_screen_wait(modal)  # type: ignore[attr-defined]
+            if job_id is None:
                 return
             handle = self.handles.get(job_id)
             if handle is not None:
@@ -338,6 +381,72 @@ class ActionFlows:
                 self.track(handle, "reinstall", server)
 
         await self.guarded(flow)
+
+    # --- details and quitting -----------------------------------------------------------
+
+    def action_open_details(self) -> None:
+        """Enter on a row: its every field in a dialog."""
+        obj = self.focused_object()  # type: ignore[attr-defined]
+        if obj is None:
+            return
+        home = self.inventory.status.get("home") if self.inventory else None  # type: ignore[attr-defined]
+        self.app.push_screen(DetailsModal(obj, now=self.now(), home=home))  # type: ignore[attr-defined]
+
+    def action_quit(self) -> None:
+        """q: at once when no job of this console runs; else ask (as ctrl+c would)."""
+        if not self.running_jobs(own=True):
+            self.app.exit()  # type: ignore[attr-defined]
+            return
+        self.quit_flow()
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def quit_flow(self) -> None:
+        async def flow() -> None:
+            services = await self.call(self.bv.running_services)
+            service = services[0]["host"] if services else None
+            modal = QuitModal(
+                self.running_jobs(own=True),
+                lambda: list(self.running_jobs(own=True)),
+                handable=set(self.requests),
+                service=service,
+            )
+            answer = await self.app.push_screen_wait(modal)  # type: ignore[attr-defined]
+            if answer is None:
+                return
+            self.stopping = True  # a policy run starts no further backup
+            handing = [j for j in self.handles if j in self.requests] if answer == "hand" else []
+            for handle in list(self.handles.values()):
+                handle.cancel()
+            if handing:
+                said = await self.call(self.hand_to_service, handing)
+                self.app.farewell.extend(said)  # type: ignore[attr-defined]
+            self.app.exit()  # type: ignore[attr-defined]
+
+        await self.guarded(flow)
+
+    def hand_to_service(self, job_ids: list[str]) -> list[str]:
+        """In a thread: each cancelled backup, once stopped, queued again for the service with
+        the plan the user confirmed; one line per job for the terminal after the console."""
+        said = []
+        for job_id in job_ids:
+            handle = self.handles.get(job_id)
+            verb, arguments, plan = self.requests[job_id]
+            if handle is not None:
+                with contextlib.suppress(BlockvaultError):  # its end is read from its status
+                    handle.wait(30)
+                if handle.status == "succeeded":
+                    said.append(f"{verb} {job_id} finished before quitting")
+                    continue
+            try:
+                job = self.bv.submit_job(verb, arguments, plan=plan)
+            except BlockvaultError as exc:
+                said.append(f"{verb} {job_id} cancelled, not handed to the service: {exc}")
+                continue
+            said.append(
+                f"{verb} {job_id} handed to the service as job {job['id']} "
+                f"(`blockvault job show {job['id']}`)"
+            )
+        return said
 
     # --- policies -----------------------------------------------------------------------
 

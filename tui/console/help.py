@@ -23,7 +23,7 @@ NAVIGATION = (
 )
 
 
-def help_table(hidden: set[str]) -> Table:
+def help_table(hidden: set[str], keymap: dict[str, str] | None = None) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
@@ -39,28 +39,46 @@ def help_table(hidden: set[str]) -> Table:
         table.add_row("", "")
         table.add_row(Text(category, style="underline"), Text(where.strip(), style="italic"))
         for action in shown:
-            table.add_row(key_label(action), f"{action.label}: {action.help}")
+            table.add_row(key_label(action, keymap), f"{action.label}: {action.help}")
     return table
 
 
-def help_text(hidden: set[str]) -> str:
+def help_text(hidden: set[str], keymap: dict[str, str] | None = None) -> str:
     """The help table as plain text (what the screen shows)."""
     console = Console(width=200, file=io.StringIO())
-    console.print(help_table(hidden))
+    console.print(help_table(hidden, keymap))
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
+    """Every key; j and k (or the arrows, page keys, g and G) scroll it."""
 
-    def __init__(self, hidden: set[str]) -> None:
+    BINDINGS = [
+        Binding("escape,q,question_mark,f1", "close", "Close"),
+        Binding("j,down", "scroll('down')", "Down", show=False),
+        Binding("k,up", "scroll('up')", "Up", show=False),
+        Binding("g,home", "scroll('home')", "Top", show=False),
+        Binding("G,end", "scroll('end')", "Bottom", show=False),
+    ]
+
+    def __init__(self, hidden: set[str], keymap: dict[str, str] | None = None) -> None:
         super().__init__(classes="dialog-screen")
         self.hidden = hidden
+        self.keymap = keymap
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help", classes="dialog"):
-            yield Static(Text("blockvault keys (esc closes)", style="bold"))
-            yield Static(help_table(self.hidden))
+            yield Static(Text("blockvault keys (esc closes, j k scroll)", style="bold"))
+            yield Static(help_table(self.hidden, self.keymap))
+
+    def action_scroll(self, where: str) -> None:
+        view = self.query_one("#help", VerticalScroll)
+        {
+            "down": view.scroll_down,
+            "up": view.scroll_up,
+            "home": view.scroll_home,
+            "end": view.scroll_end,
+        }[where](animate=False)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -100,7 +100,7 @@ class JobsStrip(VerticalScroll):
         for old in rows[MAX_JOBS - 1 :]:
             if old.status != "running":
                 old.remove()
-        self.border_subtitle = "c cancels the newest running job"
+        self.border_subtitle = "c cancels a running job"
         return row
 
     def running(self) -> list[str]:

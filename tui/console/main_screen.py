@@ -64,6 +64,7 @@ class MainScreen(ActionFlows, Screen):
         self.bv = bv
         self.read_only = read_only
         self.handles: dict[str, Any] = {}
+        self.requests: dict[str, Any] = {}  # job id -> how the service could run it (quit)
         self.inventory: Inventory | None = None
         self.snapshots: list[dict[str, Any]] = []
         self.backups: list[dict[str, Any]] = []
@@ -317,10 +318,10 @@ class MainScreen(ActionFlows, Screen):
                 f"{event.worker.name}: {error}", title="error", severity="error", timeout=10
             )
 
-    @on(DataTable.RowSelected, "#disks")
-    def _drill_in(self) -> None:
-        """enter on a disk moves to its snapshots."""
-        self.table("snapshots").focus()
+    @on(DataTable.RowSelected)
+    def _open_details(self) -> None:
+        """enter on a row opens its details (flows.py); tab moves between the panes."""
+        self.action_open_details()
 
     # --- jobs ---------------------------------------------------------------------------
 
@@ -469,7 +470,7 @@ class MainScreen(ActionFlows, Screen):
 
     def action_help(self) -> None:
         hidden = set(actions.MUTATING) if self.read_only else set()
-        self.app.push_screen(HelpScreen(hidden))
+        self.app.push_screen(HelpScreen(hidden, self.app.keymap))  # type: ignore[attr-defined]
 
     def action_palette(self) -> None:
         self.app.action_command_palette()
@@ -479,9 +480,3 @@ class MainScreen(ActionFlows, Screen):
         self._render_disks()  # the status colours come from the theme
         self._render_policies()
         self._render_vaults()
-
-    def action_quit(self) -> None:
-        self.stopping = True  # a policy run starts no further backup
-        for handle in list(self.handles.values()):
-            handle.cancel()
-        self.app.exit()

@@ -47,20 +47,58 @@ def plan_text(plan: Plan) -> Text:
     return text
 
 
-class ConfirmationModal(ModalScreen[bool]):
-    """Shows a lifecycle plan and the equivalent CLI command; returns True to go ahead.
-
-    Cancel has the focus. When the plan overwrites a disk (`confirm_text`), the go-ahead button
-    stays disabled until the disk's name is typed, and the name field takes the focus instead.
-    """
+class Dialog(ModalScreen[Any]):
+    """The keys of every dialog, the same everywhere: `y` goes ahead (as the dialog's go-ahead
+    button would), `n` and esc cancel, enter presses the focused button, and tab or the arrows
+    move between the buttons (a field or a list keeps its own arrows)."""
 
     BINDINGS = [
         Binding("escape,n", "cancel", "Cancel"),
         Binding("y", "confirm", "Confirm", show=False),
+        Binding("left,up", "move(-1)", "Previous", show=False),
+        Binding("right,down", "move(1)", "Next", show=False),
     ]
 
-    def __init__(self, plan: Plan, *, command: str, confirm_label: str) -> None:
+    def __init__(self) -> None:
         super().__init__(classes="dialog-screen")
+
+    def action_move(self, step: int) -> None:
+        """The arrows go from button to button (disabled ones skipped), round the ends; from
+        a field of a form, to the next or previous field."""
+        buttons = [b for b in self.query(Button) if b.focusable]
+        if self.focused in buttons:
+            buttons[(buttons.index(self.focused) + step) % len(buttons)].focus()  # type: ignore[arg-type]
+        elif step > 0:
+            self.focus_next()
+        else:
+            self.focus_previous()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def action_confirm(self) -> None:
+        """Subclasses go ahead here; a dialog without a go-ahead ignores `y`."""
+
+
+class ConfirmationModal(Dialog):
+    """Shows a lifecycle plan and the equivalent CLI command; returns True to go ahead.
+
+    The focus matches the risk: on the go-ahead button for a harmless plan (a snapshot, a
+    backup: enter starts it), on Cancel for a destructive one. When the plan destroys what has
+    no other copy or overwrites a disk (`confirm_text`), the go-ahead stays disabled until the
+    name is typed, the name field has the focus, and a wrong name is answered in words.
+    """
+
+    DEFAULT_CSS = """
+    ConfirmationModal #confirm-error {
+        color: $error;
+        text-style: bold;
+        height: auto;
+    }
+    """
+
+    def __init__(self, plan: Plan, *, command: str, confirm_label: str) -> None:
+        super().__init__()
         self.plan = plan
         self.command = command
         self.confirm_label = confirm_label
@@ -76,9 +114,10 @@ class ConfirmationModal(ModalScreen[bool]):
                     Text(f"REFUSED: {printable(plan.refusal)}", style="bold"), id="refusal"
                 )
             yield Static(Text(f"$ {printable(self.command)}"), id="command", classes="command")
-            if plan.confirm_text and plan.allowed:
-                yield Label(f"Type {plan.confirm_text} to confirm the overwrite:")
+            if self.needs_name:
+                yield Label(Text(f"Type {printable(plan.confirm_text or '')} to confirm:"))
                 yield Input(placeholder=plan.confirm_text, id="confirm-name")
+                yield Static("", id="confirm-error")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
                 if plan.allowed:
@@ -89,20 +128,26 @@ class ConfirmationModal(ModalScreen[bool]):
                         disabled=bool(plan.confirm_text),
                     )
 
+    @property
+    def needs_name(self) -> bool:
+        return bool(self.plan.confirm_text and self.plan.allowed)
+
     def on_mount(self) -> None:
-        if self.plan.confirm_text and self.plan.allowed:
+        if self.needs_name:
             self.query_one("#confirm-name", Input).focus()
+        elif self.plan.allowed and not self.plan.destructive:
+            self.query_one("#confirm", Button).focus()
         else:
             self.query_one("#cancel", Button).focus()
 
     @on(Input.Changed, "#confirm-name")
     def _typed(self, event: Input.Changed) -> None:
         self.query_one("#confirm", Button).disabled = event.value != self.plan.confirm_text
+        self.query_one("#confirm-error", Static).update("")
 
     @on(Input.Submitted, "#confirm-name")
-    def _submitted(self, event: Input.Submitted) -> None:
-        if event.value == self.plan.confirm_text:
-            self.dismiss(True)
+    def _submitted(self) -> None:
+        self.action_confirm()
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
@@ -113,31 +158,51 @@ class ConfirmationModal(ModalScreen[bool]):
         self.dismiss(True)
 
     def action_confirm(self) -> None:
-        if self.plan.allowed and not self.plan.confirm_text:
+        if not self.plan.allowed:
+            return
+        if not self.needs_name:
             self.dismiss(True)
+            return
+        typed = self.query_one("#confirm-name", Input).value
+        if typed == self.plan.confirm_text:
+            self.dismiss(True)
+            return
+        said = f"{typed!r} is not {self.plan.confirm_text}" if typed else "nothing typed"
+        self.query_one("#confirm-error", Static).update(
+            Text(printable(f"✗ {said}: type {self.plan.confirm_text} to confirm, esc cancels"))
+        )
+        self.query_one("#confirm-name", Input).focus()
 
 
-class ChoiceModal(ModalScreen[str | None]):
-    """A question with a few answers; the first answer (the safe one) has the focus."""
+class ChoiceModal(Dialog):
+    """A question with a few answers; the first answer (the safe one) has the focus.
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    `yes` is the answer `y` gives (None: `y` does nothing); `n` and esc answer None."""
 
-    def __init__(self, title: str, choices: list[tuple[str, str]], *, body: str = "") -> None:
-        super().__init__(classes="dialog-screen")
+    def __init__(
+        self,
+        title: str,
+        choices: list[tuple[str, str]],
+        *,
+        body: str = "",
+        yes: str | None = None,
+    ) -> None:
+        super().__init__()
         self.title_text = title
         self.choices = choices
         self.body = body
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Label(Text(self.title_text, style="bold"), id="dialog-title")
-            if self.body:
-                yield Static(self.body)
+            yield Static(Text(printable(self.body, newlines=True)), id="choice-body")
             with Vertical(classes="choices"):
                 for value, label in self.choices:
-                    yield Button(label, id=f"choice-{value}", classes="choice")
+                    yield Button(Text(printable(label)), id=f"choice-{value}", classes="choice")
 
     def on_mount(self) -> None:
+        self.query_one("#choice-body").display = bool(self.body)
         self.query(Button).first().focus()
 
     @on(Button.Pressed, ".choice")
@@ -145,17 +210,16 @@ class ChoiceModal(ModalScreen[str | None]):
         value = (event.button.id or "").removeprefix("choice-")
         self.dismiss(None if value == "cancel" else value)
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def action_confirm(self) -> None:
+        if self.yes is not None:
+            self.dismiss(self.yes)
 
 
-class NameModal(ModalScreen[str | None]):
-    """Asks for a name (e.g. the new disk's); escape cancels."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+class NameModal(Dialog):
+    """Asks for a name (e.g. the new disk's); escape cancels (the name field takes y and n)."""
 
     def __init__(self, title: str, *, default: str, hint: str = "") -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.title_text = title
         self.default = default
         self.hint = hint
@@ -175,7 +239,7 @@ class NameModal(ModalScreen[str | None]):
 
     @on(Input.Submitted, "#name")
     @on(Button.Pressed, "#ok")
-    def _ok(self) -> None:
+    def action_confirm(self) -> None:
         value = self.query_one("#name", Input).value.strip()
         if value:
             self.dismiss(value)
@@ -203,19 +267,17 @@ def disk_prompt(disk: dict[str, Any]) -> Text:
     return Text(printable(f"{disk['name']}{server}"))
 
 
-class PolicyFormModal(ModalScreen[dict[str, Any] | None]):
+class PolicyFormModal(Dialog):
     """The form of `policy create`: name, schedule, retention and the disks it covers.
 
     `submit(values)` (the façade call, run off the UI thread) creates the policy; its error is
     shown under the form, which stays open. Returns the new policy's view, or None.
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
     def __init__(
         self, disks: list[dict[str, Any]], submit: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.disks = disks
         self.submit = submit
 
@@ -321,7 +383,7 @@ class PolicyFormModal(ModalScreen[dict[str, Any] | None]):
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#create")
-    def _create(self) -> None:
+    def action_confirm(self) -> None:
         values = self.values()
         error = None
         if not values["name"]:
@@ -352,13 +414,12 @@ class PolicyFormModal(ModalScreen[dict[str, Any] | None]):
         self.dismiss(None)
 
 
-class DisksPickerModal(ModalScreen[tuple[list[dict[str, Any]], list[dict[str, Any]]] | None]):
-    """The disks a policy covers, checked: returns (disks to apply it to, to unapply it from)."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+class DisksPickerModal(Dialog):
+    """The disks a policy covers, checked: returns (disks to apply it to, to unapply it from),
+    or None."""
 
     def __init__(self, policy: dict[str, Any], disks: list[dict[str, Any]]) -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.policy = policy
         self.disks = disks
         self.covered = {d["id"] for d in policy["disks"]}
@@ -409,7 +470,7 @@ class DisksPickerModal(ModalScreen[tuple[list[dict[str, Any]], list[dict[str, An
         self._show_command()
 
     @on(Button.Pressed, "#apply")
-    def _apply(self) -> None:
+    def action_confirm(self) -> None:
         self.dismiss(self.changes())
 
     @on(Button.Pressed, "#cancel")

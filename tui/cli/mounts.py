@@ -24,9 +24,11 @@ def backup_mount(bv: Blockvault, a: argparse.Namespace) -> None:
     if a.json:
         output.print_json(result)
         return
-    output.out.print(printable(result["note"]), markup=False)
+    output.out.print(printable(result["note"]), markup=False, soft_wrap=True)
     output.err.print(
-        printable(f"`blockvault backup unmount {result['mountpoint']}` when done"), markup=False
+        printable(f"`blockvault backup unmount {result['mountpoint']}` when done"),
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -36,7 +38,7 @@ def backup_unmount(bv: Blockvault, a: argparse.Namespace) -> None:
         output.print_json(done)
         return
     for item in done:
-        output.out.print(printable(f"unmounted {item['mountpoint']}"), markup=False)
+        output.out.print(printable(f"unmounted {item['mountpoint']}"), markup=False, soft_wrap=True)
 
 
 def backup_files(bv: Blockvault, a: argparse.Namespace) -> None:
@@ -63,6 +65,7 @@ def backup_extract(bv: Blockvault, a: argparse.Namespace) -> None:
             f"{human_size(result['bytes'])}{skipped}"
         ),
         markup=False,
+        soft_wrap=True,
     )
 
 

@@ -358,3 +358,41 @@ def test_unmount_of_something_never_mounted_is_one_line(cli: CLI) -> None:
     cli.ok("disk", "create", "d1", "--size", "1M")
     line = cli.fails("backup", "unmount", "/nowhere/at/all")
     assert "neither a blockvault mount nor a backup" in line
+
+
+# --- the console -----------------------------------------------------------------------------
+
+
+@needs_fuse
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.asyncio
+async def test_m_on_a_backup_in_the_console_mounts_it_and_shows_where(tmp_path: Path) -> None:
+    from tests.support.console import demo_copy, make_app, settle, wait_for
+
+    service = demo_copy(tmp_path / "home")
+    try:
+        app = make_app(service)
+        async with app.run_test(notifications=True) as pilot:
+            await settle(app, pilot)
+            app.main.table("backups").focus()
+            await pilot.pause()
+            backup = app.main.focused_object()
+            assert backup["kind_of"] == "backup"
+            await pilot.press("m")
+            await wait_for(pilot, lambda: any("unmount" in n.message for n in app._notifications))
+            (shown,) = [n.message for n in app._notifications if "unmount" in n.message]
+            (mount,) = service.list_mounts()
+            assert mount["backup_id"] == backup["id"] and mount["alive"]
+            assert mount["image"] in shown and Path(mount["image"]).stat().st_size > 0
+            await pilot.press("m")  # again: where it is, not a second mount
+            await wait_for(
+                pilot, lambda: any("is mounted at" in n.message for n in app._notifications)
+            )
+            assert len(service.list_mounts()) == 1
+        service.unmount_backup(backup["id"])
+        assert mounts_under(tmp_path) == [] and servers() == []
+    finally:
+        for mount in service.list_mounts():
+            service.unmount_backup(mount["mountpoint"])
+        service.close()

@@ -191,6 +191,10 @@ def test_mount_shows_the_backups_files_byte_for_byte_and_unmount_leaves_nothing(
     assert raised.value.errno == errno.EROFS
     assert "already a mount of backup" in cli.fails("backup", "mount", backup["name"], str(where))
 
+    with open(files / "big.bin", "rb"):  # a program still reading there: refused, kept
+        assert "is in use" in cli.fails("backup", "unmount", str(where))
+    assert len(mounts_under(where)) == 2 and servers() == [pid]
+
     done = bv(cli, "backup", "unmount", str(where))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"unmounted {where}"

@@ -962,3 +962,36 @@ class Blockvault:
         from core.ops import service as service_ops
 
         return service_ops.install_unit(self.ctx, user=user)
+
+    # --- one file back: mounts (core/ops/mounts.py) -------------------------------------------
+
+    def mount_backup(self, ref: str, directory: str | None = None) -> dict[str, Any]:
+        """Mount a backup read-only (FUSE image, its ext4/XFS files loop-mounted) at
+        `directory` (default: under the data directory); `note` says where the files are."""
+        from core.ops import mounts
+
+        return mounts.mount_backup(self.ctx, ref, directory)
+
+    def unmount_backup(self, target: str) -> list[dict[str, Any]]:
+        """Unmount by directory, or every mount of a backup; stops each mount's server."""
+        from core.ops import mounts
+
+        return mounts.unmount(self.ctx, target)
+
+    def list_mounts(self) -> list[dict[str, Any]]:
+        """The backups mounted from this data directory, and whether each still serves."""
+        from core.ops import mounts
+
+        return mounts.list_mounts(self.ctx)
+
+    def backup_files(self, ref: str, path: str = "/") -> list[dict[str, Any]]:
+        """The entries of a directory inside a backup's filesystem, read on demand."""
+        from core.ops import mounts
+
+        return mounts.list_files(self.ctx, ref, path)
+
+    def extract_from_backup(self, ref: str, path: str, to: str) -> dict[str, Any]:
+        """Copy a file or directory out of a backup's filesystem into directory `to`."""
+        from core.ops import mounts
+
+        return mounts.extract(self.ctx, ref, path, to)

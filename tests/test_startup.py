@@ -72,6 +72,7 @@ def loaded(modules: set[str], names: tuple[str, ...]) -> set[str]:
         ["--version"],
         ["disk", "--help"],
         ["backup", "create", "--help"],
+        ["backup", "mount", "--help"],
         ["vault", "add", "--help"],
         ["web", "--help"],
         ["completion", "bash"],

@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import shutil
-import struct
 import subprocess
 import threading
 import time
@@ -41,6 +40,7 @@ from core.base.times import as_utc
 from core.catalog.context import Context, record, resolve
 from core.catalog.models import Backup, Disk, Drill, Job, Policy, VaultRecord, iso
 from core.engine import pipeline
+from core.engine.backup_view import SHOWN_FILESYSTEMS, ext_needs_recovery, filesystem_in
 from core.jobs.alerts import alert
 from core.jobs.runner import JobContext, JobHandle, job_is_stale, new_job
 from core.ops import bandwidth
@@ -192,18 +192,10 @@ def detect_filesystem(image: Path) -> tuple[str, bool]:
     journal needs replaying (ext3/4 `needs_recovery`): ("", False) when none is recognised."""
     with open(image, "rb") as handle:
         head = handle.read(2048)
-    if head[:4] == b"XFSB":
-        return "xfs", False
-    if len(head) >= 1124 and head[1080:1082] == b"\x53\xef":
-        compat, incompat = struct.unpack_from("<II", head, 1024 + 0x5C)
-        if incompat & (0x40 | 0x80 | 0x200):  # extents, 64bit, flex_bg
-            kind = "ext4"
-        elif compat & 0x4:  # has_journal
-            kind = "ext3"
-        else:
-            kind = "ext2"
-        return kind, bool(incompat & 0x4)  # needs_recovery
-    return "", False
+    kind = filesystem_in(head)
+    if kind not in SHOWN_FILESYSTEMS:
+        return "", False
+    return kind, ext_needs_recovery(head)
 
 
 def _tool(name: str) -> str | None:

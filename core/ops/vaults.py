@@ -62,15 +62,22 @@ def store_spec(vault: VaultRecord) -> dict:
     }
 
 
+def vault_passphrase(vault: VaultRecord, passphrase: str | None = None) -> str:
+    """An encrypted vault's passphrase: given, else its own variable, else
+    BLOCKVAULT_PASSPHRASE; a clear refusal when there is none."""
+    own = passphrase_env(vault.name)
+    found = passphrase or os.environ.get(own) or os.environ.get(PASSPHRASE_ENV)
+    if not found:
+        raise UserError(f"vault {vault.name} is encrypted: set {PASSPHRASE_ENV} (or {own})")
+    return found
+
+
 def open_repository(
     ctx: Context, vault: VaultRecord, *, passphrase: str | None = None
 ) -> Repository:
     """Open the vault's repository (config read from the store)."""
     if vault.encrypted:
-        own = passphrase_env(vault.name)
-        passphrase = passphrase or os.environ.get(own) or os.environ.get(PASSPHRASE_ENV)
-        if not passphrase:
-            raise UserError(f"vault {vault.name} is encrypted: set {PASSPHRASE_ENV} (or {own})")
+        passphrase = vault_passphrase(vault, passphrase)
     key = (vault.id, vault.location, bool(passphrase))
     cached = ctx.repositories.get(key)
     if cached is not None and (not vault.encrypted or cached.passphrase_matches(passphrase)):

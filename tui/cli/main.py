@@ -46,6 +46,8 @@ NOUNS = {
     "completion": ("completion", "add_to", "print a shell completion script (bash, zsh, fish)"),
     "__complete": ("completion", "add_complete_to", None),
 }
+#: further verbs of a noun, each module's `add_to(noun)` run after the noun's own module
+MORE_VERBS = {"backup": ("mounts",)}
 
 
 # argparse translates its own words ("options", "show this help message and exit") for each
@@ -99,6 +101,8 @@ def add_verbs(noun: argparse.ArgumentParser, module: str, function: str) -> None
         help="show this help message and exit",
     )
     getattr(importlib.import_module(f"tui.cli.{module}"), function)(noun)
+    for more in MORE_VERBS.get(noun.prog.rsplit(" ", 1)[-1], ()):
+        importlib.import_module(f"tui.cli.{more}").add_to(noun)
 
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: distinct from user errors (2), failures (1), cancel (130)

@@ -139,6 +139,16 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         view="policies",
     ),
     ConsoleAction(
+        "mount",
+        "m",
+        "Mount",
+        "Recovery",
+        "Mount the selected backup read-only to copy files out of it (its ext4 or XFS files; "
+        "`blockvault backup unmount` when done)",
+        footer=False,
+        view="disks",
+    ),
+    ConsoleAction(
         "delete",
         "d",
         "Delete",

@@ -579,3 +579,30 @@ class ActionFlows:
             self.load_inventory()  # type: ignore[attr-defined]
 
         await self.guarded(flow)
+
+    # --- one file back: mount the selected backup ---------------------------------------
+
+    def action_mount(self) -> None:
+        obj = self.focused_object()  # type: ignore[attr-defined]
+        if self.focused_pane() != "backups" or obj is None:  # type: ignore[attr-defined]
+            self.notify("select a backup first (tab moves to the backups pane)", severity="warning")  # type: ignore[attr-defined]
+            return
+        self.mount_flow(obj)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def mount_flow(self, backup: dict[str, Any]) -> None:
+        """Mounted already: where; else mount it (read-only) and say where its files are."""
+
+        async def flow() -> None:
+            for mount in await self.call(self.bv.list_mounts):
+                if mount["backup_id"] == backup["id"] and mount["alive"]:
+                    where = mount["files"] or mount["image"]
+                    self.notify(f"backup {backup['name']} is mounted at {where}", timeout=15)  # type: ignore[attr-defined]
+                    return
+            result = await self.call(self.bv.mount_backup, backup["id"])
+            self.notify(  # type: ignore[attr-defined]
+                f"{result['note']}\n{cli('backup', 'unmount', result['mountpoint'])} when done",
+                timeout=20,
+            )
+
+        await self.guarded(flow)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -201,3 +202,38 @@ def test_background_jobs_need_a_service_of_their_own_host(tmp_path: Path) -> Non
     finally:
         service.terminate()
         service.communicate(timeout=30)
+
+
+def test_a_job_whose_lease_another_host_took_stops_writing_and_stays_failed(
+    tmp_path: Path,
+) -> None:
+    """Fencing: once another host has failed a job's row (its lease ran out, as when its
+    heartbeats could not reach the catalog), the job notices at its next beat and stops; it
+    never turns its row back to `succeeded` nor makes its backup visible."""
+    (alpha,) = shared_hosts(tmp_path, "sqlite", "alpha")
+    setup = alpha.steps(
+        [
+            ["vault", "add", "shared", "--path", str(tmp_path / "vault"), "--json"],
+            ["disk", "create", "db", "--size", "4MiB", "--json"],
+            ["@write", "db", 0, 4 << 20, 11],
+        ]
+    )
+    assert all(step.code == 0 for step in setup), [s.err for s in setup]
+    backup = alpha.spawn(
+        "backup", "create", "db", "--vault", "shared", "--limit-upload", "1MiB", "--json"
+    )  # about 4 s of chunks
+    catalog = sqlite3.connect(tmp_path / "shared.sqlite", timeout=30)
+    deadline = time.monotonic() + 60
+    while not catalog.execute("SELECT id FROM jobs WHERE status = 'running'").fetchall():
+        assert backup.poll() is None, backup.communicate()
+        assert time.monotonic() < deadline, "the backup never started"
+        time.sleep(0.05)
+    with catalog:  # what another host's reconcile does to a job whose lease ran out
+        catalog.execute("UPDATE jobs SET status = 'failed', error = 'taken over by beta'")
+    out, err = backup.communicate(timeout=60)
+    assert backup.returncode != 0 and "lease ran out" in err, (out, err)
+    assert catalog.execute("SELECT status, error FROM jobs").fetchall() == [
+        ("failed", "taken over by beta")
+    ]
+    assert catalog.execute("SELECT status FROM backups").fetchall() == []
+    catalog.close()

@@ -317,8 +317,8 @@ class FollowedJob:
         if time.monotonic() - self._checked < FOLLOW_SERVICE_CHECK_SECONDS:
             return
         self._checked = time.monotonic()
-        if running_services(self.ctx):
-            return
+        if any(s["host"] == job.host for s in running_services(self.ctx)):
+            return  # only a service of the job's own host takes it
         with self.ctx.catalog.session() as session:
             result = session.execute(
                 sa.update(Job)

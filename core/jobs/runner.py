@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from core.base.errors import BlockvaultError, Cancelled
@@ -32,7 +33,7 @@ from core.catalog.context import Context, record
 from core.catalog.models import Job, utcnow
 from core.catalog.names import unique_id
 from core.jobs.alerts import alert
-from core.rules.states import check_transition
+from core.rules.states import JOB_ACTIVE, check_transition
 
 HEARTBEAT_SECONDS = 1.0
 STALE_SECONDS = 30.0
@@ -84,6 +85,7 @@ class JobHandle:
         self.result: Any = None
         self.error: BaseException | None = None
         self.status = "queued"
+        self.lease_lost = False  # its heartbeat stopped reaching the catalog (see _heartbeat)
         self._fn = fn
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,8 +132,15 @@ class JobHandle:
             self.status = "succeeded"
             _finish(self.ctx, self.id, "succeeded", result=self.result, latest=self.latest)
         except Cancelled as exc:
-            self.error, self.status = exc, "cancelled"
-            _finish(self.ctx, self.id, "cancelled", error="cancelled by user", latest=self.latest)
+            if self.lease_lost:  # its row is failed already by whoever took the claims over
+                self.error, self.status = BlockvaultError(LEASE_LOST), "failed"
+                with contextlib.suppress(Exception):  # unless the catalog is still away
+                    _finish(self.ctx, self.id, "failed", error=LEASE_LOST, latest=self.latest)
+            else:
+                self.error, self.status = exc, "cancelled"
+                _finish(
+                    self.ctx, self.id, "cancelled", error="cancelled by user", latest=self.latest
+                )
         except BlockvaultError as exc:
             self.error, self.status = exc, "failed"
             _finish(self.ctx, self.id, "failed", error=str(exc), latest=self.latest)
@@ -146,17 +155,57 @@ class JobHandle:
         return self.result
 
     def _heartbeat(self, stop: threading.Event) -> None:
+        """Beat every second while the job runs. A beat that fails (a busy or unreachable
+        catalog) is tried again; a job whose row another host failed (its lease ran out), or
+        that could not beat for half the lease, stops at once: past the lease, another host
+        may take its claims over, and nothing may write behind it (the job fences itself)."""
+        lease = self.ctx.settings.job_lease_seconds
+        last_beat = time.monotonic()
         while not stop.wait(HEARTBEAT_SECONDS):
-            with self.ctx.catalog.session() as session:
-                job = session.get(Job, self.id)
-                if job is None:
-                    return
-                if job.status == "cancelling":
-                    self.cancel_event.set()
-                job.heartbeat_at = utcnow()
-                _copy_progress(job, self.latest)
-                session.add(job)
-                session.commit()
+            try:
+                still_ours = _beat(self.ctx, self.id, self.latest, self.cancel_event)
+            except Exception:  # any catalog error: the next beat tries again
+                still_ours = None
+            if still_ours:
+                last_beat = time.monotonic()
+            if still_ours is False or time.monotonic() - last_beat > lease / 2:
+                self.lease_lost = True
+                self.cancel_event.set()
+                return
+
+
+#: why a job stopped that lost its lease
+LEASE_LOST = (
+    "its lease ran out (no heartbeat reached the catalog): stopped, another host may own its "
+    "claims now"
+)
+
+
+def _beat(ctx: Context, job_id: str, latest: ProgressEvent | None, cancel: threading.Event) -> bool:
+    """One heartbeat, only while the job is active (compare-and-set): False if its row was
+    failed or removed by another process; sets `cancel` when a user asked to cancel."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if latest is not None:
+        values.update(
+            phase=latest.phase,
+            bytes_done=latest.bytes_done,
+            bytes_total=latest.bytes_total,
+            rate=latest.rate,
+            eta=latest.eta,
+        )
+    with ctx.catalog.session() as session:
+        updated = session.execute(
+            sa.update(Job)
+            .where(Job.id == job_id, Job.status.in_(JOB_ACTIVE))  # type: ignore[attr-defined]
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if updated.rowcount != 1:
+            return False
+        if session.get(Job, job_id).status == "cancelling":
+            cancel.set()
+    return True
 
 
 def _copy_progress(job: Job, event: ProgressEvent | None) -> None:
@@ -290,6 +339,8 @@ def _finish(
 ) -> None:
     with ctx.catalog.session() as session:
         job = session.get(Job, job_id)
+        if job is None or job.status not in JOB_ACTIVE:
+            return  # failed already by a host that took its claims over: that stays true
         job.status = status
         job.error = error
         job.finished_at = utcnow()
@@ -329,8 +380,11 @@ def job_is_stale(job: Job, now: float | None = None, *, lease: float = STALE_SEC
     still queued waits for a service, not for whoever asked."""
     if job.status == "queued" and job.request is not None:
         return False
-    if job.host == host_id() and not pid_alive(job.pid):
-        return True
+    if job.host == host_id():
+        if not pid_alive(job.pid):
+            return True
+        lease *= 10  # alive here: it fences itself, so only a pid taken over by another
+        # process (after a reboot) leaves a live pid with a long silent heartbeat
     beat = job.heartbeat_at or job.created_at
     now = now or time.time()
     stamp = (beat if beat.tzinfo else beat.replace(tzinfo=UTC)).timestamp()

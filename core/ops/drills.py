@@ -68,8 +68,8 @@ def scratch_dir(ctx: Context) -> Path:
 # --- leftovers ---------------------------------------------------------------------------
 
 
-def _alive(job: Job | None) -> bool:
-    return job is not None and job.status in JOB_ACTIVE and not job_is_stale(job)
+def _alive(job: Job | None, lease: float) -> bool:
+    return job is not None and job.status in JOB_ACTIVE and not job_is_stale(job, lease=lease)
 
 
 def sweep_scratch(ctx: Context) -> list[str]:
@@ -79,13 +79,14 @@ def sweep_scratch(ctx: Context) -> list[str]:
     folder = scratch_dir(ctx)
     with ctx.catalog.session() as session:
         running = list(session.exec(select(Drill).where(Drill.status == "running")).all())
-        dead_rows = [d.id for d in running if not _alive(session.get(Job, d.id))]
+        lease = ctx.settings.job_lease_seconds
+        dead_rows = [d.id for d in running if not _alive(session.get(Job, d.id), lease)]
     removed: list[str] = []
     if folder.is_dir():
         with ctx.catalog.session() as session:
             for entry in sorted(folder.iterdir()):
                 match = _SCRATCH_NAME.match(entry.name)
-                if match is None or _alive(session.get(Job, match.group(1))):
+                if match is None or _alive(session.get(Job, match.group(1)), lease):
                     continue  # not a drill's file, or its drill is still running
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()

@@ -39,10 +39,13 @@ def reconcile(ctx: Context) -> None:
     with ctx.catalog.session() as session:
         running_drill = session.exec(select(Drill.id).where(Drill.status == "running")).first()
         expired = session.exec(
-            select(Snapshot.id).where(
+            select(Snapshot.id)
+            .join(Disk, Disk.id == Snapshot.disk_id)  # type: ignore[arg-type]
+            .where(
                 Snapshot.kind == "safety",
                 Snapshot.status == "available",
                 Snapshot.expires_at < utcnow(),  # type: ignore[operator]
+                Disk.host.in_(("", ctx.host)),  # type: ignore[attr-defined]
             )
         ).first()
     if running_drill is not None or ctx.locations.scratch_dir.is_dir():
@@ -125,7 +128,7 @@ def _reconcile_jobs(ctx: Context) -> None:
         with ctx.catalog.session() as session:
             disk = session.get(Disk, snapshot.disk_id)
         if disk is not None and not on_this_host(ctx, disk):
-            disk = None  # its bytes are in the other host's pool: only the row goes
+            continue  # its bytes are in the other host's pool: that host's reconcile cleans up
         discard_snapshot(ctx, disk, snapshot.id)
     for disk in found.disks:
         new_status, incomplete = INTERRUPTED_DISK_STATUS[disk.status]

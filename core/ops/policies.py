@@ -306,16 +306,21 @@ def _retention_plan(
     *,
     measure: bool,
     pending: datetime | None = None,
+    only_here: bool = False,
 ) -> Plan:
     """Retention of one policy. With `pending` (the moment of this run's backups), as it
     will be once each covered disk has one more backup, which is when `policy run` applies
     it; the new backup is taken to hold what the disk's newest backup holds. The copies a
     policy makes in its replica vault follow the same rules there, on their own: a copy
-    neither counts as one more backup nor protects one in the policy's vault."""
+    neither counts as one more backup nor protects one in the policy's vault. `only_here`:
+    of this host's disks only (each host's run expires its own disks' backups, so two hosts
+    never race to delete one)."""
     rules, tz = rules_of(policy), zone(ctx)
     victims: dict[str | None, list[Backup]] = {}
     newest: dict[str | None, list[str]] = {}
     for disk in targets_of(session, policy):
+        if only_here and not on_this_host(ctx, disk):
+            continue
         every = list(
             session.exec(
                 select(Backup).where(Backup.disk_id == disk.id, Backup.status == "available")
@@ -358,11 +363,14 @@ def _retention_plan(
 
 def plan_prune(ctx: Context, ref: str, *, pending: bool = False) -> Plan:
     """What retention deletes now, with the bytes really freed (`policy prune --dry-run`);
-    `pending`: as it will be after this run's backups, as `policy run` applies it."""
+    `pending`: as it will be after this run's backups, as `policy run` applies it (to this
+    host's disks)."""
     with ctx.catalog.session() as session:
         policy = resolve(session, Policy, ref, kind="policy")
         moment = datetime.now(UTC) if pending else None
-        return _retention_plan(ctx, session, policy, measure=True, pending=moment)
+        return _retention_plan(
+            ctx, session, policy, measure=True, pending=moment, only_here=pending
+        )
 
 
 def prune(ctx: Context, ref: str, *, plan: Plan | None = None) -> list[dict[str, Any]]:
@@ -538,7 +546,7 @@ def run_policy(
     detail = "; ".join(f"{o['disk']}: {o['error']}" for o in failed)
     finish_slot(ctx, policy, slot, status, detail)
     with ctx.catalog.session() as session:
-        retention = _retention_plan(ctx, session, policy, measure=False)
+        retention = _retention_plan(ctx, session, policy, measure=False, only_here=True)
     outcomes += _expire(ctx, policy, retention)
     return outcomes
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core.base.errors import UserError
-from core.catalog.context import Context, record, resolve
+from core.catalog.context import Context, on_this_host, record, resolve
 from core.catalog.models import Disk, Snapshot, VaultRecord, utcnow
 from core.catalog.names import default_name, unique_id
 from core.engine.snapshot_store import BaseOpener, RestoreSource, SnapshotEngine, SnapshotInfo
@@ -178,7 +178,8 @@ def open_base(ctx: Context) -> BaseOpener:
 
 
 def expire_safety_snapshots(ctx: Context) -> int:
-    """Delete safety snapshots past their window that no job uses; returns how many went."""
+    """Delete this host's safety snapshots past their window that no job uses (another
+    host's go with its own reconcile); returns how many went."""
     with ctx.catalog.writer() as session:
         expired = session.exec(
             select(Snapshot).where(
@@ -189,8 +190,8 @@ def expire_safety_snapshots(ctx: Context) -> int:
         ).all()
         doomed = []
         for snapshot in expired:
-            disk = session.get(Disk, snapshot.disk_id)
-            if disk is not None and disk.claim_job_id is None:
+            disk = session.get(Disk, snapshot.disk_id)  # its bytes are in its host's pool:
+            if disk is not None and disk.claim_job_id is None and on_this_host(ctx, disk):
                 claim(session, snapshot, "deleting", job_id=None)
                 doomed.append((disk, snapshot.id))
         session.commit()

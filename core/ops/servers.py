@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from core.base.errors import UserError
-from core.catalog.context import Context, record, resolve
+from core.catalog.context import Context, on_this_host, record, resolve
 from core.catalog.models import Backup, Disk, Server, Snapshot, VaultRecord, iso
 from core.catalog.names import check_new_name, commit_unique, unique_id
 from core.engine import pipeline
@@ -26,6 +26,7 @@ from core.ops.facts import check_plan, disk_facts
 from core.ops.safety import discard_snapshot, engine_for, new_snapshot_row, overwrite
 from core.ops.vaults import open_repository
 from core.rules import lifecycle
+from core.rules.lifecycle import DiskFacts
 from core.rules.plans import Plan
 
 
@@ -82,7 +83,7 @@ def _freed(
 ) -> dict[str, int]:
     """What deleting the system disk's snapshots frees, each counted once (for the plan)."""
     system = lifecycle.system_disk(disks)
-    if not measure or system is None or not snaps.get(system.id):
+    if not measure or system is None or not snaps.get(system.id) or not on_this_host(ctx, system):
         return {}
     ids = [s.id for s in snaps[system.id] if s.status != "deleting"]
     return engine_for(ctx, system).freed_by_delete(ids, pool=ctx.locations.pool_dir)
@@ -97,8 +98,16 @@ def _os_changed_plan(ctx: Context, session: Session, server: Server, *, measure:
         image_name=None,
         image_size=None,
         already_happened=True,
+        facts=_system_facts(ctx, disks),
         freed=_freed(ctx, disks, snaps, measure=measure),
     )
+
+
+def _system_facts(ctx: Context, disks: list[Disk]) -> DiskFacts | None:
+    """What the rules need to know of the system disk for a change they only record: the
+    host asking (another host's system disk is refused: its snapshots live there)."""
+    system = lifecycle.system_disk(disks)
+    return DiskFacts(system, here=ctx.host) if system is not None else None
 
 
 def plan_os_changed(ctx: Context, server_ref: str) -> Plan:

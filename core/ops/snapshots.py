@@ -7,6 +7,7 @@ each verb here is plan (rules) -> claim (one transaction) -> job.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,9 @@ def start_rollback(
 # --- new disk from a snapshot ------------------------------------------------------------
 
 
-def _to_disk_plan(session: Session, snapshot: Snapshot, new_name: str) -> Plan:
+def _to_disk_plan(ctx: Context, session: Session, snapshot: Snapshot, new_name: str) -> Plan:
     taken = session.exec(select(Disk).where(Disk.name == new_name)).first() is not None
-    return lifecycle.plan_new_disk_from(
+    plan = lifecycle.plan_new_disk_from(
         "snapshot",
         snapshot.id,
         snapshot.name,
@@ -250,18 +251,22 @@ def _to_disk_plan(session: Session, snapshot: Snapshot, new_name: str) -> Plan:
         name_taken=taken,
         source_status=snapshot.status,
     )
+    elsewhere = lifecycle.disk_elsewhere(_disk_of(session, snapshot), ctx.host)
+    return replace(plan, refusal=elsewhere) if elsewhere else plan  # its bytes live there
 
 
 def plan_to_disk(ctx: Context, ref: str, new_name: str) -> Plan:
     with ctx.catalog.session() as session:
-        return _to_disk_plan(session, resolve(session, Snapshot, ref, kind="snapshot"), new_name)
+        return _to_disk_plan(
+            ctx, session, resolve(session, Snapshot, ref, kind="snapshot"), new_name
+        )
 
 
 def start_to_disk(ctx: Context, ref: str, new_name: str, *, plan: Plan | None = None) -> JobHandle:
     """A new, unattached pool disk with the snapshot's content."""
     with ctx.catalog.writer() as session:
         snapshot = resolve(session, Snapshot, ref, kind="snapshot")
-        check_plan(plan, _to_disk_plan(session, snapshot, new_name))
+        check_plan(plan, _to_disk_plan(ctx, session, snapshot, new_name))
         source = session.get(Disk, snapshot.disk_id)
         job = new_job(
             ctx,

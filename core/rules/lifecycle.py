@@ -207,7 +207,7 @@ def plan_os_reinstall(
         return Plan(action, server.name, refusal=f"server {server.name} has no system disk")
     facts = facts or DiskFacts(system)
     items: list[PlanItem] = []
-    refusal = None
+    refusal = disk_elsewhere(system, facts.here)  # its snapshots' bytes are on its host
     when = "now" if already_happened else "after-success"
     if not already_happened:
         items.append(safety_snapshot_item(facts))
@@ -216,7 +216,7 @@ def plan_os_reinstall(
                 "overwrite", "disk", system.id, system.name, image_size or 0, f"with {image_name}"
             )
         )
-        if image_size is not None and image_size > system.size:
+        if refusal is None and image_size is not None and image_size > system.size:
             refusal = (
                 f"image {image_name} ({human_size(image_size)}) is larger than the system disk "
                 f"{system.name} ({human_size(system.size)})"

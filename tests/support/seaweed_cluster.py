@@ -7,7 +7,7 @@ rack), so any one volume server may die and every object written before still ha
 `kill_volume(i)` SIGKILLs volume server i; `restart_volume(i)` starts it again on its own port
 and directory. The S3 gateway takes one identity with keys generated per run (a 0600 file),
 handed to boto3 through the AWS_* environment while `running_cluster` lasts, like
-tests/support/seaweed.py does for `weed mini`.
+tests/support/seaweed.py does for `weed mini`; `S3Cluster.client()` passes them explicitly.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.stores.s3 import S3Store
 from tests.support.seaweed import (
@@ -99,6 +100,23 @@ class S3Cluster(S3Server):
     parts: dict[str, Part] = field(default_factory=dict)
     master_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, endpoint_url: str | None = None) -> Any:
+        """A boto3 S3 client that signs with the cluster's own keys, whatever the process's
+        AWS environment or boto3's default session holds.
+
+        Not `boto3.client()`: its default session resolves keys once per process and keeps
+        them, so after any earlier S3 test it signs with the session's `weed mini` keys, which
+        this gateway refuses with InvalidAccessKeyId (the three-host test's failure in CI).
+        """
+        import boto3
+
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+        return session.client("s3", endpoint_url=endpoint_url or self.endpoint_url)
 
     def volume(self, i: int) -> Part:
         return self.parts[f"volume{i}"]

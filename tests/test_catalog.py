@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -207,6 +209,45 @@ def test_a_v5_catalog_gains_hosts_and_the_last_backup_index_without_loss(
     }
     assert indexes["ix_backups_disk_status_completed"] == ["disk_id", "status", "completed_at"]
     assert catalog.integrity_ok()
+    catalog.dispose()
+
+
+OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from core.catalog.db import Catalog
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+print(Catalog(sys.argv[1]).version)
+"""
+
+
+def test_hosts_opening_an_old_catalog_at_once_migrate_it_once(
+    tmp_path: Path, catalog_backend: str
+) -> None:
+    """Three processes (hosts sharing the catalog) open a v5 catalog at the same instant:
+    each gets v6, none is told its catalog is damaged, the rows are intact."""
+    url = catalog_url(tmp_path, "v5.sqlite")
+    run_script(url, (Path(__file__).parent / "fixtures" / "catalog_v5.sql").read_text(), tmp_path)
+    go = tmp_path / "go"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT_ONCE, url, str(go)],
+            cwd=Path(__file__).parent.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    time.sleep(1.0)  # all three imported and waiting
+    go.touch()
+    results = [child.communicate(timeout=120) for child in children]
+    assert [out.strip() for out, _ in results] == ["6", "6", "6"], results
+    catalog = Catalog(url)
+    with catalog.session() as session:
+        assert [d.name for d in session.exec(select(Disk)).all()] == ["web1-data"]
     catalog.dispose()
 
 

@@ -291,12 +291,51 @@ def migrate(engine: Engine) -> int:
         if engine.dialect.name != "sqlite":
             raise  # Catalog names the server's URL (without its password) and its reason
         raise UserError(f"cannot open catalog: {exc.orig}") from None
+    if current == SCHEMA_VERSION:
+        return current  # the usual open: nothing to create, Alembic not even imported
+    with _migration_lock(engine):  # hosts sharing a catalog may all open it at once
+        return _migrate_locked(engine)
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migrating process at a time: a PostgreSQL advisory lock, or a lock file beside a
+    SQLite catalog (whose ALTERs the driver runs outside a transaction)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+                connection.commit()
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl  # only when a migration runs
+
+    with open(f"{database}.migrating", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+#: the advisory lock every migrating blockvault takes on a PostgreSQL catalog
+MIGRATION_LOCK_KEY = 0x626C6B76  # "blkv"
+
+
+def _migrate_locked(engine: Engine) -> int:
+    """Read the version again under the lock (another host may have migrated meanwhile),
+    then create or migrate."""
+    current = schema_version(engine)
     if current is None:
         SQLModel.metadata.create_all(engine)
         _stamp(engine, SCHEMA_VERSION)
         return SCHEMA_VERSION
     if current == SCHEMA_VERSION:
-        return current  # the usual open: nothing to create, Alembic not even imported
+        return current
     if current > SCHEMA_VERSION:
         raise UserError(
             f"catalog schema v{current} is newer than this blockvault (v{SCHEMA_VERSION}); upgrade"

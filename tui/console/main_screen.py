@@ -78,7 +78,6 @@ class MainScreen(ActionFlows, Screen):
         self.view = "disks"  # or "policies", "vaults"
         self.polls = 0
         self.stopping = False
-        self.disks_shown = False  # the first render puts the cursor on the first disk
         self.right_wants = 0  # the widest the snapshots or backups pane wanted so far
         self.left_width = 0
 
@@ -284,10 +283,11 @@ class MainScreen(ActionFlows, Screen):
             disks, servers, self.now(), protection, self.colors(), inv.snapshot_counts
         )
         table = self.table("disks")
+        before = table.selected()
         table.replace_rows(rows, len(inv.disks))
-        if table.selected() is None or (not self.disks_shown and len(rows) > 1):
-            table.move_cursor(row=1 if len(rows) > 1 else 0)  # the first disk, not its server
-        self.disks_shown = bool(rows)
+        if before is None or before["_key"] not in table.rows_by_key:  # first, or filtered out
+            disks_at = [i for i, (_, obj, _) in enumerate(rows) if obj["kind"] == "disk"]
+            table.move_cursor(row=disks_at[0] if disks_at else 0)  # a disk, not its server
         self._share_width()
         self._move_to_target()
         self._show_details()

@@ -133,6 +133,16 @@ class PaneTable(DataTable):
                 if _look(new) != _look(old):
                     self.update_cell(key, column, new)
 
+    def shown(self, key: str, label: str) -> str | None:
+        """The text shown in row `key` under the column `label`; None when that column is
+        not shown at this width."""
+        if self.widths is None:
+            return None
+        for i, column in enumerate(self.spec):
+            if column.label == label and self.widths[i] is not None:
+                return str(self.get_cell(key, str(i)))
+        return None
+
     def action_scroll_top(self) -> None:
         self.move_cursor(row=0)
 

@@ -96,9 +96,19 @@ async def _shoot(home: Path) -> list[Path]:
         strip.add_job("job-1f2e3d", "snapshot", "db1-data")
         strip.add_job("job-4a5b6c", "backup", "db1-data")
         await pilot.pause()
-        strip.row("job-1f2e3d").finish("succeeded", "")
+        strip.finish("job-1f2e3d", "succeeded", "")
         strip.row("job-4a5b6c").progress(
-            ProgressEvent("job-4a5b6c", "backing up", 11 * MiB, 32 * MiB, rate=3 * MiB, eta=7.0)
+            ProgressEvent(
+                "job-4a5b6c",
+                "backing up",
+                11 * MiB,
+                32 * MiB,
+                bytes_new=8 * MiB,
+                bytes_reused=3 * MiB,
+                rate=3 * MiB,
+                eta=7.0,
+                bottleneck="reading",
+            )
         )
         await pilot.pause(0.1)
         save("transfer-in-progress")
@@ -123,7 +133,9 @@ async def _shoot(home: Path) -> list[Path]:
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="blockvault-screenshots-")) / "home"
+    # a fixed place, so the paths the details panel shows are the same on every run
+    home = Path(tempfile.gettempdir()) / "blockvault-screenshots" / "home"
+    shutil.rmtree(home.parent, ignore_errors=True)
     try:
         for path in asyncio.run(shoot(home)):
             print(path.relative_to(ROOT))

@@ -43,11 +43,15 @@ def app(frozen_home):  # type: ignore[no-untyped-def]
         bv.close()
 
 
+# The main screen at the three sizes the layout is made for: no pane scrolls sideways, the
+# columns and the split between the panes follow the width.
+
+
 def test_main_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=ready)
 
 
 @pytest.mark.slow
@@ -56,6 +60,14 @@ def test_main_screen_80x24(snap_compare, app) -> None:  # type: ignore[no-untype
         await settle(app, pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+
+
+@pytest.mark.slow
+def test_main_screen_200x50(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+
+    assert snap_compare(app, terminal_size=(200, 50), run_before=ready)
 
 
 @pytest.mark.slow
@@ -109,25 +121,40 @@ def test_help_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
 
 
 async def show_transfer(app, pilot) -> None:  # type: ignore[no-untyped-def]
-    """A backup in progress, from fixed progress events (a live one would never look the same)."""
+    """A backup in progress, from fixed progress events (a live one would never look the same),
+    below it the last job that finished (the one before it went to the jobs view)."""
     strip = app.main.query_one(JobsStrip)
+    strip.add_job("job-000009", "snapshot", "db1-data")
     strip.add_job("job-00000a", "restore", "db1-root")
     strip.add_job("job-00000b", "backup", "db1-data")
     await pilot.pause()
-    strip.row("job-00000a").finish("succeeded", "")
+    strip.finish("job-000009", "succeeded", "")
+    strip.finish("job-00000a", "succeeded", "")
     strip.row("job-00000b").progress(
-        ProgressEvent("job-00000b", "backing up", 11 * MiB, 32 * MiB, rate=3 * MiB, eta=7.0)
+        ProgressEvent(
+            "job-00000b",
+            "backing up",
+            11 * MiB,
+            32 * MiB,
+            bytes_new=8 * MiB,
+            bytes_reused=3 * MiB,
+            rate=3 * MiB,
+            eta=7.0,
+            bottleneck="reading",
+        )
     )
     await pilot.pause()
 
 
 @pytest.mark.slow
 def test_transfer_in_progress(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    """At 80 columns: the strip's two lines per running job fit."""
+
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
         await show_transfer(app, pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
 
 
 @pytest.mark.slow

@@ -58,18 +58,18 @@ def fit(columns: Sequence[Column], naturals: Sequence[int], space: int) -> list[
     """The width of each column in `space` cells (padding included), None for a hidden one.
 
     Columns are taken in the order they are needed (`drop`). The essential ones (`drop` up
-    to ESSENTIAL) are taken whenever they fit, names shortened for them; the others only
-    when the names taken so far still show whole beside them. One that does not fit is left
-    out, and a narrower one after it may still fit. The space left then goes to the name
-    columns, up to their natural width, the most needed first.
+    to ESSENTIAL) are taken whenever they fit, the name shortened for them; the others only
+    when the name (the growing column never dropped) still shows whole beside them. One
+    that does not fit is left out, and a narrower one after it may still fit. The space left
+    then goes to the growing columns, up to their natural width, the most needed first.
     """
     order = sorted(range(len(columns)), key=lambda i: columns[i].drop)
     widths: list[int | None] = [None] * len(columns)
-    least = natural = 0  # the cells taken, with the names at their narrowest / whole
+    least = natural = 0  # the cells taken, with the name at its narrowest / whole
     for i in order:
         column = columns[i]
         need = column.least + PADDING
-        whole = (naturals[i] if column.grows else column.least) + PADDING
+        whole = (naturals[i] if column.grows and column.drop == 0 else column.least) + PADDING
         essential = column.drop <= ESSENTIAL
         if column.drop == 0 or (least + need <= space and (essential or natural + whole <= space)):
             widths[i] = column.least

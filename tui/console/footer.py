@@ -36,15 +36,22 @@ class ConsoleFooter(Footer):
         self.call_after_refresh(self.hide_cut_keys)
 
     def hide_cut_keys(self) -> None:
-        """Show the left keys, in order, while each fits whole beside the pinned ones."""
+        """Show the left keys, in order, while each fits whole beside the pinned ones (widths
+        from what each key draws: the layout may not have run yet)."""
         pinned = self.query("#pinned-keys")
-        room = self.size.width - (pinned.first().outer_size.width if pinned else 0)
+        room = self.size.width - (_drawn_width(pinned.first()) if pinned else 0)
         used = 0
         for key in self.children:
-            if key.id == "pinned-keys":
-                continue
-            drawn = key.render()
-            used += (drawn.cell_len if isinstance(drawn, Text) else key.outer_size.width) + (
-                key.styles.margin.width
-            )
-            key.display = used <= room
+            if key.id != "pinned-keys":
+                used += _drawn_width(key)
+                key.display = used <= room
+
+
+def _drawn_width(widget: Widget) -> int:
+    """The cells a footer key (or a group of them) takes: its text, margins, padding, border."""
+    if widget.children:
+        inner = sum(_drawn_width(child) for child in widget.children)
+    else:
+        drawn = widget.render()
+        inner = drawn.cell_len if isinstance(drawn, Text) else widget.outer_size.width
+    return inner + widget.styles.gutter.width + widget.styles.margin.width

@@ -102,6 +102,7 @@ class JobsScreen(ModalScreen[None]):
         table.set_columns(JOB_COLUMNS)
         table.border_subtitle = "loading"
         table.focus()
+        self.query_one("#jobs-view").border_subtitle = "esc closes · R reloads"
         self.load()
 
     @work(thread=True, exclusive=True, group="jobs-view", exit_on_error=False)

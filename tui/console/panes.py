@@ -259,10 +259,10 @@ SNAPSHOT_COLUMNS = (
 BACKUP_COLUMNS = (
     Column("Backup", 12, grows=True),
     Column("Age", 7, drop=1),
-    Column("Stored", 8, drop=3),
+    Column("Stored", 8, drop=2),
     Column("Size", 8, drop=4),
     Column("Vault", 6, drop=5, grows=True),
-    Column("Disk", 8, drop=2, grows=True),
+    Column("Disk", 8, drop=3, grows=True),
 )
 
 
@@ -308,11 +308,11 @@ def backup_rows(backups: list[dict[str, Any]], now: datetime) -> list[Row]:
 
 POLICY_COLUMNS = (  # all of them fit at 80 columns; the panel below says everything in full
     Column("Policy", 11, grows=True),
-    Column("Runs", 14, drop=2, grows=True),
+    Column("Runs", 14, drop=1, grows=True),
     Column("Retention", 14, drop=3, grows=True),
-    Column("Disks", 11, drop=1, grows=True),
-    Column("Last run", 9, drop=4),
-    Column("Next", 6, drop=5),
+    Column("Disks", 11, drop=2, grows=True),
+    Column("Last run", 9, drop=1),
+    Column("Next", 6, drop=1),
 )
 
 RUN_STYLE = {

@@ -1,10 +1,14 @@
-"""Looks of the console (pytest-textual-snapshot) on a frozen demo: fixed path, ids, times, actor,
-and the core's clock frozen with the console's (next runs, overdue disks).
+"""Looks of the console (pytest-textual-snapshot) on a frozen demo: ids, times, actor, paths
+shown from the home directory (`~/blockvault/...`), and the core's clock frozen with the
+console's (next runs, overdue disks).
 
 Regenerate after an intended change with `pytest tests/test_console_snapshots.py --snapshot-update`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input
@@ -13,7 +17,6 @@ from core.api import Blockvault
 from core.base.progress import ProgressEvent
 from tests.support.console import (
     ACTOR,
-    SNAPSHOT_HOME,
     frozen_core_clock,
     frozen_demo,
     make_app,
@@ -30,15 +33,23 @@ MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def frozen_home():  # type: ignore[no-untyped-def]
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        frozen_demo(monkeypatch).close()
+def frozen_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The demo in a home directory of its own ($HOME while the module runs): the details
+    panel shows its paths as `~/blockvault/...`, the same wherever the test runs, and no other
+    test session can rebuild it under our feet (a fixed /tmp path once made shots of another
+    session's half-built catalog)."""
+    user_home = tmp_path_factory.mktemp("user")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("HOME", str(user_home))
+        with pytest.MonkeyPatch.context() as monkeypatch:  # counter ids while it is built
+            frozen_demo(monkeypatch, user_home / "blockvault").close()
+        yield user_home / "blockvault"
 
 
 @pytest.fixture
 def app(frozen_home):  # type: ignore[no-untyped-def]
     with frozen_core_clock():
-        bv = Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
+        bv = Blockvault.open(home=frozen_home, actor=ACTOR)
         yield make_app(bv)
         bv.close()
 

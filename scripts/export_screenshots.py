@@ -8,6 +8,7 @@ overdue disk and the vaults' forecasts come out the same every time.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -133,14 +134,16 @@ async def _shoot(home: Path) -> list[Path]:
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
-    # a fixed place, so the paths the details panel shows are the same on every run
-    home = Path(tempfile.gettempdir()) / "blockvault-screenshots" / "home"
-    shutil.rmtree(home.parent, ignore_errors=True)
+    # the demo under a home directory of its own: the details panel shows `~/blockvault/...`,
+    # the same on every run
+    user_home = Path(tempfile.mkdtemp(prefix="blockvault-screenshots-"))
+    os.environ["HOME"] = str(user_home)
+    home = user_home / "blockvault"
     try:
         for path in asyncio.run(shoot(home)):
             print(path.relative_to(ROOT))
     finally:
-        shutil.rmtree(home.parent, ignore_errors=True)
+        shutil.rmtree(user_home, ignore_errors=True)
     return 0
 
 

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from core.api import ProgressEvent
 from tui.console.columns import Column, fit, share
 from tui.console.details import shown_path
 from tui.console.fmt import middle
+from tui.console.jobs_strip import detail_line, transfer_line
+
+MiB = 1 << 20
 
 
 def test_paths_are_shown_as_they_are(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -44,3 +48,24 @@ def test_panes_share_the_width_by_what_they_hold() -> None:
     assert share(200, [90, 70], [30, 30]) == [112, 88]  # all fits: in proportion
     assert share(80, [90, 70], [30, 30]) == [45, 35]
     assert share(80, [150, 10], [30, 40]) == [40, 40]  # never under the least
+
+
+def test_the_strip_says_how_far_how_fast_and_what_holds_a_job_back() -> None:
+    event = ProgressEvent(
+        "job-1",
+        "backing up",
+        11 * MiB,
+        32 * MiB,
+        bytes_new=8 * MiB,
+        bytes_reused=3 * MiB,
+        rate=3 * MiB,
+        eta=7.0,
+        bottleneck="writing",
+        limit_upload=20 * MiB,
+    )
+    assert transfer_line(event) == "11 MiB / 32 MiB"
+    assert detail_line(event) == (
+        "3.0 MiB/s · ETA 7s · 8 MiB new, 3 MiB reused · bottleneck writing · " + event.limited
+    )
+    assert "limited to" in event.limited
+    assert detail_line(ProgressEvent("job-1", "scanning", 0, 32 * MiB)) == "- · ETA -"

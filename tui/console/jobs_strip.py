@@ -21,9 +21,9 @@ def transfer_line(event: ProgressEvent) -> str:
 
 
 def detail_line(event: ProgressEvent) -> str:
-    """'3.0 MiB/s · ETA 7s · 8 MiB new, 3 MiB reused · bottleneck reading': rate and time
-    left, then what a backup sends against what the vault already had, then the stage that
-    holds it back (each part only once it is known)."""
+    """'3.0 MiB/s · ETA 7s · 8 MiB new, 3 MiB reused · bottleneck reading · limited to
+    20.0 MiB/s': rate and time left, what a backup sends against what the vault already had,
+    the stage that holds it back, and its bandwidth limit (each part only once known)."""
     parts = [fmt.rate(event.rate), fmt.eta(event.eta)]
     if event.bytes_new or event.bytes_reused:
         split = (
@@ -34,6 +34,8 @@ def detail_line(event: ProgressEvent) -> str:
         parts.append(split)
     if event.bottleneck:
         parts.append(f"bottleneck {event.bottleneck}")
+    if limited := event.limited:
+        parts.append(limited)
     return " · ".join(parts)
 
 

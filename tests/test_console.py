@@ -837,5 +837,7 @@ async def test_jobs_strip_shows_the_transfer_and_only_the_last_finished_job(bv) 
         jobs = bv.list_jobs()
         assert list(table.rows_by_key) == [j["id"] for j in jobs]
         assert table.shown(jobs[0]["id"], "Status") == "succeeded"
+        shown = str(screen.query_one("#job-outcome").render())  # the selected job's outcome
+        assert shown.startswith(f"{jobs[0]['id']}: ") and shown != f"{jobs[0]['id']}: "
         await pilot.press("escape")
         assert app.screen is app.main

@@ -39,10 +39,12 @@ def outcome(job: dict[str, Any]) -> str:
     """The error of a failed job, else the summary its result carries ('' when none)."""
     if job.get("error"):
         return str(job["error"])
-    try:
-        result = json.loads(job.get("result") or "null")
-    except ValueError:
-        return ""
+    result = job.get("result")
+    if isinstance(result, str):  # a catalog row's JSON text
+        try:
+            result = json.loads(result)
+        except ValueError:
+            return ""
     return str(result.get("summary", "")) if isinstance(result, dict) else ""
 
 

@@ -8,6 +8,7 @@ overdue disk and the vaults' forecasts come out the same every time.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -96,9 +97,19 @@ async def _shoot(home: Path) -> list[Path]:
         strip.add_job("job-1f2e3d", "snapshot", "db1-data")
         strip.add_job("job-4a5b6c", "backup", "db1-data")
         await pilot.pause()
-        strip.row("job-1f2e3d").finish("succeeded", "")
+        strip.finish("job-1f2e3d", "succeeded", "")
         strip.row("job-4a5b6c").progress(
-            ProgressEvent("job-4a5b6c", "backing up", 11 * MiB, 32 * MiB, rate=3 * MiB, eta=7.0)
+            ProgressEvent(
+                "job-4a5b6c",
+                "backing up",
+                11 * MiB,
+                32 * MiB,
+                bytes_new=8 * MiB,
+                bytes_reused=3 * MiB,
+                rate=3 * MiB,
+                eta=7.0,
+                bottleneck="reading",
+            )
         )
         await pilot.pause(0.1)
         save("transfer-in-progress")
@@ -123,12 +134,16 @@ async def _shoot(home: Path) -> list[Path]:
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="blockvault-screenshots-")) / "home"
+    # the demo under a home directory of its own: the details panel shows `~/blockvault/...`,
+    # the same on every run
+    user_home = Path(tempfile.mkdtemp(prefix="blockvault-screenshots-"))
+    os.environ["HOME"] = str(user_home)
+    home = user_home / "blockvault"
     try:
         for path in asyncio.run(shoot(home)):
             print(path.relative_to(ROOT))
     finally:
-        shutil.rmtree(home.parent, ignore_errors=True)
+        shutil.rmtree(user_home, ignore_errors=True)
     return 0
 
 

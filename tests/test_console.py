@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,12 @@ from tests.support.console import (
 )
 from tui.console import main_screen
 from tui.console.actions import ACTIONS, MUTATING
+from tui.console.app import BlockvaultApp
+from tui.console.fmt import parse_stamp
 from tui.console.help import HelpScreen, help_text
 from tui.console.job_dialogs import CancelJobModal
 from tui.console.jobs_strip import JobsStrip
+from tui.console.jobs_view import JobsScreen
 from tui.console.messages import JobProgress, PolicyRan
 from tui.console.modals import (
     ChoiceModal,
@@ -36,6 +40,7 @@ from tui.console.modals import (
     NameModal,
     PolicyFormModal,
 )
+from tui.console.panes import PaneTable
 from tui.console.too_small import TooSmallScreen
 
 MiB = 1 << 20
@@ -326,7 +331,9 @@ async def test_cancel_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert strip.row(other.id).external
         other.cancel()
         other._done.wait(10)
-        await wait_for(pilot, lambda: strip.row(other.id).status == "ended", timeout=10)
+        # its real end state, from its row in the catalog (not "ended")
+        await wait_for(pilot, lambda: strip.row(other.id).status == "cancelled", timeout=10)
+        await wait_for(pilot, lambda: [r.job_id for r in strip.query("JobRow")] == [other.id])
     bv.close()
 
 
@@ -499,15 +506,16 @@ async def test_policies_view_protection_column_and_header_counts(
     handle.run()
     assert handle.status == "failed"
     app = make_app(bv)
-    async with app.run_test() as pilot:
+    async with app.run_test(size=(120, 40)) as pilot:  # wide enough for the Next column
         await settle(app, pilot)
         screen = app.main
         rows = {r["name"]: r for r in screen.table("disks").rows_by_key.values()}
         assert rows["db1-data"]["protection"]["status"] == "failing"
         assert rows["db1-root"]["protection"]["status"] == "unprotected"
         assert rows["web1-root"]["protection"]["status"] == "protected"
-        cells = screen.table("disks").get_row(rows["db1-data"]["id"])
-        assert str(cells[3]) == "failing" and str(cells[4]).startswith("in ")
+        disks = screen.table("disks")
+        assert disks.shown(rows["db1-data"]["id"], "Protection") == "failing"
+        assert disks.shown(rows["db1-data"]["id"], "Next").startswith("in ")
         assert app.alerts == {"overdue": 0, "failing": 1}
         title = app.format_title(app.title, app.sub_title).plain
         assert title.startswith("blockvault · 1 failing · vault offsite 86% — ")
@@ -518,7 +526,7 @@ async def test_policies_view_protection_column_and_header_counts(
         bv.apply_policy("nightly", ["db1-root"])
         table = screen.table("disks")
         root = rows["db1-root"]["id"]
-        await wait_for(pilot, lambda: str(table.get_row(root)[3]) == "protected", timeout=15)
+        await wait_for(pilot, lambda: table.shown(root, "Protection") == "protected", timeout=15)
 
         assert "show_policies" in footer_actions(app) and "new_policy" not in footer_actions(app)
         await pilot.press("p")
@@ -701,3 +709,135 @@ async def test_policy_apply_run_now_prune_and_delete(bv) -> None:
         await settle(app, pilot)
         assert "hourly" not in names(bv.list_policies())
         assert len(bv.list_backups(disk="db1-data")) == len(before) + 1
+
+
+# --- layout: widths, names, the jobs strip, ages ----------------------------------------------
+
+
+def no_sideways_scrolling(app) -> list[str]:  # type: ignore[no-untyped-def]
+    """The panes whose columns are wider than the pane (they would scroll sideways)."""
+    return [
+        f"{table.id}: {table.virtual_size.width} > {table.scrollable_content_region.width}"
+        for table in app.main.query(PaneTable)
+        if table.region.width  # the view shown
+        and (
+            table.virtual_size.width > table.scrollable_content_region.width
+            or table.show_horizontal_scrollbar
+        )
+    ]
+
+
+@pytest.mark.slow
+async def test_columns_fit_every_width_and_long_names_keep_their_ends(bv) -> None:
+    """Two snapshots a minute apart stay told apart at 80 columns (their names lose the
+    middle, not the end); wider, the names show whole; no pane scrolls sideways."""
+    for stamp in ("20261124-140512", "20261124-140612"):
+        bv.start_snapshot("db1-data", name=f"db1-data-{stamp}").run()
+    app = make_app(bv)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        table = app.main.table("snapshots")
+        shown = sorted(table.shown(k, "Snapshot") for k in table.rows_by_key)
+        new = [s for s in shown if s.startswith("db1-data-2026")]
+        assert len(new) == 2 and new[0] != new[1] and all("…" in s for s in new), shown
+        assert {s[-6:] for s in new} == {"140512", "140612"} and new[0].startswith("db1-data-")
+        assert table.shown(next(iter(table.rows_by_key)), "Age") is not None  # essential
+        assert no_sideways_scrolling(app) == []
+        for view in ("p", "v"):  # the policies and the vaults views too
+            await pilot.press(view)
+            await settle(app, pilot)
+            assert app.main.view != "disks" and no_sideways_scrolling(app) == []
+            await pilot.press("escape")
+        for size in ((120, 40), (200, 50)):
+            await pilot.resize_terminal(*size)
+            await settle(app, pilot)
+            await pilot.pause(0.1)
+            assert no_sideways_scrolling(app) == [], size
+        names = {table.shown(k, "Snapshot") for k in table.rows_by_key}
+        assert {"db1-data-20261124-140512", "db1-data-20261124-140612"} <= names
+        disks = app.main.table("disks")
+        db1_data = bv.get_disk("db1-data")["id"]
+        assert disks.shown(db1_data, "Snaps") == "4"  # a count, not the strategy
+        # the split follows what the panes hold: the disks pane (nine columns) is the wider,
+        # yet the snapshots pane shows every column
+        assert all(table.shown(k, "Status") for k in table.rows_by_key)
+        assert disks.size.width > table.size.width
+
+
+@pytest.mark.slow
+async def test_footer_keeps_help_and_quit_at_80_columns_and_the_demo_says_so(bv) -> None:
+    app = make_app(bv, demo=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        pinned = app.main.query_one("#pinned-keys")
+        keys = {key.action: key for key in pinned.children}
+        assert list(keys) == ["filter", "help", "command_palette", "quit"]
+        for key in keys.values():  # whole, on the screen
+            assert key.region.width > 0 and key.region.right <= 80
+        assert str(keys["help"].render()) == "? Help" and str(keys["quit"].render()) == "q Quit"
+        footer = pinned.parent
+        cut = [k for k in footer.children if k is not pinned and k.display]
+        assert cut and all(k.region.right <= pinned.region.x for k in cut)  # none cut
+        title = app.format_title(app.title, app.sub_title).plain
+        assert title.startswith("DEMO blockvault · ") and " — admin@demo-host · " in title
+
+
+@pytest.mark.slow
+async def test_ages_redraw_as_time_passes(bv) -> None:
+    disk = bv.get_disk("db1-data")
+    backed_up = parse_stamp(disk["last_backup_at"])
+    now = [backed_up + timedelta(seconds=5)]
+    app = BlockvaultApp(bv, clock=lambda: now[0])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        disks = app.main.table("disks")
+        assert disks.shown(disk["id"], "Backup") == "5s ago"
+        now[0] += timedelta(minutes=2)  # nothing reloads: only the clock moves
+        await wait_for(pilot, lambda: disks.shown(disk["id"], "Backup") == "2m ago", timeout=5)
+        assert "(2 minutes ago)" in app.main.query_one("#details").plain
+
+
+MiB_EVENT = dict(bytes_new=8 * MiB, bytes_reused=3 * MiB, rate=3 * MiB, eta=7.0)
+
+
+@pytest.mark.slow
+async def test_jobs_strip_shows_the_transfer_and_only_the_last_finished_job(bv) -> None:
+    """Running jobs show bytes done of total, rate, ETA, new/reused and the bottleneck; of
+    the finished ones only the last stays (J lists every job of the catalog)."""
+    app = make_app(bv)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        strip = app.main.query_one(JobsStrip)
+        for job_id in ("job-a", "job-b", "job-c"):
+            strip.add_job(job_id, "backup", "db1-data")
+        await pilot.pause()
+        event = ProgressEvent(
+            "job-c", "backing up", 11 * MiB, 32 * MiB, bottleneck="reading", **MiB_EVENT
+        )
+        app.main.post_message(JobProgress(event))
+        await pilot.pause()
+        row = strip.row("job-c")
+        assert str(row.query_one(".job-stats").render()) == "11 MiB / 32 MiB"
+        detail = str(row.query_one(".job-detail").render())
+        assert detail == "3.0 MiB/s · ETA 7s · 8 MiB new, 3 MiB reused · bottleneck reading"
+        assert row.query_one(".job-detail").region.right <= 80  # the line fits at 80 columns
+
+        strip.finish("job-a", "succeeded", "a done")
+        strip.finish("job-b", "failed", "b broke")
+        await wait_for(pilot, lambda: len(strip.query("JobRow")) == 2)
+        assert [(r.job_id, r.status) for r in strip.query("JobRow")] == [
+            ("job-c", "running"),
+            ("job-b", "failed"),
+        ]
+
+        bv.start_snapshot("db1-data").run()  # a job in the catalog
+        screen = await open_dialog(app, pilot, "J", JobsScreen)
+        table = screen.query_one(PaneTable)
+        await wait_for(pilot, lambda: table.row_count > 0)
+        jobs = bv.list_jobs()
+        assert list(table.rows_by_key) == [j["id"] for j in jobs]
+        assert table.shown(jobs[0]["id"], "Status") == "succeeded"
+        shown = str(screen.query_one("#job-outcome").render())  # the selected job's outcome
+        assert shown.startswith(f"{jobs[0]['id']}: ") and shown != f"{jobs[0]['id']}: "
+        await pilot.press("escape")
+        assert app.screen is app.main

@@ -1,10 +1,14 @@
-"""Looks of the console (pytest-textual-snapshot) on a frozen demo: fixed path, ids, times, actor,
-and the core's clock frozen with the console's (next runs, overdue disks).
+"""Looks of the console (pytest-textual-snapshot) on a frozen demo: ids, times, actor, paths
+shown from the home directory (`~/blockvault/...`), and the core's clock frozen with the
+console's (next runs, overdue disks).
 
 Regenerate after an intended change with `pytest tests/test_console_snapshots.py --snapshot-update`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input
@@ -13,7 +17,6 @@ from core.api import Blockvault
 from core.base.progress import ProgressEvent
 from tests.support.console import (
     ACTOR,
-    SNAPSHOT_HOME,
     frozen_core_clock,
     frozen_demo,
     make_app,
@@ -30,24 +33,36 @@ MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def frozen_home():  # type: ignore[no-untyped-def]
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        frozen_demo(monkeypatch).close()
+def frozen_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The demo in a home directory of its own ($HOME while the module runs): the details
+    panel shows its paths as `~/blockvault/...`, the same wherever the test runs, and no other
+    test session can rebuild it under our feet (a fixed /tmp path once made shots of another
+    session's half-built catalog)."""
+    user_home = tmp_path_factory.mktemp("user")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("HOME", str(user_home))
+        with pytest.MonkeyPatch.context() as monkeypatch:  # counter ids while it is built
+            frozen_demo(monkeypatch, user_home / "blockvault").close()
+        yield user_home / "blockvault"
 
 
 @pytest.fixture
 def app(frozen_home):  # type: ignore[no-untyped-def]
     with frozen_core_clock():
-        bv = Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
+        bv = Blockvault.open(home=frozen_home, actor=ACTOR)
         yield make_app(bv)
         bv.close()
+
+
+# The main screen at the three sizes the layout is made for: no pane scrolls sideways, the
+# columns and the split between the panes follow the width.
 
 
 def test_main_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=ready)
 
 
 @pytest.mark.slow
@@ -56,6 +71,14 @@ def test_main_screen_80x24(snap_compare, app) -> None:  # type: ignore[no-untype
         await settle(app, pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+
+
+@pytest.mark.slow
+def test_main_screen_200x50(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(app, pilot)
+
+    assert snap_compare(app, terminal_size=(200, 50), run_before=ready)
 
 
 @pytest.mark.slow
@@ -109,25 +132,40 @@ def test_help_screen(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
 
 
 async def show_transfer(app, pilot) -> None:  # type: ignore[no-untyped-def]
-    """A backup in progress, from fixed progress events (a live one would never look the same)."""
+    """A backup in progress, from fixed progress events (a live one would never look the same),
+    below it the last job that finished (the one before it went to the jobs view)."""
     strip = app.main.query_one(JobsStrip)
+    strip.add_job("job-000009", "snapshot", "db1-data")
     strip.add_job("job-00000a", "restore", "db1-root")
     strip.add_job("job-00000b", "backup", "db1-data")
     await pilot.pause()
-    strip.row("job-00000a").finish("succeeded", "")
+    strip.finish("job-000009", "succeeded", "")
+    strip.finish("job-00000a", "succeeded", "")
     strip.row("job-00000b").progress(
-        ProgressEvent("job-00000b", "backing up", 11 * MiB, 32 * MiB, rate=3 * MiB, eta=7.0)
+        ProgressEvent(
+            "job-00000b",
+            "backing up",
+            11 * MiB,
+            32 * MiB,
+            bytes_new=8 * MiB,
+            bytes_reused=3 * MiB,
+            rate=3 * MiB,
+            eta=7.0,
+            bottleneck="reading",
+        )
     )
     await pilot.pause()
 
 
 @pytest.mark.slow
 def test_transfer_in_progress(snap_compare, app) -> None:  # type: ignore[no-untyped-def]
+    """At 80 columns: the strip's two lines per running job fit."""
+
     async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(app, pilot)
         await show_transfer(app, pilot)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import importlib
 import itertools
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -24,11 +23,6 @@ from tui.console.app import BlockvaultApp
 
 ACTOR = "admin@demo-host"
 FROZEN_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-#: fixed, so the shots are the same on every run; BLOCKVAULT_SNAPSHOT_HOME moves it where
-#: several checkouts run the snapshot tests at once on one machine (the shots show no path)
-SNAPSHOT_HOME = Path(
-    os.environ.get("BLOCKVAULT_SNAPSHOT_HOME", "/tmp/blockvault-console-snapshots")
-)
 SCALE = 0.125  # 2-4 MiB disks
 
 
@@ -105,17 +99,17 @@ def write_frozen_config(home: Path) -> None:
     )
 
 
-def frozen_demo(monkeypatch) -> Blockvault:  # type: ignore[no-untyped-def]
-    """A demo at a fixed path with counter ids and fixed timestamps (for snapshot tests);
-    open the console on it under `frozen_core_clock()`."""
-    shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
+def frozen_demo(monkeypatch, home: Path) -> Blockvault:  # type: ignore[no-untyped-def]
+    """A demo at `home` with counter ids and fixed timestamps (for snapshot tests); open the
+    console on it under `frozen_core_clock()`."""
+    shutil.rmtree(home, ignore_errors=True)
     monkeypatch.setattr(core.base.ids, "secrets", _CountingSecrets())
-    write_frozen_config(SNAPSHOT_HOME)
+    write_frozen_config(home)
     with frozen_core_clock(BUILT_AT):
-        bv = small_demo(SNAPSHOT_HOME)
+        bv = small_demo(home)
     bv.close()
-    freeze_times(SNAPSHOT_HOME / "catalog.sqlite")
-    return Blockvault.open(home=SNAPSHOT_HOME, actor=ACTOR)
+    freeze_times(home / "catalog.sqlite")
+    return Blockvault.open(home=home, actor=ACTOR)
 
 
 BUILT_AT = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)  # names the policy run's backups

@@ -169,6 +169,14 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "cancel_job", "c", "Cancel job", "Jobs", "Pick a running job to cancel from a list", True
     ),
     ConsoleAction(
+        "show_jobs",
+        "J",
+        "Jobs",
+        "Jobs",
+        "Show every recent job, of this console and of other processes, with its outcome",
+        footer=False,
+    ),
+    ConsoleAction(
         "reinstall",
         "o",
         "Reinstall OS",

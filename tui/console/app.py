@@ -48,9 +48,11 @@ class BlockvaultApp(App[int]):
         read_only: bool = False,
         clock: Callable[[], datetime] = fmt.utc_now,
         theme: str = DARK,
+        demo: bool = False,
     ) -> None:
         """On `bv`; or, without one, on what `opener` returns, called in a thread while
-        the app shows `opening` (an error it raises ends the app: see `error`)."""
+        the app shows `opening` (an error it raises ends the app: see `error`). `demo`: a
+        throwaway demo, badged DEMO in the header so it is never taken for production."""
         super().__init__()
         self.bv = bv
         self.opener = opener
@@ -59,6 +61,7 @@ class BlockvaultApp(App[int]):
         self.read_only = read_only
         self.clock = clock
         self.initial_theme = theme
+        self.demo = demo
         self.main: MainScreen | None = None
         self.alerts: dict[str, int] = {}  # overdue and failing disks, for the header
         self.badges: list[tuple[str, str]] = []  # (text, "warning"|"error"): vaults past alert
@@ -66,21 +69,35 @@ class BlockvaultApp(App[int]):
         self.farewell: list[str] = []  # printed after the console closes (jobs handed over)
 
     def format_title(self, title: str, sub_title: str) -> Content:
-        """`blockvault · 2 overdue · 1 failing · vault offsite 85% — actor · catalog · vaults`:
-        the counts (only when not zero) and the vault badge in the theme's warning and error
-        colours, and in words."""
+        """`DEMO blockvault · 2 overdue · 1 failing · vault offsite 85% — actor · catalog ·
+        vaults`: the counts (only when not zero) and the vault badge in the theme's warning
+        and error colours, and in words.
+
+        A separator's leading space is a run of its own: a run of text that starts with a
+        space loses it in SVG viewers (the screenshots read `blockvault—  admin`).
+        """
         shown = [
             (f"{count} {name}", f"bold {ALERT_STYLE[name]}")
             for name, count in self.alerts.items()
             if count
         ]
         shown += [(text, f"bold ${variable}") for text, variable in self.badges]
-        parts: list[Content | tuple[str, str]] = [Content(self.TITLE)]
+        parts: list[Content | tuple[str, str]] = []
+        if self.demo:
+            parts += [("DEMO", "bold reverse $warning"), (" ", "")]
+        parts.append(Content(self.TITLE))
         for text, style in shown:
-            parts += [(" · ", "dim"), (text, style)]
+            parts += [(" ", ""), ("· ", "dim"), (text, style)]
         if sub_title:
-            parts += [(" — ", "dim"), Content(sub_title).stylize("dim")]
+            parts += [(" ", ""), ("— ", "dim"), Content(sub_title).stylize("dim")]
         return Content.assemble(*parts)
+
+    def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+        """Textual's SVG, marked to keep its spaces: without `xml:space="preserve"` SVG
+        viewers drop the leading spaces of every text run, so screenshots read
+        `OVERWRITEdisk` and `^ppalette` and lose indents a terminal shows."""
+        svg = super().export_screenshot(title=title, simplify=simplify)
+        return svg.replace("<svg ", '<svg xml:space="preserve" ', 1)
 
     def compose(self) -> ComposeResult:
         if self.bv is None:  # the first paint, while the catalog opens
@@ -196,7 +213,7 @@ def run_console(
         return Blockvault.open(home=home, catalog_url=catalog, read_only=read_only)
 
     opening = f"building the demo in {demo_dir}" if demo_dir else "opening the catalog"
-    app = BlockvaultApp(None, opener=open_catalog, opening=opening, read_only=read_only)
+    app = BlockvaultApp(None, opener=open_catalog, opening=opening, read_only=read_only, demo=demo)
     try:
         app.run()
     finally:

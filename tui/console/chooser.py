@@ -130,10 +130,10 @@ class RestoreChooser(Dialog):
 class DetailsModal(Dialog):
     """Enter on a row: every field of it, whole (the panel beside the panes cuts long ones)."""
 
-    def __init__(self, obj: dict[str, Any], *, now: datetime, home: str | None) -> None:
+    def __init__(self, obj: dict[str, Any], *, now: datetime) -> None:
         super().__init__()
         self.obj = obj
-        self.pairs = fields_of(obj, now=now, home=home)
+        self.pairs = fields_of(obj, now=now)
 
     def compose(self) -> ComposeResult:
         name = self.obj.get("name", "")

@@ -3,29 +3,32 @@ vault."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from core.api import printable
 from tui.console import fmt
 
 
-def _short_path(path: str | None, home: str | None) -> str:
+def shown_path(path: str | None) -> str:
+    """A path as it is; `~/…` only when it really is under the user's home directory
+    (blockvault's own home, BLOCKVAULT_HOME, may be anywhere: a demo's is under /tmp)."""
     if not path:
         return "-"
-    if home and path.startswith(home.rstrip("/") + "/"):
-        return str(Path("$HOME") / Path(path).relative_to(home))
+    user_home = os.path.expanduser("~").rstrip("/")
+    if user_home and path.startswith(user_home + "/"):
+        return "~/" + path[len(user_home) + 1 :]
     return path
 
 
-def fields_of(
-    obj: dict[str, Any] | None, *, now: datetime, home: str | None
-) -> list[tuple[str, str]]:
+def fields_of(obj: dict[str, Any] | None, *, now: datetime) -> list[tuple[str, str]]:
     """(label, value) pairs for the panel; absolute timestamps here, relative ones in the panes."""
     if obj is None:
         return [("", "nothing selected")]
@@ -48,12 +51,12 @@ def fields_of(
                 f"{fmt.absolute(obj['last_backup_at'])} ({fmt.age(obj['last_backup_at'], now)})",
             ),
             ("protection", _protection(obj.get("protection") or {})),
-            ("path", _short_path(obj["path"], home)),
+            ("path", shown_path(obj["path"])),
         ]
     if obj.get("kind") == "policy":
         return _policy_fields(obj, now)
     if obj.get("kind_of") == "vault":
-        return _vault_fields(obj, home)
+        return _vault_fields(obj)
     if obj.get("kind_of") == "snapshot":
         expires = f", expires {fmt.absolute(obj['expires_at'])}" if obj.get("expires_at") else ""
         return [
@@ -118,7 +121,7 @@ def _policy_fields(policy: dict[str, Any], now: datetime) -> list[tuple[str, str
     ]
 
 
-def _vault_fields(vault: dict[str, Any], home: str | None) -> list[tuple[str, str]]:
+def _vault_fields(vault: dict[str, Any]) -> list[tuple[str, str]]:
     measured = f", measured {fmt.absolute(vault['usage_at'])}" if vault.get("usage_at") else ""
     locked = "none"
     if vault.get("locked_backups"):
@@ -131,7 +134,7 @@ def _vault_fields(vault: dict[str, Any], home: str | None) -> list[tuple[str, st
     mode = f"S3 Object Lock, {lock} mode" if lock else "none (locks recorded by blockvault)"
     return [
         ("vault", f"{vault['name']}  {vault['id']}  {vault['kind']}"),
-        ("location", _short_path(vault.get("location"), home)),
+        ("location", shown_path(vault.get("location"))),
         ("usage", f"{vault.get('capacity') or '-'}{measured}"),
         ("forecast", vault.get("forecast") or "-"),
         ("backups", _vault_backups(vault)),
@@ -162,17 +165,26 @@ def _replication(vault: dict[str, Any]) -> str:
     return "; ".join(parts) or "none"
 
 
-class DetailsPanel(Static):
-    """Shows `fields_of(...)` as a two-column grid; `plain` keeps the same as text."""
+class DetailsPanel(VerticalScroll):
+    """Shows `fields_of(...)` as a two-column grid; `plain` keeps the same as text.
 
+    A long value wraps between words (never cut in the middle of one); what does not fit
+    the panel's height scrolls.
+    """
+
+    can_focus = False
     plain = ""
 
-    def show(self, obj: dict[str, Any] | None, *, now: datetime, home: str | None) -> None:
-        pairs = fields_of(obj, now=now, home=home)
+    def compose(self) -> ComposeResult:
+        yield Static(classes="details-text")
+
+    def show(self, obj: dict[str, Any] | None, *, now: datetime) -> None:
+        pairs = fields_of(obj, now=now)
         self.plain = "\n".join(f"{label} {value}" for label, value in pairs)
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True, min_width=10)
-        grid.add_column(overflow="ellipsis", no_wrap=True)
+        grid.add_column(overflow="fold")  # words wrap; only a word wider than the line folds
         for label, value in pairs:
             grid.add_row(label, Text(printable(value)))
-        self.update(grid)
+        for text in self.query(".details-text").results(Static):  # none before it mounts
+            text.update(grid)

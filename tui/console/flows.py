@@ -389,8 +389,7 @@ class ActionFlows:
         obj = self.focused_object()  # type: ignore[attr-defined]
         if obj is None:
             return
-        home = self.inventory.status.get("home") if self.inventory else None  # type: ignore[attr-defined]
-        self.app.push_screen(DetailsModal(obj, now=self.now(), home=home))  # type: ignore[attr-defined]
+        self.app.push_screen(DetailsModal(obj, now=self.now()))  # type: ignore[attr-defined]
 
     def action_quit(self) -> None:
         """q: at once when no job of this console runs; else ask (as ctrl+c would)."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import humanize
+from rich.cells import cell_len, set_cell_size
 
 Clock = Callable[[], datetime]
 
@@ -26,6 +27,29 @@ def short_size(value: int | None) -> str:
     if value is None:
         return "-"
     return humanize.naturalsize(value, binary=True, format="%.3g")
+
+
+def middle(text: str, width: int) -> str:
+    """'web1-data-20…-140512': a name too long for `width` cells loses its middle, so the
+    start (the disk) and the end (the stamp that tells two backups apart) both show."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    keep = width - 1
+    tail = max(keep * 2 // 5, 1)
+    head = keep - tail
+    return f"{set_cell_size(text, head)}…{_last_cells(text, tail)}"
+
+
+def _last_cells(text: str, width: int) -> str:
+    """The end of `text` that fits in `width` cells."""
+    taken = ""
+    for char in reversed(text):
+        if cell_len(char + taken) > width:
+            break
+        taken = char + taken
+    return taken
 
 
 def short_age(stamp: str | None, now: datetime) -> str:

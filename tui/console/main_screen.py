@@ -13,15 +13,17 @@ from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, Static
+from textual.widgets import ContentSwitcher, DataTable, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
-from core.api import Blockvault, ProgressEvent, printable
-from tui.console import actions, panes
+from core.api import Blockvault, BlockvaultError, ProgressEvent, printable
+from tui.console import actions, columns, panes
 from tui.console.details import DetailsPanel
 from tui.console.flows import ActionFlows
+from tui.console.footer import ConsoleFooter
 from tui.console.help import HelpScreen
 from tui.console.jobs_strip import JobRow, JobsStrip
+from tui.console.jobs_view import JobsScreen, outcome
 from tui.console.messages import (
     ActiveJobs,
     Inventory,
@@ -34,12 +36,14 @@ from tui.console.messages import (
 from tui.console.panes import PaneTable
 
 JOB_POLL_SECONDS = 2.0
+AGE_SECONDS = 1.0  # ages ("5s ago") and times to come ("in 3m") are redrawn this often
 STATUS_EVERY = 15  # every 15th job poll (30 s) also reloads protection and policies: time
 # alone turns a disk overdue
 
 
 class MainScreen(ActionFlows, Screen):
     BINDINGS = [*actions.bindings(), Binding("escape", "clear_filter", "Clear filter", show=False)]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # a tall terminal: taller details
 
     def notify(
         self,
@@ -74,6 +78,8 @@ class MainScreen(ActionFlows, Screen):
         self.view = "disks"  # or "policies", "vaults"
         self.polls = 0
         self.stopping = False
+        self.right_wants = 0  # the widest the snapshots or backups pane wanted so far
+        self.left_width = 0
 
     # --- layout -------------------------------------------------------------------------
 
@@ -95,7 +101,7 @@ class MainScreen(ActionFlows, Screen):
                 yield PaneTable("Vaults", id="vaults")
                 yield DetailsPanel(id="vault-details")
         yield JobsStrip(id="jobs")
-        yield Footer()
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         self.table("disks").set_columns(panes.DISK_COLUMNS)
@@ -111,7 +117,38 @@ class MainScreen(ActionFlows, Screen):
             self.query_one("#jobs-empty", Static).update("no jobs (read-only: nothing can start)")
         self.table("disks").focus()
         self.load_inventory()
-        self.set_interval(JOB_POLL_SECONDS, self.poll_jobs)
+        self.set_interval(JOB_POLL_SECONDS, self._poll)
+        self.set_interval(AGE_SECONDS, self._tick)
+
+    def on_resize(self) -> None:
+        self._share_width()
+
+    def _share_width(self) -> None:
+        """The disks pane on the left, the snapshots and backups on the right: the width is
+        split by what they hold (the right side never narrows again, so moving from disk to
+        disk does not move the split)."""
+        total = self.size.width
+        if total <= 0:
+            return
+        disks = self.table("disks")
+        right = [self.table("snapshots"), self.table("backups")]
+        self.right_wants = max(self.right_wants, *(t.wants_width() for t in right))
+        left, _ = columns.share(
+            total,
+            [disks.wants_width(), self.right_wants],
+            [disks.least_width(), max(t.least_width() for t in right)],
+        )
+        if left != self.left_width:
+            self.left_width = left
+            self.query_one("#left").styles.width = left
+
+    def _tick(self) -> None:
+        """Redraw what depends on the clock: a table cell changes only when its text does."""
+        if self.inventory is None:
+            return
+        self._render_disks()
+        self._render_policies()
+        self._render_selection()
 
     def table(self, name: str) -> PaneTable:
         return self.query_one(f"#{name}", PaneTable)
@@ -153,9 +190,13 @@ class MainScreen(ActionFlows, Screen):
     def load_inventory(self) -> None:
         bv = self.bv
         status = bv.status()  # vaults included; nothing is created under --read-only
+        counts: dict[str, int] = {}
+        for snapshot in bv.list_snapshots():
+            counts[snapshot["disk_id"]] = counts.get(snapshot["disk_id"], 0) + 1
         self.post_message(
             Inventory(
                 disks=bv.list_disks(),
+                snapshot_counts=counts,
                 jobs=bv.list_jobs(active=True),
                 status={**status, "servers_list": [s["name"] for s in bv.list_servers()]},
                 protection=bv.protection_status(),
@@ -238,13 +279,16 @@ class MainScreen(ActionFlows, Screen):
         disks = [d for d in inv.disks if self._matches(d["name"], d["server"])]
         servers = [s for s in inv.status["servers_list"] if self._matches(s)]
         protection = {row["disk_id"]: row for row in inv.protection.get("disks", [])}
-        rows = panes.disk_rows(disks, servers, self.now(), protection, self.colors())
+        rows = panes.disk_rows(
+            disks, servers, self.now(), protection, self.colors(), inv.snapshot_counts
+        )
         table = self.table("disks")
+        before = table.selected()
         table.replace_rows(rows, len(inv.disks))
-        if table.selected() is None or (
-            table.cursor_row == 0 and len(rows) > 1 and rows[0][1]["kind"] == "server"
-        ):
-            table.move_cursor(row=1 if len(rows) > 1 else 0)
+        if before is None or before["_key"] not in table.rows_by_key:  # first, or filtered out
+            disks_at = [i for i, (_, obj, _) in enumerate(rows) if obj["kind"] == "disk"]
+            table.move_cursor(row=disks_at[0] if disks_at else 0)  # a disk, not its server
+        self._share_width()
         self._move_to_target()
         self._show_details()
 
@@ -277,6 +321,7 @@ class MainScreen(ActionFlows, Screen):
         self.table("snapshots").replace_rows(panes.snapshot_rows(snaps, now), len(self.snapshots))
         self.table("backups").replace_rows(panes.backup_rows(backups, now), len(self.backups))
         self.table("backups").border_title = "Backups (all)" if self.show_all else "Backups"
+        self._share_width()
         self._move_to_target()
         self._show_details()
 
@@ -293,11 +338,10 @@ class MainScreen(ActionFlows, Screen):
                 return
 
     def _show_details(self) -> None:
-        home = self.inventory.status.get("home") if self.inventory else None
         panel = {"policies": "#policy-details", "vaults": "#vault-details"}.get(
             self.view, "#details"
         )
-        self.query_one(panel, DetailsPanel).show(self.focused_object(), now=self.now(), home=home)
+        self.query_one(panel, DetailsPanel).show(self.focused_object(), now=self.now())
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -325,9 +369,24 @@ class MainScreen(ActionFlows, Screen):
 
     # --- jobs ---------------------------------------------------------------------------
 
+    def _poll(self) -> None:
+        strip = self.query_one(JobsStrip)
+        followed = [r.job_id for r in strip.query(JobRow) if r.external and r.status == "running"]
+        self.poll_jobs(followed)
+
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
-    def poll_jobs(self) -> None:
-        self.post_message(ActiveJobs(self.bv.list_jobs(active=True)))
+    def poll_jobs(self, followed: list[str]) -> None:
+        """The active jobs, and how the followed ones of other processes ended (their row)."""
+        active = self.bv.list_jobs(active=True)
+        running = {job["id"] for job in active}
+        ended: dict[str, dict[str, Any] | None] = {}
+        for job_id in followed:
+            if job_id not in running:
+                try:
+                    ended[job_id] = self.bv.get_job(job_id)
+                except BlockvaultError:
+                    ended[job_id] = None  # gone from the catalog (pruned)
+        self.post_message(ActiveJobs(active, ended))
 
     @on(ActiveJobs)
     def _active_jobs(self, message: ActiveJobs) -> None:
@@ -352,12 +411,15 @@ class MainScreen(ActionFlows, Screen):
                 )
             )
         ended = [
-            r
-            for r in strip.query(JobRow)
-            if r.external and r.status == "running" and r.job_id not in active
+            (job_id, job)
+            for job_id, job in message.ended.items()
+            if (row := strip.row(job_id)) is not None and row.external and row.status == "running"
         ]
-        for row in ended:
-            row.finish("ended", "see blockvault job show")
+        for job_id, job in ended:  # its real end state, from its row in the catalog
+            if job is None:
+                strip.finish(job_id, "ended", f"see blockvault job show {job_id}")
+            else:
+                strip.finish(job_id, job["status"], outcome(job))
         self.polls += 1
         if ended or self.polls % STATUS_EVERY == 0:
             self.load_inventory()
@@ -394,10 +456,9 @@ class MainScreen(ActionFlows, Screen):
         self.handles.pop(message.job_id, None)
         if message.status == "succeeded" and message.result_id:
             self.cursor_target = message.result_id
-        row = self.query_one(JobsStrip).row(message.job_id)
-        text = message.error or message.summary
-        if row is not None:
-            row.finish(message.status, text)
+        self.query_one(JobsStrip).finish(
+            message.job_id, message.status, message.error or message.summary
+        )
         what = f"{message.kind} {message.target}"
         if message.status == "failed":
             self.notify(f"{what} failed: {message.error}", severity="error", timeout=10)
@@ -467,6 +528,9 @@ class MainScreen(ActionFlows, Screen):
 
     def action_leave_vaults(self) -> None:
         self._switch("disks")
+
+    def action_show_jobs(self) -> None:
+        self.app.push_screen(JobsScreen(self.bv, self.now()))
 
     def action_help(self) -> None:
         hidden = set(actions.MUTATING) if self.read_only else set()

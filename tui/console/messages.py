@@ -17,6 +17,7 @@ class Inventory(Message):
 
     disks: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
+    snapshot_counts: dict[str, int] = field(default_factory=dict)  # by disk id
     status: dict[str, Any] = field(default_factory=dict)
     protection: dict[str, Any] = field(default_factory=dict)  # protection_status()
     policies: list[dict[str, Any]] = field(default_factory=list)
@@ -71,9 +72,11 @@ class JobFinished(Message):
 
 @dataclass
 class ActiveJobs(Message):
-    """Jobs running now according to the catalog (this process or any other sharing it)."""
+    """Jobs running now according to the catalog (this process or any other sharing it),
+    and the catalog rows of followed jobs that are no longer running (None: gone)."""
 
     jobs: list[dict[str, Any]]
+    ended: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 @dataclass

@@ -3,6 +3,7 @@ of the selection, and the policies view's table."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,13 +13,20 @@ from textual.widgets import DataTable
 
 from core.api import printable
 from tui.console import fmt
+from tui.console.columns import Column, fit, least_pane_width, natural_widths, pane_width
 
 MAX_ROWS = 500  # a pane never renders more rows than this; the title says how many exist
 NO_SERVER = "(no server)"
+Row = tuple[str, dict[str, Any], list[Any]]  # (key, the object, its cells)
 
 
 class PaneTable(DataTable):
-    """A row-cursor table with vim movement; rows keyed by the object id they show."""
+    """A row-cursor table with vim movement; rows keyed by the object id they show.
+
+    Its columns fit its width (`columns.fit`): it never scrolls sideways. It keeps the rows
+    it was given, so a resize re-fits them, and a refresh with the same rows only rewrites
+    the cells that changed (an age ticking), leaving the cursor and the scroll alone.
+    """
 
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False),
@@ -32,6 +40,10 @@ class PaneTable(DataTable):
         self.pane_title = title
         self.border_title = title
         self.rows_by_key: dict[str, dict[str, Any]] = {}
+        self.spec: tuple[Column, ...] = ()
+        self.content: list[Row] = []
+        self.naturals: list[int] = []
+        self.widths: list[int | None] | None = None  # as shown; None: not laid out yet
 
     def selected(self) -> dict[str, Any] | None:
         if not self.row_count:
@@ -42,30 +54,107 @@ class PaneTable(DataTable):
             return None
         return self.rows_by_key.get(key or "")
 
-    def set_columns(self, columns: tuple[tuple[str, int], ...]) -> None:
-        """Fixed widths: the layout never jumps as rows come and go."""
-        for label, width in columns:
-            self.add_column(label, width=width)
+    def set_columns(self, columns: Sequence[Column]) -> None:
+        """The columns it may show; which ones, and how wide, follows its width."""
+        self.spec = tuple(columns)
+        self.naturals = natural_widths(self.spec, [])
+        self._fit()
 
-    def replace_rows(self, rows: list[tuple[str, dict[str, Any], list[Any]]], total: int) -> None:
+    def wants_width(self) -> int:
+        """The pane width that shows every column and every name whole."""
+        return pane_width(self.spec, self.naturals)
+
+    def least_width(self) -> int:
+        return least_pane_width(self.spec)
+
+    def replace_rows(self, rows: list[Row], total: int) -> None:
         """Swap the content, keeping the cursor on the same object when it is still there."""
-        current = self.selected()
-        current_key = current.get("_key") if current else None
-        self.clear()
-        self.rows_by_key = {}
-        for key, obj, cells in rows[:MAX_ROWS]:
-            self.rows_by_key[key] = {**obj, "_key": key}
-            self.add_row(*(Text(printable(c)) if isinstance(c, str) else c for c in cells), key=key)
-        shown = min(len(rows), MAX_ROWS)
+        self.content = rows[:MAX_ROWS]
+        self.rows_by_key = {key: {**obj, "_key": key} for key, obj, _ in self.content}
+        self.naturals = natural_widths(self.spec, [self._texts(c) for _, _, c in self.content])
+        shown = len(self.content)
         self.border_subtitle = f"{shown} of {total}" if total > shown else str(total)
-        if current_key in self.rows_by_key:
-            self.move_cursor(row=self.get_row_index(current_key))
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _space(self) -> int:
+        """The cells its columns may use: inside the border and the scrollbar's gutter."""
+        return self.scrollable_content_region.width
+
+    def _fit(self) -> None:
+        widths = fit(self.spec, self.naturals, self._space())
+        if widths != self.widths:
+            self.widths = widths
+            current = self.selected()
+            self.clear(columns=True)
+            for i, (column, width) in enumerate(zip(self.spec, widths, strict=True)):
+                if width is not None:
+                    self.add_column(column.label, width=width, key=str(i))
+            self._add_rows(current.get("_key") if current else None)
+            return
+        self._update_rows()
+
+    def _texts(self, cells: list[Any]) -> list[Text]:
+        return [c if isinstance(c, Text) else Text(printable(str(c))) for c in cells]
+
+    def _cells(self, cells: list[Any]) -> list[Text]:
+        """The shown cells of a row, names shortened in the middle to their column's width."""
+        assert self.widths is not None
+        shown = []
+        for column, width, text in zip(self.spec, self.widths, self._texts(cells), strict=True):
+            if width is None:
+                continue
+            if column.grows and text.cell_len > width:
+                text = Text(fmt.middle(text.plain, width), style=text.style)
+            shown.append(text)
+        return shown
+
+    def _add_rows(self, keep_key: str | None) -> None:
+        self.clear()
+        for key, _, cells in self.content:
+            self.add_row(*self._cells(cells), key=key)
+        if keep_key in self.rows_by_key:
+            self.move_cursor(row=self.get_row_index(keep_key))
+
+    def _update_rows(self) -> None:
+        """Rewrite only the cells that changed when the rows are the same ones, in order."""
+        keys = [row.key.value for row in self.ordered_rows]
+        if keys != [key for key, _, _ in self.content]:
+            current = self.selected()
+            self._add_rows(current.get("_key") if current else None)
+            return
+        columns = [column.key for column in self.ordered_columns]
+        for key, _, cells in self.content:
+            for column, new, old in zip(
+                columns, self._cells(cells), self.get_row(key), strict=True
+            ):
+                if _look(new) != _look(old):
+                    self.update_cell(key, column, new)
+
+    def shown(self, key: str, label: str) -> str | None:
+        """The text shown in row `key` under the column `label`; None when that column is
+        not shown at this width."""
+        if self.widths is None:
+            return None
+        for i, column in enumerate(self.spec):
+            if column.label == label and self.widths[i] is not None:
+                return str(self.get_cell(key, str(i)))
+        return None
 
     def action_scroll_top(self) -> None:
         self.move_cursor(row=0)
 
     def action_scroll_bottom(self) -> None:
         self.move_cursor(row=max(self.row_count - 1, 0))
+
+
+def _look(cell: Any) -> tuple[Any, ...]:
+    """What a cell shows: its text, its style and its spans (Text's own == ignores style)."""
+    if isinstance(cell, Text):
+        return (cell.plain, str(cell.style), tuple(cell.spans))
+    return (str(cell),)
 
 
 def status_text(status: str) -> Text:
@@ -103,11 +192,14 @@ def disk_rows(
     now: datetime,
     protection: dict[str, dict[str, Any]] | None = None,
     colors: dict[str, str] | None = None,
-):
+    snapshot_counts: dict[str, int] | None = None,
+) -> list[Row]:
     """Rows for the disks pane: one header row per server, then its disks with their
-    protection (`protection`: protection_status()'s disks by disk id)."""
+    protection (`protection`: protection_status()'s disks by disk id) and how many
+    snapshots each has (`snapshot_counts`, by disk id)."""
     protection = protection or {}
     colors = colors or {}
+    snapshot_counts = snapshot_counts or {}
     by_server: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     for disk in disks:
         by_server.setdefault(disk["server"] or NO_SERVER, []).append(disk)
@@ -137,36 +229,44 @@ def disk_rows(
                         fmt.short_age(disk["last_backup_at"], now),
                         fmt.short_size(disk["size"]),
                         fmt.short_size(disk["allocated"]),
-                        disk["snapshot_strategy"],
+                        str(snapshot_counts.get(disk["id"], 0)),
                     ],
                 )
             )
     return rows
 
 
+# Which columns a narrow pane drops first: the highest `drop` (the details panel below
+# always says everything in full).
 DISK_COLUMNS = (
-    ("Disk", 14),
-    ("Role", 4),
-    ("Status", 9),
-    ("Protection", 11),
-    ("Next", 6),
-    ("Backup", 7),
-    ("Size", 7),
-    ("Alloc", 7),
-    ("Snaps", 7),
+    Column("Disk", 12, grows=True),
+    Column("Role", 4, drop=6),
+    Column("Status", 9, drop=4),
+    Column("Protection", 11, drop=1),
+    Column("Next", 6, drop=5),
+    Column("Backup", 7, drop=2),
+    Column("Size", 7, drop=3),
+    Column("Alloc", 7, drop=8),
+    Column("Snaps", 5, drop=7),
 )
-SNAPSHOT_COLUMNS = (("Snapshot", 24), ("Age", 7), ("Kind", 6), ("Stored", 8), ("Status", 9))
+SNAPSHOT_COLUMNS = (
+    Column("Snapshot", 12, grows=True),
+    Column("Age", 7, drop=1),
+    Column("Kind", 6, drop=3),
+    Column("Stored", 8, drop=2),
+    Column("Status", 9, drop=4),
+)
 BACKUP_COLUMNS = (
-    ("Backup", 24),
-    ("Age", 7),
-    ("Stored", 8),
-    ("Size", 8),
-    ("Vault", 6),
-    ("Disk", 22),
+    Column("Backup", 12, grows=True),
+    Column("Age", 7, drop=1),
+    Column("Stored", 8, drop=2),
+    Column("Size", 8, drop=4),
+    Column("Vault", 6, drop=5, grows=True),
+    Column("Disk", 8, drop=3, grows=True),
 )
 
 
-def snapshot_rows(snapshots: list[dict[str, Any]], now: datetime):
+def snapshot_rows(snapshots: list[dict[str, Any]], now: datetime) -> list[Row]:
     return [
         (
             s["id"],
@@ -183,7 +283,7 @@ def snapshot_rows(snapshots: list[dict[str, Any]], now: datetime):
     ]
 
 
-def backup_rows(backups: list[dict[str, Any]], now: datetime):
+def backup_rows(backups: list[dict[str, Any]], now: datetime) -> list[Row]:
     rows = []
     for b in backups:
         disk = Text(b["disk_name"] or "-")
@@ -207,12 +307,12 @@ def backup_rows(backups: list[dict[str, Any]], now: datetime):
 
 
 POLICY_COLUMNS = (  # all of them fit at 80 columns; the panel below says everything in full
-    ("Policy", 11),
-    ("Runs", 14),
-    ("Retention", 14),
-    ("Disks", 11),
-    ("Last run", 9),
-    ("Next", 6),
+    Column("Policy", 11, grows=True),
+    Column("Runs", 14, drop=1, grows=True),
+    Column("Retention", 14, drop=3, grows=True),
+    Column("Disks", 11, drop=2, grows=True),
+    Column("Last run", 9, drop=1),
+    Column("Next", 6, drop=1),
 )
 
 RUN_STYLE = {
@@ -234,7 +334,7 @@ def last_run_text(policy: dict[str, Any], now: datetime, colors: dict[str, str])
     return Text(f"{status}", style=f"{style} {colors.get(variable, '')}".strip())
 
 
-def policy_rows(policies: list[dict[str, Any]], now: datetime, colors: dict[str, str]):
+def policy_rows(policies: list[dict[str, Any]], now: datetime, colors: dict[str, str]) -> list[Row]:
     rows = []
     for p in policies:
         disks = ", ".join(d["name"] for d in p["disks"])
@@ -255,14 +355,14 @@ def policy_rows(policies: list[dict[str, Any]], now: datetime, colors: dict[str,
     return rows
 
 
-VAULT_COLUMNS = (  # 80 columns: the panel below says everything in full
-    ("Vault", 10),
-    ("Usage", 13),
-    ("Quota", 8),
-    ("Alert", 6),
-    ("Lock", 10),
-    ("Locked", 6),
-    ("Replicas", 10),
+VAULT_COLUMNS = (  # all of them fit at 80 columns; the panel below says everything in full
+    Column("Vault", 10, grows=True),
+    Column("Usage", 13, drop=1),
+    Column("Quota", 8, drop=3),
+    Column("Alert", 6, drop=2),
+    Column("Lock", 10, drop=5),
+    Column("Locked", 6, drop=4),
+    Column("Replicas", 10, drop=6, grows=True),
 )
 BAR_WIDTH = 8
 
@@ -308,7 +408,7 @@ def replication_text(vault: dict[str, Any]) -> str:
     return "-"
 
 
-def vault_rows(vaults: list[dict[str, Any]], colors: dict[str, str]):
+def vault_rows(vaults: list[dict[str, Any]], colors: dict[str, str]) -> list[Row]:
     rows = []
     for v in vaults:
         rows.append(

@@ -6,6 +6,7 @@ with Alembic operations, so later work adds columns without losing a user's cata
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -317,9 +318,12 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         return
     import fcntl  # only when a migration runs
 
-    with open(f"{database}.migrating", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    descriptor = os.open(f"{database}.migrating", os.O_RDWR | os.O_CREAT, 0o600)  # as the catalog
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(descriptor)
 
 
 #: the advisory lock every migrating blockvault takes on a PostgreSQL catalog

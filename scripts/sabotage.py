@@ -150,7 +150,7 @@ SABOTAGES: tuple[Sabotage, ...] = (
         (
             Patch(
                 "core/rules/lifecycle.py",
-                "        refusal=disk_busy(disk, facts.owner)\n"
+                "        refusal=disk_busy(disk, facts.owner, facts.here)\n"
                 '        or _readers_refusal(f"a snapshot of disk {disk.name}", readers),\n',
                 "        refusal=None,\n",
             ),
@@ -163,9 +163,9 @@ SABOTAGES: tuple[Sabotage, ...] = (
         (
             Patch(
                 "core/rules/lifecycle.py",
-                "        refusal=disk_busy(disk, facts.owner)\n"
+                "        refusal=disk_busy(disk, facts.owner, facts.here)\n"
                 '        or _readers_refusal(f"a snapshot of disk {disk.name}", readers),\n',
-                "        refusal=disk_busy(disk, facts.owner),\n",
+                "        refusal=disk_busy(disk, facts.owner, facts.here),\n",
             ),
         ),
         (

@@ -444,7 +444,7 @@ def test_events_follow_streams_events_from_another_process(cli: CLI) -> None:
         ids = [e["id"] for e in history + streamed]
         assert ids == sorted(set(ids)), "each event once, in order"
         follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=20) == 0, follower.stderr.read() if follower.stderr else ""
+        assert follower.wait(timeout=60) == 0, follower.stderr.read() if follower.stderr else ""
     finally:
         if follower.poll() is None:
             follower.kill()

@@ -235,8 +235,10 @@ def test_declined_confirmation_exits_aborted_in_a_terminal(cli: CLI) -> None:
     try:
         tmux.literal(command)
         tmux.keys("Enter")
-        screen = tmux.wait_for("Proceed? [y/N]", timeout=30)
+        # d1 has no backup: its name must be typed (issue 14 item 4), a wrong one aborts
+        screen = tmux.wait_for("Type 'd1' to confirm:", timeout=30)
         assert "delete disk: d1" in screen and "DELETE    disk d1" in screen
+        assert "has no backup" in screen
         tmux.literal("nope")
         tmux.keys("Enter")
         screen = tmux.wait_for("nothing changed", timeout=30)

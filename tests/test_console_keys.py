@@ -40,7 +40,7 @@ def bv(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def slow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A home whose backups take seconds: the smallest chunks, one worker, and each chunk's
-    write to the (real) local vault 20 ms slower; one server with an 8 MiB disk, no policy."""
+    write to the (real) local vault 60 ms slower; one server with an 8 MiB disk, no policy."""
     home = tmp_path / "slow"
     home.mkdir()
     (home / "config.toml").write_text("[blockvault]\nchunk_size = 65536\nworkers = 1\n")
@@ -48,7 +48,7 @@ def slow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
 
     def slow_put(self: LocalStore, key: str, data: bytes, **options: bool) -> bool:
         if key.startswith("chunks/"):
-            time.sleep(0.02)
+            time.sleep(0.06)  # 128 chunks: about 8 s, so a loaded machine still sees it run
         return put(self, key, data, **options)
 
     monkeypatch.setattr(LocalStore, "put", slow_put)

@@ -501,12 +501,16 @@ class Blockvault:
         )
 
     def list_backups(
-        self, *, disk: str | None = None, include_deleted_disks: bool = False
+        self,
+        *,
+        disk: str | None = None,
+        include_deleted_disks: bool = False,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         from core.ops import backups
 
         return backups.list_backups(
-            self.ctx, disk_ref=disk, include_deleted_disks=include_deleted_disks
+            self.ctx, disk_ref=disk, include_deleted_disks=include_deleted_disks, limit=limit
         )
 
     def get_backup(self, ref: str) -> dict[str, Any]:

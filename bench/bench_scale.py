@@ -61,12 +61,13 @@ import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
-from common import ROOT, Run, Series, evict, mib, run  # noqa: E402
+from common import ROOT, Run, Series, evict, mib  # noqa: E402
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 BENCH = Path(__file__).resolve().parent
@@ -395,7 +396,12 @@ class Bench:
         print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
 
     def child(self, argv: list[str], env: dict | None = None) -> Run:
-        return run(argv, env=env or self.env, timeout=self.sizes.step_timeout, cwd=str(ROOT))
+        """One child, timed, its peak RSS from wait4, only the last 64 KiB of its output kept.
+
+        A child's peak RSS is never below this process's RSS when it forked (exec keeps the
+        forked memory's high-water mark), so this process holds nothing big: the vault is
+        built in a child, and a list of 100,000 backups is not kept."""
+        return run_tail(argv, env=env or self.env, timeout=self.sizes.step_timeout)
 
     def bv(self, home: Path, *argv: str, env: dict | None = None, json_out: bool = True) -> Run:
         return self.child(
@@ -452,7 +458,10 @@ class Bench:
                 self.notes.append(f"synthetic vault on the scratch filesystem: {why}")
             root = where / "vault"
             started = time.monotonic()
-            referenced, unreferenced = build_vault(root, s.chunks, s.vault_disks)
+            made = self.child(
+                [PYTHON, __file__, "--build-vault", str(root), str(s.chunks), str(s.vault_disks)]
+            )  # in a child: its million ids never raise this process's RSS (see `child`)
+            referenced, unreferenced = json.loads(made.stdout.strip().splitlines()[-1])
             took = time.monotonic() - started
             print(
                 f"  built {s.chunks:,} chunks ({referenced:,} referenced, {unreferenced:,} not) "
@@ -644,9 +653,43 @@ def _loop_unavailable() -> str | None:
     return None
 
 
+def run_tail(argv: list[str], *, env: dict, timeout: float, keep: int = 64 * KiB) -> Run:
+    """`common.run`, keeping only the end of the child's output (see Bench.child)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=str(ROOT)
+        )
+        timer = threading.Timer(timeout, child.kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            timer.cancel()
+        elapsed = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - keep))
+        tail = out.read().decode(errors="replace")
+        if child.returncode != 0:
+            err.seek(0)
+            why = err.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{os.path.basename(argv[0])} failed ({child.returncode}): {why}")
+        return Run(elapsed, usage.ru_maxrss * KiB, tail)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--console-child":
         console_child(sys.argv[2], float(sys.argv[3]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--build-vault":
+        made = build_vault(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        print(json.dumps(made))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: about two minutes")

@@ -76,28 +76,35 @@ class _Backups:
 
 
 def _available_backups(session: Session) -> dict[str, _Backups]:
-    """Every disk's `_Backups`, from one query of plain columns: 1,000 disks of 100 backups
-    each took 4,000 queries and 100,000 ORM objects (8 s) as a query per disk."""
+    """Every disk's `_Backups`, grouped by the database (two queries of a row per disk and
+    policy): 1,000 disks of 100 backups each took 4,000 queries and 100,000 ORM objects
+    (8 s) as a query per disk, and 0.7 s as one query of every backup's columns."""
+    available = Backup.status == "available"
+    at = func.max(Backup.created_at)
     found: dict[str, _Backups] = {}
+    newest = (
+        select(Backup.disk_id, at.label("at")).where(available).group_by(Backup.disk_id)
+    ).subquery()
     rows = session.exec(
-        select(
-            Backup.disk_id, Backup.policy_id, Backup.created_at, Backup.duration,
-            Backup.bytes_stored,
-        ).where(Backup.status == "available")
-    )  # fmt: skip
-    for disk_id, policy_id, created_at, duration, stored in rows:
+        select(Backup.disk_id, Backup.created_at, Backup.duration, Backup.bytes_stored)
+        .join(newest, (Backup.disk_id == newest.c.disk_id) & (Backup.created_at == newest.c.at))
+        .where(available)
+    )
+    for disk_id, created_at, duration, stored in rows:
+        entry = found.setdefault(disk_id, _Backups())
         made = as_utc(created_at)
-        entry = found.get(disk_id)
-        if entry is None:
-            entry = found[disk_id] = _Backups()
         if entry.newest is None or made > entry.newest[0]:
             entry.newest = (made, duration, stored, created_at)
-        if policy_id is not None and made > entry.by_policy.get(policy_id, made - _EPSILON):
-            entry.by_policy[policy_id] = made
+    by_policy = session.exec(
+        select(Backup.disk_id, Backup.policy_id, at)
+        .where(available, Backup.policy_id.is_not(None))  # type: ignore[union-attr]
+        .group_by(Backup.disk_id, Backup.policy_id)
+    )
+    for disk_id, policy_id, last in by_policy:
+        if isinstance(last, str):  # an aggregate over SQLite comes back as its stored text
+            last = datetime.fromisoformat(last)
+        found.setdefault(disk_id, _Backups()).by_policy[policy_id] = as_utc(last)
     return found
-
-
-_EPSILON = timedelta(microseconds=1)
 
 
 def _newest_by_disk(rows: Iterable[Any], key: Callable[[Any], datetime]) -> dict[str, Any]:

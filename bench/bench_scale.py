@@ -22,11 +22,11 @@ Sections (full run; --quick in brackets):
    stores about half the data. The islands start on chunk boundaries, so both disks hold the
    very same chunks and the ratio measures what the 1 TiB of holes costs. One image exists
    at a time (disk space): each is written, evicted from the page cache, backed up, deleted.
-2. vault: a local vault of 1,000,000 [100,000] tiny chunks written directly in the vault
+2. vault: a local vault of 1,000,000 [50,000] tiny chunks written directly in the vault
    format (docs/vault-format.md) on a loop-mounted ext4 with inline_data (a chunk of 23
-   bytes lives in its inode: ~0.5 GB instead of 4 GB), 100 [10] disks x 10 backups whose
+   bytes lives in its inode: ~0.65 GB instead of 4 GB), 100 [5] disks x 10 backups whose
    manifests each name 4,736 chunks plus a run of 64 zero chunks, 10% of a disk's chunks
-   changed between its backups; 900,200 [90,020] chunks referenced, 99,800 [9,980] not.
+   changed between its backups; 900,200 [45,010] chunks referenced, 99,800 [4,990] not.
    Then, in a fresh home that adds it: `vault import`, `vault gc --dry-run --grace 0`,
    `vault gc --grace 0` (condemns and deletes the unreferenced ones) and `vault gc --grace 0`
    again (nothing left: one scan). Page cache warm (the vault was just written).
@@ -108,7 +108,7 @@ class Sizes:
 
 
 FULL = Sizes(10 * GiB, TiB, 1_000_000, 100, 1000, 100_000, 5, 1800.0)
-QUICK = Sizes(512 * MiB, 64 * GiB, 100_000, 10, 100, 10_000, 1, 600.0)
+QUICK = Sizes(512 * MiB, 64 * GiB, 50_000, 5, 100, 10_000, 1, 600.0)
 SLOTS, CHANGED, BACKUPS_PER_DISK = 4736, 474, 10  # synthetic vault: chunks per manifest etc.
 
 
@@ -395,17 +395,24 @@ class Bench:
             self.notes.append(f"section '{title}' failed: {why}")
         print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
 
-    def child(self, argv: list[str], env: dict | None = None) -> Run:
+    def child(self, argv: list[str], env: dict | None = None, keep: int = 64 * KiB) -> Run:
         """One child, timed, its peak RSS from wait4, only the last 64 KiB of its output kept.
 
         A child's peak RSS is never below this process's RSS when it forked (exec keeps the
         forked memory's high-water mark), so this process holds nothing big: the vault is
         built in a child, and a list of 100,000 backups is not kept."""
-        return run_tail(argv, env=env or self.env, timeout=self.sizes.step_timeout)
+        return run_tail(argv, env=env or self.env, timeout=self.sizes.step_timeout, keep=keep)
 
-    def bv(self, home: Path, *argv: str, env: dict | None = None, json_out: bool = True) -> Run:
+    def bv(
+        self,
+        home: Path,
+        *argv: str,
+        env: dict | None = None,
+        json_out: bool = True,
+        keep: int = 64 * KiB,
+    ) -> Run:
         return self.child(
-            [*BV, "--home", str(home), *argv, *(["--json"] if json_out else [])], env=env
+            [*BV, "--home", str(home), *argv, *(["--json"] if json_out else [])], env, keep
         )
 
     # --- 1. sparse against dense ---------------------------------------------------------------
@@ -483,7 +490,7 @@ class Bench:
                 ("vault", "gc", "big", "--grace", "0"),
             ]
             for name, argv in zip(self.vault_names, steps, strict=True):
-                result = self.measure(name, lambda argv=argv: self.bv(home, *argv))
+                result = self.measure(name, lambda argv=argv: self.bv(home, *argv, keep=16 * MiB))
                 if result is not None:
                     self.notes.append(f"{name}: {_vault_summary(result)}")
             shutil.rmtree(home, ignore_errors=True)

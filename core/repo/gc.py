@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Container
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -167,9 +168,12 @@ def _chunk_of(info: ObjectInfo) -> str | None:
     return chunk_id
 
 
-def _referenced(vault: Repository) -> tuple[set[bytes], int]:
-    """Every chunk a manifest references, as 32-byte digests (a third of a hex string's
-    memory), reading one manifest at a time. A damaged manifest stops gc before it
+def _referenced(
+    vault: Repository, *, among: Container[bytes] | None = None
+) -> tuple[set[bytes], int]:
+    """Every chunk a manifest references (only those `among` these, when given: the delete
+    pass asks only about the chunks it would delete), as 32-byte digests (a third of a hex
+    string's memory), reading one manifest at a time. A damaged manifest stops gc before it
     condemns or deletes anything (I4): which chunks it needs is unknown, so none may go."""
     referenced: set[bytes] = set()
     count = 0
@@ -180,7 +184,10 @@ def _referenced(vault: Repository) -> tuple[set[bytes], int]:
                 f"Delete that backup (`blockvault backup delete {manifest_id}`) or repair it, "
                 "then run gc"
             )
-        referenced.update(map(bytes.fromhex, manifest.referenced()))
+        digests = map(bytes.fromhex, manifest.referenced())
+        if among is not None:
+            digests = (d for d in digests if d in among)
+        referenced.update(digests)
         count += 1
     return referenced, count
 
@@ -236,7 +243,8 @@ def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: Gc
         done.append(info)
     if not done:
         return
-    referenced, stats.manifests = _referenced(vault)  # listed after the condemned lists
+    # listed after the condemned lists; only the chunks due matter here
+    referenced, stats.manifests = _referenced(vault, among=due)
     lock.check()
 
     def delete(chunk_id: str, size: int) -> GcStats:

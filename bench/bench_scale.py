@@ -31,7 +31,7 @@ Sections (full run; --quick in brackets):
    `vault gc --grace 0` (condemns and deletes the unreferenced ones) and `vault gc --grace 0`
    again (nothing left: one scan). Page cache warm (the vault was just written).
 3. catalog: bench_console.build_catalog's 1,000 disks (100 servers) and 100,000 backups
-   [100 disks, 10,000 backups], on SQLite (the home's catalog.db) and on a throwaway
+   [100 disks, 10,000 backups], on SQLite (the home's catalog.sqlite) and on a throwaway
    PostgreSQL cluster (tests/support/postgres.py: initdb, pg_ctl, fsync off). Warm, 5 [1]
    runs each: `backup list --json` and `backup list` (every backup), `backup list --limit
    100`, `backup list --disk D` (one disk's 100), `disk list --json`, and the console opened

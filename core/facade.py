@@ -217,6 +217,7 @@ class Blockvault:
         )
         last = dict(session.exec(query.group_by(Backup.disk_id)).all())
         here = [d for d in disks if on_this_host(self.ctx, d)]
+        local = {d.id for d in here}  # by id: `d in here` compared models field by field, O(n^2)
         busy = devices.paths_open_for_writing([d.path for d in here if d.status == "available"])
         return [
             disk_view(
@@ -224,7 +225,7 @@ class Blockvault:
                 server=servers.get(d.server_id) if d.server_id else None,
                 status="in-use" if d.status == "available" and d.path in busy else d.status,
                 last_backup_at=last.get(d.id),
-                local=d in here,
+                local=d.id in local,
             )
             for d in disks
         ]
@@ -501,12 +502,16 @@ class Blockvault:
         )
 
     def list_backups(
-        self, *, disk: str | None = None, include_deleted_disks: bool = False
+        self,
+        *,
+        disk: str | None = None,
+        include_deleted_disks: bool = False,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         from core.ops import backups
 
         return backups.list_backups(
-            self.ctx, disk_ref=disk, include_deleted_disks=include_deleted_disks
+            self.ctx, disk_ref=disk, include_deleted_disks=include_deleted_disks, limit=limit
         )
 
     def get_backup(self, ref: str) -> dict[str, Any]:

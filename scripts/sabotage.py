@@ -61,9 +61,14 @@ SABOTAGES: tuple[Sabotage, ...] = (
         (
             Patch(
                 "core/repo/gc.py",
-                "        if now - info.mtime < grace_seconds:\n"
-                "            stats.deferred_chunks += len(ids)\n",
-                "        if False:\n            stats.deferred_chunks += len(ids)\n",
+                "        if live or now - info.mtime < grace_seconds:\n"
+                "            stats.deferred_chunks += len(ids)\n"
+                "            continue\n"
+                "        for chunk_id in ids:\n",
+                "        if live:\n"
+                "            stats.deferred_chunks += len(ids)\n"
+                "            continue\n"
+                "        for chunk_id in ids:\n",
             ),
         ),
         (
@@ -92,10 +97,10 @@ SABOTAGES: tuple[Sabotage, ...] = (
         (
             Patch(
                 "core/repo/gc.py",
-                "if found is None or chunk_id in referenced or found.mtime >= info.mtime:\n"
-                "                continue  # gone already",
-                "if found is None or chunk_id in referenced:\n"
-                "                continue  # gone already",
+                "if stamp is None or digest in referenced or found.mtime >= stamp:\n"
+                "                continue  # not condemned long enough",
+                "if stamp is None or digest in referenced:\n"
+                "                continue  # not condemned long enough",
             ),
         ),
         (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from core.catalog.models import Backup, Disk, Job, Server, Snapshot, VaultRecord, iso
@@ -75,33 +76,57 @@ def snapshot_view(
     }
 
 
+#: the backups table's columns a view shows, in the order `backup_row_view` reads them
+BACKUP_VIEW_COLUMNS = (
+    "id", "name", "status", "size", "created_at", "completed_at", "disk_id", "disk_name",
+    "disk_size", "server_name", "role", "vault_id", "parent_id", "bytes_new", "bytes_reused",
+    "bytes_zero", "bytes_stored", "digest", "duration", "policy_id", "pinned", "locked_until",
+    "copy_of",
+)  # fmt: skip
+
+
 def backup_view(backup: Backup, *, vault: VaultRecord | None, disk_exists: bool) -> dict[str, Any]:
+    """A backup as the fronts show it."""
+    values = tuple(getattr(backup, column) for column in BACKUP_VIEW_COLUMNS)
+    return backup_row_view(values, vault=vault.name if vault else None, disk_exists=disk_exists)
+
+
+def backup_row_view(
+    values: Sequence[Any], *, vault: str | None, disk_exists: bool
+) -> dict[str, Any]:
+    """`backup_view` from the BACKUP_VIEW_COLUMNS of one row, read by position: a catalog of
+    100,000 backups lists ~15x faster than from ORM objects (bench/bench_scale.py)."""
+    (
+        backup_id, name, status, size, created_at, completed_at, disk_id, disk_name,
+        disk_size, server_name, role, vault_id, parent_id, bytes_new, bytes_reused,
+        bytes_zero, bytes_stored, digest, duration, policy_id, pinned, locked_until, copy_of,
+    ) = values  # fmt: skip
     return {
-        "id": backup.id,
-        "name": backup.name,
-        "status": backup.status,
-        "size": backup.size,
-        "created_at": iso(backup.created_at),
-        "completed_at": iso(backup.completed_at),
-        "disk_id": backup.disk_id,
-        "disk_name": backup.disk_name,
-        "disk_size": backup.disk_size,
+        "id": backup_id,
+        "name": name,
+        "status": status,
+        "size": size,
+        "created_at": iso(created_at),
+        "completed_at": iso(completed_at),
+        "disk_id": disk_id,
+        "disk_name": disk_name,
+        "disk_size": disk_size,
         "disk_deleted": not disk_exists,
-        "server": backup.server_name,
-        "role": backup.role,
-        "vault": vault.name if vault else None,
-        "vault_id": backup.vault_id,
-        "parent_id": backup.parent_id,
-        "bytes_new": backup.bytes_new,
-        "bytes_reused": backup.bytes_reused,
-        "bytes_zero": backup.bytes_zero,
-        "bytes_stored": backup.bytes_stored,
-        "digest": backup.digest,
-        "duration": backup.duration,
-        "policy_id": backup.policy_id,
-        "pinned": backup.pinned,
-        "locked_until": iso(backup.locked_until),
-        "copy_of": backup.copy_of,  # a replica: the backup it was copied from
+        "server": server_name,
+        "role": role,
+        "vault": vault,
+        "vault_id": vault_id,
+        "parent_id": parent_id,
+        "bytes_new": bytes_new,
+        "bytes_reused": bytes_reused,
+        "bytes_zero": bytes_zero,
+        "bytes_stored": bytes_stored,
+        "digest": digest,
+        "duration": duration,
+        "policy_id": policy_id,
+        "pinned": pinned,
+        "locked_until": iso(locked_until),
+        "copy_of": copy_of,  # a replica: the backup it was copied from
     }
 
 

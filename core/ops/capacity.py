@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from core.base.errors import UserError
 from core.base.units import human_size, parse_size
@@ -334,12 +334,16 @@ def forecast(
     now = _aware(now or datetime.now(UTC))  # module `datetime`: the console tests freeze it
     since = max(now - timedelta(days=FORECAST_DAYS), _aware(vault.created_at))
     days = max((now - since).total_seconds() / 86400, 1.0)
-    stored = session.exec(
-        select(Backup.bytes_stored, Backup.completed_at, Backup.created_at).where(
-            Backup.vault_id == vault.id, Backup.status == "available"
+    # summed by the database: 100,000 backups are not fetched to add up the recent ones
+    when = func.coalesce(Backup.completed_at, Backup.created_at)
+    grown = session.exec(
+        select(func.coalesce(func.sum(Backup.bytes_stored), 0)).where(
+            Backup.vault_id == vault.id,
+            Backup.status == "available",
+            when >= since,
         )
-    ).all()
-    grown = sum(b for b, done, made in stored if b and _aware(done or made) >= since)
+    ).one()
+    grown = int(grown or 0)
     per_day = grown / days
     result: dict[str, Any] = {
         "growth_per_day": int(per_day),
@@ -392,13 +396,15 @@ def vault_links(session: Session, default_vault: str) -> dict[str, dict[str, Any
         for vid in vaults
     }
     now = datetime.now(UTC).replace(tzinfo=None)
+    # only locked backups and copies: a catalog of 100,000 plain backups reads none of them
+    available = Backup.status == "available"
     backups = session.exec(
-        select(Backup.id, Backup.vault_id, Backup.locked_until, Backup.copy_of).where(
-            Backup.status == "available"
+        select(Backup.vault_id, Backup.locked_until, Backup.copy_of).where(
+            available,
+            Backup.locked_until.is_not(None) | Backup.copy_of.is_not(None),  # type: ignore[union-attr]
         )
     ).all()
-    copied = {source for _, _, _, source in backups if source}
-    for backup_id, vault_id, locked_until, copy_of in backups:
+    for vault_id, locked_until, copy_of in backups:
         row = links.get(vault_id)
         if row is None:
             continue
@@ -407,7 +413,15 @@ def vault_links(session: Session, default_vault: str) -> dict[str, dict[str, Any
             if row["locked_until_min"] is None or locked_until < row["locked_until_min"]:
                 row["locked_until_min"] = locked_until
         row["copies_held"] += bool(copy_of)
-        row["copied_out"] += backup_id in copied
+    sources = select(Backup.copy_of).where(available, Backup.copy_of.is_not(None))  # type: ignore[union-attr]
+    copied_out = session.exec(
+        select(Backup.vault_id, func.count())
+        .where(available, Backup.id.in_(sources))  # type: ignore[attr-defined]
+        .group_by(Backup.vault_id)
+    ).all()
+    for vault_id, count in copied_out:
+        if vault_id in links:
+            links[vault_id]["copied_out"] += int(count)
     for policy in session.exec(select(Policy).where(Policy.replicate_to.is_not(None))).all():  # type: ignore[union-attr]
         source, target = policy.vault_id or default_id, policy.replicate_to
         if source in links and target in vaults:

@@ -26,6 +26,7 @@ from core.jobs.runner import JobContext, JobHandle, create_job
 from core.ops import recovery
 from core.ops.facts import check_plan
 from core.repo.gc import collect_garbage
+from core.repo.manifest import Manifest
 from core.repo.repository import Repository, settings_of
 from core.rules import lifecycle
 from core.rules.plans import Plan
@@ -487,10 +488,18 @@ def import_vault(
             session.commit()
     imported = []
     with ctx.catalog.session() as session:
-        known = {b.id for b in session.exec(select(Backup)).all()}
-    readable, damaged = repo.readable_manifests()
+        known = set(session.exec(select(Backup.id)).all())
+    found: list[Manifest] = []
+    damaged: dict[str, str] = {}
+    # one manifest at a time, only its header kept: a vault of a million chunks imports in
+    # the memory of its backups' rows, not of their chunk lists
+    for manifest_id, manifest, why in repo.iter_manifests(skip=known):
+        if manifest is None:
+            damaged[manifest_id] = str(why)
+        elif manifest.kind == "backup":
+            manifest.chunks = []
+            found.append(manifest)
     locks = repo.locks()  # the vault's lock records: an imported backup keeps its lock
-    found = [m for m in readable if m.id not in known]
     with ctx.catalog.writer() as session:  # read the vault first, then hold the lock briefly
         if session.get(VaultRecord, vault.id) is None:
             raise NotFound(f"vault {vault.name} was removed while it was being read")
@@ -542,5 +551,4 @@ def import_vault(
     return views + [
         {"id": m, "name": m, "status": "damaged", "error": why, "size": None, "created_at": None}
         for m, why in sorted(damaged.items())
-        if m not in known
     ]

@@ -28,16 +28,22 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Container
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from core.base.errors import Busy, Conflict, IntegrityError, ObjectMissing, Retained
 from core.base.host import holder_gone, host_id
 from core.base.text import printable
+from core.repo.manifest import CHUNK_ID
+from core.repo.repository import CONDEMNED_PER_LIST, LOCKS, Repository, chunk_key
 from core.repo.repository import GC_LOCK_KEY as LOCK_KEY
-from core.repo.repository import LOCKS, Repository, chunk_key
+from core.stores.base import ObjectInfo
 
 FUTURE_TOLERANCE_SECONDS = 60.0  # clocks may disagree this much; more is skew or tampering
+DELETE_WORKERS = 8  # deletes in flight: an S3 DELETE or a local unlink waits on I/O, not CPU
+DELETE_WINDOW = 256  # deletes between two checks that the lock is still ours
 
 
 @dataclass
@@ -153,20 +159,37 @@ class _Lock:
             pass
 
 
-def _referenced(vault: Repository) -> tuple[set[str], int]:
-    """Every chunk a manifest references. A damaged manifest stops gc before it condemns or
-    deletes anything (I4): which chunks it needs is unknown, so none may go."""
-    manifests, damaged = vault.readable_manifests()
-    if damaged:
-        which, why = next(iter(damaged.items()))
-        raise IntegrityError(
-            f"gc stopped before deleting anything: {why}; its chunks cannot be told apart. "
-            f"Delete that backup (`blockvault backup delete {which}`) or repair it, then run gc"
-        )
-    referenced: set[str] = set()
-    for manifest in manifests:
-        referenced |= manifest.referenced()
-    return referenced, len(manifests)
+def _chunk_of(info: ObjectInfo) -> str | None:
+    """The chunk id a listed `chunks/` object holds, or None for anything else there (a
+    stray file is never condemned or deleted: it is not a chunk gc knows how to name)."""
+    chunk_id = info.key.rsplit("/", 1)[-1]
+    if not CHUNK_ID.match(chunk_id) or info.key != chunk_key(chunk_id):
+        return None
+    return chunk_id
+
+
+def _referenced(
+    vault: Repository, *, among: Container[bytes] | None = None
+) -> tuple[set[bytes], int]:
+    """Every chunk a manifest references (only those `among` these, when given: the delete
+    pass asks only about the chunks it would delete), as 32-byte digests (a third of a hex
+    string's memory), reading one manifest at a time. A damaged manifest stops gc before it
+    condemns or deletes anything (I4): which chunks it needs is unknown, so none may go."""
+    referenced: set[bytes] = set()
+    count = 0
+    for manifest_id, manifest, why in vault.iter_manifests():
+        if manifest is None:
+            raise IntegrityError(
+                f"gc stopped before deleting anything: {why}; its chunks cannot be told apart. "
+                f"Delete that backup (`blockvault backup delete {manifest_id}`) or repair it, "
+                "then run gc"
+            )
+        digests = map(bytes.fromhex, manifest.referenced())
+        if among is not None:
+            digests = (d for d in digests if d in among)
+        referenced.update(digests)
+        count += 1
+    return referenced, count
 
 
 def _still_retained(vault: Repository, chunk_id: str, size: int, stats: GcStats) -> bool:
@@ -199,37 +222,81 @@ def _note_locks(vault: Repository, stats: GcStats) -> None:
 
 
 def _delete_pass(vault: Repository, lock: _Lock, grace_seconds: float, stats: GcStats) -> None:
-    pending = vault.condemned_lists()
-    if not pending:
+    """Delete the chunks of every condemned list older than the grace period that are still
+    unreferenced and were not rewritten since (module doc), in one listing of the chunks.
+    A chunk in several lists goes if it is older than the newest of them."""
+    lists = list(vault.store.list("condemned/"))
+    if not lists:
         return
     now = vault.store_clock()  # ages by the store's clock, not this host's
-    if vault.live_sessions(now=now):  # read after the lock is ours: later writers wait for us
-        stats.deferred_chunks += sum(len(ids) for _, ids in pending)
-        return
-    referenced, stats.manifests = _referenced(vault)  # listed after the condemned lists
-    chunks = {info.key.rsplit("/", 1)[1]: info for info in vault.list_chunks()}
-    for info, ids in pending:
-        if now - info.mtime < grace_seconds:
+    live = bool(vault.live_sessions(now=now))  # read after the lock is ours: later writers wait
+    due: dict[bytes, float] = {}  # chunk -> the newest stamp of a list old enough that names it
+    done: list[ObjectInfo] = []
+    for info, ids in vault.iter_condemned():
+        if live or now - info.mtime < grace_seconds:
             stats.deferred_chunks += len(ids)
             continue
-        lock.check()
-        for count, chunk_id in enumerate(ids):
-            found = chunks.get(chunk_id)
-            if found is None or chunk_id in referenced or found.mtime >= info.mtime:
-                continue  # gone already, used again, or rescued by a writer
-            if count % 256 == 255:
-                lock.check()
-            lock.in_time()
-            if _still_retained(vault, chunk_id, found.size, stats):
-                continue  # condemned again by a later run, deleted once its date has passed
-            try:
-                vault.delete_chunk(chunk_id)
-            except Retained as exc:  # an older version of it is retained
-                stats.retained(exc.until, found.size)
+        for chunk_id in ids:
+            digest = bytes.fromhex(chunk_id)
+            if due.get(digest, 0.0) < info.mtime:
+                due[digest] = info.mtime
+        done.append(info)
+    if not done:
+        return
+    # listed after the condemned lists; only the chunks due matter here
+    referenced, stats.manifests = _referenced(vault, among=due)
+    lock.check()
+
+    def delete(chunk_id: str, size: int) -> GcStats:
+        """One chunk, in a worker: its own stats, merged by the caller."""
+        lock.in_time()  # right before the delete, whatever the queue's wait
+        own = GcStats()
+        if _still_retained(vault, chunk_id, size, own):
+            return own  # condemned again by a later run, deleted once its date has passed
+        try:
+            vault.delete_chunk(chunk_id, lazily=True)
+        except Retained as exc:  # an older version of it is retained
+            own.retained(exc.until, size)
+            return own
+        own.deleted_chunks, own.deleted_bytes = 1, size
+        return own
+
+    def merge(futures: list[Future[GcStats]]) -> None:
+        for future in futures:
+            _add(stats, future.result())
+        futures.clear()
+
+    with ThreadPoolExecutor(DELETE_WORKERS, thread_name_prefix="gc-delete") as pool:
+        window: list[Future[GcStats]] = []
+        for found in vault.list_chunks():
+            chunk_id = _chunk_of(found)
+            if chunk_id is None:
                 continue
-            stats.deleted_chunks += 1
-            stats.deleted_bytes += found.size
+            digest = bytes.fromhex(chunk_id)
+            stamp = due.get(digest)
+            if stamp is None or digest in referenced or found.mtime >= stamp:
+                continue  # not condemned long enough, used again, or rescued by a writer
+            window.append(pool.submit(delete, chunk_id, found.size))
+            if len(window) >= DELETE_WINDOW:
+                merge(window)
+                lock.check()
+        merge(window)
+    vault.store.flush()  # the chunks' deletes are durable before their lists go
+    for info in done:
         vault.store.delete(info.key)
+
+
+def _add(stats: GcStats, one: GcStats) -> None:
+    """Fold one delete's outcome into the run's stats."""
+    stats.deleted_chunks += one.deleted_chunks
+    stats.deleted_bytes += one.deleted_bytes
+    if one.retained_chunks:
+        stats.retained_chunks += one.retained_chunks
+        stats.retained_bytes += one.retained_bytes
+        if one.retained_free_at is not None and (
+            stats.retained_free_at is None or one.retained_free_at < stats.retained_free_at
+        ):
+            stats.retained_free_at = one.retained_free_at
 
 
 def _empty_trash(vault: Repository, grace_seconds: float, stats: GcStats) -> None:
@@ -246,8 +313,40 @@ def _empty_trash(vault: Repository, grace_seconds: float, stats: GcStats) -> Non
             stats.trash_emptied += 1
 
 
+def _condemn(vault: Repository, lock: _Lock, stats: GcStats) -> None:
+    """List every chunk once: those no manifest references and no pending list names are
+    condemned, CONDEMNED_PER_LIST to a list, written as the listing goes."""
+    already: set[bytes] = set()
+    for _, ids in vault.iter_condemned():
+        already.update(map(bytes.fromhex, ids))
+    referenced, stats.manifests = _referenced(vault)
+    batch: list[str] = []
+    for info in vault.list_chunks():
+        chunk_id = _chunk_of(info)
+        if chunk_id is None:
+            continue
+        stats.chunks += 1
+        digest = bytes.fromhex(chunk_id)
+        if digest in referenced or digest in already:
+            continue
+        batch.append(chunk_id)
+        stats.condemned_chunks += 1
+        stats.condemned_bytes += info.size
+        if len(batch) >= CONDEMNED_PER_LIST:
+            lock.check()
+            vault.write_condemned(batch)
+            batch = []
+    if batch:
+        lock.check()
+        vault.write_condemned(batch)
+
+
 def collect_garbage(vault: Repository, *, grace_seconds: float, dry_run: bool = False) -> GcStats:
-    """Condemn unreferenced chunks and delete those condemned long enough ago (module doc)."""
+    """Condemn unreferenced chunks and delete those condemned long enough ago (module doc).
+
+    Memory: the referenced chunks as a set of 32-byte digests, plus the condemned ones due
+    for deletion; manifests are read one at a time and the chunks listed as a stream
+    (~100 bytes a chunk: a million chunks in about 100 MB)."""
     if dry_run:
         return _simulate(vault, grace_seconds)
     stats = GcStats()
@@ -256,17 +355,7 @@ def collect_garbage(vault: Repository, *, grace_seconds: float, dry_run: bool = 
     try:
         if grace_seconds > 0:  # with no grace, the one pass after condemning does it all
             _delete_pass(vault, lock, grace_seconds, stats)
-        already = set().union(*(ids for _, ids in vault.condemned_lists()))
-        referenced, stats.manifests = _referenced(vault)
-        chunk_ids = {info.key.rsplit("/", 1)[1] for info in vault.list_chunks()}
-        stats.chunks = len(chunk_ids)
-        unreferenced = chunk_ids - referenced - already
-        if unreferenced:
-            lock.check()
-            vault.write_condemned(unreferenced)
-            stats.condemned_chunks = len(unreferenced)
-            sizes = vault.chunk_sizes()
-            stats.condemned_bytes = sum(sizes.get(c, 0) for c in unreferenced)
+        _condemn(vault, lock, stats)
         if grace_seconds <= 0:
             _delete_pass(vault, lock, grace_seconds, stats)
         _empty_trash(vault, grace_seconds, stats)
@@ -277,40 +366,48 @@ def collect_garbage(vault: Repository, *, grace_seconds: float, dry_run: bool = 
 
 
 def _simulate(vault: Repository, grace_seconds: float) -> GcStats:
-    """What `collect_garbage` would do now, changing nothing: the same passes, in order."""
+    """What `collect_garbage` would do now, changing nothing: the same passes, in order, in
+    one listing of the chunks."""
     stats = GcStats(dry_run=True)
     now = time.time()
-    referenced, stats.manifests = _referenced(vault)
-    chunks = {info.key.rsplit("/", 1)[1]: info for info in vault.list_chunks()}
-    stats.chunks = len(chunks)
     live = bool(vault.live_sessions(now=now))  # a dry run writes no clock probe
-    pending = vault.condemned_lists()
-    gone: set[str] = set()
-
-    def delete_pass(lists: list[tuple[float, set[str]]]) -> None:
-        for stamp, ids in lists:
-            if live or now - stamp < grace_seconds:
-                stats.deferred_chunks += len(ids)
+    already: set[bytes] = set()
+    due: dict[bytes, float] = {}
+    for info, ids in vault.iter_condemned():
+        digests = list(map(bytes.fromhex, ids))
+        already.update(digests)
+        if live or now - info.mtime < grace_seconds:
+            stats.deferred_chunks += len(ids)
+            continue
+        for digest in digests:
+            if due.get(digest, 0.0) < info.mtime:
+                due[digest] = info.mtime
+    referenced, stats.manifests = _referenced(vault)
+    fresh_due = grace_seconds <= 0  # condemned now, deleted in the same run
+    for info in vault.list_chunks():
+        chunk_id = _chunk_of(info)
+        if chunk_id is None:
+            continue
+        stats.chunks += 1
+        digest = bytes.fromhex(chunk_id)
+        if digest in referenced:
+            continue
+        if digest not in already:
+            stats.condemned_chunks += 1
+            stats.condemned_bytes += info.size
+            if not fresh_due:
                 continue
-            for chunk_id in ids:
-                found = chunks.get(chunk_id)
-                if found is None or chunk_id in referenced or found.mtime >= stamp:
-                    continue
-                if chunk_id not in gone:
-                    gone.add(chunk_id)
-                    if _still_retained(vault, chunk_id, found.size, stats):
-                        continue
-                    stats.deleted_chunks += 1
-                    stats.deleted_bytes += found.size
-
-    listed = [(info.mtime, ids) for info, ids in pending]
-    if grace_seconds > 0:
-        delete_pass(listed)
-    already = set().union(*(ids for _, ids in pending)) if pending else set()
-    fresh = set(chunks) - referenced - already
-    stats.condemned_chunks = len(fresh)
-    stats.condemned_bytes = sum(chunks[c].size for c in fresh)
-    if grace_seconds <= 0:
-        delete_pass([*listed, (now, fresh)])  # condemned now, deleted in the same run
+            if live:
+                stats.deferred_chunks += 1
+                continue
+            stamp: float | None = now
+        else:
+            stamp = due.get(digest)
+        if stamp is None or info.mtime >= stamp:
+            continue
+        if _still_retained(vault, chunk_id, info.size, stats):
+            continue
+        stats.deleted_chunks += 1
+        stats.deleted_bytes += info.size
     _note_locks(vault, stats)
     return stats

@@ -35,7 +35,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,6 +101,9 @@ MAX_GC_LEASE = 86400.0  # what a lock may declare (config's limit too): a bounde
 #: a manifest or condemned list, stored or unpacked: ~1 M chunk entries (4 TiB of 4 MiB
 #: chunks); a hostile one costs at most this much memory, a clear error beyond
 MANIFEST_MAX_BYTES = 64 << 20
+#: chunk ids per condemned list (~6.7 MB of JSON): far below MANIFEST_MAX_BYTES, so a gc
+#: that condemns millions writes several lists, each of which reads back
+CONDEMNED_PER_LIST = 100_000
 
 
 def settings_of(config: dict) -> dict:
@@ -544,8 +547,12 @@ class Repository:
     def list_chunks(self) -> Iterable[ObjectInfo]:
         return self.store.list("chunks/")
 
-    def delete_chunk(self, chunk_id: str) -> None:
-        self.store.delete(chunk_key(chunk_id))
+    def delete_chunk(self, chunk_id: str, *, lazily: bool = False) -> None:
+        """Delete one chunk; `lazily`: durable at the next `store.flush()` (gc's batches)."""
+        if lazily:
+            self.store.delete_lazily(chunk_key(chunk_id))
+        else:
+            self.store.delete(chunk_key(chunk_id))
 
     # --- manifests ----------------------------------------------------------------------
 
@@ -606,6 +613,23 @@ class Repository:
     def manifests(self) -> list[Manifest]:
         return [self.read_manifest(mid) for mid in self.list_manifest_ids()]
 
+    def iter_manifests(
+        self, *, skip: Container[str] = frozenset()
+    ) -> Iterator[tuple[str, Manifest | None, str | None]]:
+        """Every manifest not in `skip`, one at a time (only one is in memory: a vault of a
+        million chunks is read in the memory of its largest manifest), as (id, manifest,
+        None) or, for a damaged one, (id, None, why); one deleted since the listing is
+        skipped."""
+        for manifest_id in self.list_manifest_ids():
+            if manifest_id in skip:
+                continue
+            try:
+                yield manifest_id, self.read_manifest(manifest_id), None
+            except IntegrityError as exc:
+                if not self.store.exists(f"manifests/{manifest_id}"):
+                    continue  # deleted since the listing (another host's `backup delete`)
+                yield manifest_id, None, str(exc)
+
     def trash_manifest(self, manifest_id: str) -> None:
         """Move a manifest to trash/ (re-sealed under its new key); GC empties the trash.
         A locked backup is refused (`Retained`, naming the date), whoever asks: the vault's
@@ -642,13 +666,11 @@ class Repository:
         """Every manifest that reads back whole, and the damaged ones with why: one damaged
         manifest affects only its own backup."""
         good, damaged = [], {}
-        for manifest_id in self.list_manifest_ids():
-            try:
-                good.append(self.read_manifest(manifest_id))
-            except IntegrityError as exc:
-                if not self.store.exists(f"manifests/{manifest_id}"):
-                    continue  # deleted since the listing (another host's `backup delete`)
-                damaged[manifest_id] = str(exc)
+        for manifest_id, manifest, why in self.iter_manifests():
+            if manifest is not None:
+                good.append(manifest)
+            else:
+                damaged[manifest_id] = str(why)
         return good, damaged
 
     # --- accounting ---------------------------------------------------------------------
@@ -766,8 +788,12 @@ class Repository:
 
     def condemned_lists(self) -> list[tuple[ObjectInfo, set[str]]]:
         """Every pending condemned list with the chunk ids it names."""
-        found = []
-        for info in self.store.list("condemned/"):
+        return [(info, set(ids)) for info, ids in self.iter_condemned()]
+
+    def iter_condemned(self) -> Iterator[tuple[ObjectInfo, list[str]]]:
+        """Every pending condemned list with the chunk ids it names, one list at a time;
+        damaged ones are skipped (and noted in `damaged_condemned`)."""
+        for info in list(self.store.list("condemned/")):
             try:
                 blob = self.store.get(info.key, max_bytes=MANIFEST_MAX_BYTES)
                 sealed = self._unseal(blob, info.key, info.key)
@@ -788,10 +814,10 @@ class Repository:
                     raise
                 self.damaged_condemned.add(info.key)
                 continue
-            found.append((info, set(chunks)))
-        return found
+            yield info, chunks
 
-    def write_condemned(self, chunk_ids: set[str]) -> str:
+    def write_condemned(self, chunk_ids: Iterable[str]) -> str:
+        """One condemned list (callers write at most CONDEMNED_PER_LIST ids in each)."""
         key = f"condemned/{int(time.time() * 1000):015d}-{os.urandom(4).hex()}"
         body = json.dumps({"chunks": sorted(chunk_ids)}).encode()
         inner, _ = self._pack(body, level=3)

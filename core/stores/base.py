@@ -96,7 +96,18 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with `prefix`, in no particular order."""
+        """Every object whose key starts with `prefix`: in ascending key order (by code point)
+        where `ordered_listing` is True, else in no particular order."""
+
+    #: True when `list` yields keys in ascending order: a listing restarted after a failure
+    #: then skips what it yielded by comparing with the last key, holding no set of keys
+    ordered_listing: bool = False
+
+    def delete_lazily(self, key: str) -> None:
+        """`delete`, without waiting for the delete to be durable (a later `flush()` makes
+        it so): for deletes a crash may undo harmlessly (gc's: a chunk that comes back is
+        condemned again), thousands of which would each cost a sync otherwise."""
+        self.delete(key)
 
     #: True when every put is durable on return; False when durability waits for `flush()`
     durable_puts: bool = True

@@ -314,6 +314,13 @@ class LocalStore(ObjectStore):
     def delete(self, key: str) -> None:
         """Unlink one regular file beneath the root; a symlink or folder there is refused.
         Empty folders stay, so a concurrent put into them never races a rmdir."""
+        self._delete(key, sync=self.sync_each_put)
+
+    def delete_lazily(self, key: str) -> None:
+        """`delete` without the folder's fsync: `flush()` (one syncfs) makes a batch durable."""
+        self._delete(key, sync=False)
+
+    def _delete(self, key: str, *, sync: bool) -> None:
         try:
             parent, name = self._parent_fd(key)
         except (FileNotFoundError, NotADirectoryError):
@@ -335,7 +342,7 @@ class LocalStore(ObjectStore):
                 os.unlink(name, dir_fd=parent)
             except FileNotFoundError:
                 return
-            if self.sync_each_put:
+            if sync:
                 os.fsync(parent)
         except OSError as exc:
             raise _store_error("deleting", key, exc) from exc
@@ -343,8 +350,8 @@ class LocalStore(ObjectStore):
             os.close(parent)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Walk only the subtree the prefix can be in, never through a symlink; temp files,
-        vanished files and anything but regular files are skipped."""
+        """Walk only the subtree the prefix can be in, never through a symlink, in key order;
+        temp files, vanished files and anything but regular files are skipped."""
         validate_prefix(prefix)
         head, _, _ = prefix.rpartition("/")
         base = f"{head}/" if head else ""
@@ -362,9 +369,15 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise _store_error("listing", prefix, exc) from exc
 
+    #: `list` walks each folder in key order: a folder's keys all start with "name/", so
+    #: sorting its entries by name (plus "/" for a folder) yields every key in ascending order
+    ordered_listing = True
+
     def _walk(self, fd: int, base: str, prefix: str) -> Iterator[ObjectInfo]:
         with os.scandir(fd) as scan:
-            entries = list(scan)
+            entries = sorted(
+                scan, key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name
+            )
         for entry in entries:
             if entry.name.startswith(TEMP_PREFIX):
                 continue

@@ -7,6 +7,7 @@ every blockvault write is idempotent (I6): same key, same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -143,6 +144,13 @@ class RetryingStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._run("delete", key, lambda: self.inner.delete(key))
 
+    def delete_lazily(self, key: str) -> None:
+        self._run("delete", key, lambda: self.inner.delete_lazily(key))
+
+    @property
+    def ordered_listing(self) -> bool:  # type: ignore[override]
+        return self.inner.ordered_listing
+
     def retain(self, key: str, until: datetime) -> datetime | None:
         return self._run("retain", key, lambda: self.inner.retain(key, until))
 
@@ -153,25 +161,47 @@ class RetryingStore(ObjectStore):
         """Restart a listing that failed midway, skipping keys already yielded.
 
         The attempt budget is per stretch without progress, so a long listing with scattered
-        errors completes while a listing that never advances still gives up.
+        errors completes while a listing that never advances still gives up. An ordered
+        listing (`ordered_listing`: a local vault) skips up to the last key it yielded, so a
+        listing of millions of chunks holds one key; others hold a 16-byte digest per key
+        yielded (half of the key itself), and a collision would need 2^64 keys.
         """
-        seen: set[str] = set()
+        ordered = self.inner.ordered_listing
+        seen: set[bytes] = set()  # unordered stores only: 16-byte digests of the keys
+        floor: str | None = None  # ordered: every key up to here was yielded before a restart
+        last: str | None = None
+        in_order = True  # a store that breaks its promise cannot resume: it fails instead
         failures = 0
         while True:
             try:
                 for info in self.inner.list(prefix):
-                    if info.key in seen:
-                        continue
-                    seen.add(info.key)
+                    if ordered:
+                        if floor is not None and info.key <= floor:
+                            continue
+                        if last is not None and info.key <= last:
+                            in_order = False
+                        last = info.key if last is None else max(last, info.key)
+                    else:
+                        mark = hashlib.blake2b(info.key.encode(), digest_size=16).digest()
+                        if mark in seen:
+                            continue
+                        seen.add(mark)
                     failures = 0
                     yield info
                 return
             except StoreError as exc:
                 if not exc.transient:
                     raise
+                if not in_order:
+                    raise StoreError(
+                        f"listing {prefix or 'the store'} failed midway ({exc}) and the store "
+                        "did not list in key order, so it cannot resume without repeats or "
+                        "gaps; try again"
+                    ) from exc
                 failures += 1
                 if failures >= self.attempts:
                     raise self._give_up(exc) from exc
+                floor = last
                 self._backoff("list", prefix, failures, exc)
 
     def close(self) -> None:

@@ -455,6 +455,9 @@ class S3Store(ObjectStore):
             return until.astimezone(UTC)
         return None
 
+    #: not `ordered_listing`: AWS lists keys in UTF-8 byte order, but SeaweedFS lists folder
+    #: by folder ("a/b" before "a-c"), so a resumed listing cannot skip by the last key
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Page through ListObjectsV2 (1000 keys a page) under the store prefix."""
         validate_prefix(prefix)

@@ -111,7 +111,7 @@ def backup_lock(bv: Blockvault, a: argparse.Namespace) -> None:
 def backup_list(bv: Blockvault, a: argparse.Namespace) -> None:
     """Every backup, those of deleted disks too (the ones a disaster needs): marked
     "(deleted)" after the disk's name as text, `disk_deleted: true` in JSON and TSV."""
-    rows = bv.list_backups(disk=a.disk, include_deleted_disks=True)
+    rows = bv.list_backups(disk=a.disk, include_deleted_disks=True, limit=a.limit)
     if not a.json and a.format == "table":
         rows = [
             {**r, "disk_name": f"{r['disk_name']}{DELETED_MARK}"} if r.get("disk_deleted") else r
@@ -195,6 +195,9 @@ def add_to(noun: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--disk")
     p.add_argument("--all", action="store_true", help=argparse.SUPPRESS)  # always all now
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="only the newest N (default: every backup)"
+    )
     p = add_verb(
         backup,
         "show",

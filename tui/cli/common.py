@@ -123,7 +123,12 @@ def add_verb(
     help: str = "",
 ) -> ArgumentParser:
     """A verb that runs `handler(bv, args)`; returns its parser for the arguments."""
-    sub = verbs.add_parser(name, parents=list(parents), help=help, description=help.replace("%%", "%") if help else help)
+    sub = verbs.add_parser(
+        name,
+        parents=list(parents),
+        help=help,
+        description=help.replace("%%", "%") if help else help,
+    )
     sub.set_defaults(handler=handler)
     return sub
 

@@ -432,9 +432,9 @@ def test_a_long_delete_pass_checks_its_lock_as_it_goes(tmp_path: Path) -> None:
     deleted = 0
     delete = vault.delete_chunk
 
-    def delete_then_lose_the_lock(chunk_id: str) -> None:
+    def delete_then_lose_the_lock(chunk_id: str, **options: bool) -> None:
         nonlocal deleted
-        delete(chunk_id)
+        delete(chunk_id, **options)
         deleted += 1
         if deleted == 10:  # another GC takes the lock over
             body = {"owner": "elsewhere:1:0", "at": time.time()}

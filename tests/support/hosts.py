@@ -230,17 +230,18 @@ def _install_gates(directory: Path) -> None:
                 raise RuntimeError(f"gate {name}: nobody said go in {GATE_TIMEOUT} s")
             pause.wait(0.01)
 
-    def wrap(op: str) -> None:
-        original = getattr(RetryingStore, op)
+    def wrap(method: str, op: str) -> None:
+        original = getattr(RetryingStore, method)
 
         def gated(self: Any, key: str = "", *args: Any, **kwargs: Any) -> Any:
             hook(op, key)
             return original(self, key, *args, **kwargs)
 
-        setattr(RetryingStore, op, gated)
+        setattr(RetryingStore, method, gated)
 
     for op in ("put", "get", "exists", "delete", "list"):
-        wrap(op)
+        wrap(op, op)
+    wrap("delete_lazily", "delete")  # gc's deletes: a gate on "delete" stops them too
 
 
 # --- the child's side ----------------------------------------------------------------------

@@ -223,6 +223,7 @@ print(Catalog(sys.argv[1]).version)
 """
 
 
+@pytest.mark.slow
 def test_hosts_opening_an_old_catalog_at_once_migrate_it_once(
     tmp_path: Path, catalog_backend: str
 ) -> None:

@@ -61,13 +61,12 @@ import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
-from common import ROOT, Run, Series, evict, mib  # noqa: E402
+from common import ROOT, Run, Series, evict, mib, run  # noqa: E402
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 BENCH = Path(__file__).resolve().parent
@@ -401,7 +400,9 @@ class Bench:
         A child's peak RSS is never below this process's RSS when it forked (exec keeps the
         forked memory's high-water mark), so this process holds nothing big: the vault is
         built in a child, and a list of 100,000 backups is not kept."""
-        return run_tail(argv, env=env or self.env, timeout=self.sizes.step_timeout, keep=keep)
+        return run(
+            argv, env=env or self.env, cwd=str(ROOT), timeout=self.sizes.step_timeout, keep=keep
+        )
 
     def bv(
         self,
@@ -658,36 +659,6 @@ def _loop_unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
-
-
-def run_tail(argv: list[str], *, env: dict, timeout: float, keep: int = 64 * KiB) -> Run:
-    """`common.run`, keeping only the end of the child's output (see Bench.child)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=str(ROOT)
-        )
-        timer = threading.Timer(timeout, child.kill)
-        timer.daemon = True
-        timer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
-        finally:
-            timer.cancel()
-        elapsed = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        size = out.seek(0, os.SEEK_END)
-        out.seek(max(0, size - keep))
-        tail = out.read().decode(errors="replace")
-        if child.returncode != 0:
-            err.seek(0)
-            why = err.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"{os.path.basename(argv[0])} failed ({child.returncode}): {why}")
-        return Run(elapsed, usage.ru_maxrss * KiB, tail)
 
 
 def main() -> int:

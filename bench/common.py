@@ -44,11 +44,14 @@ def run(
     stdin_path: str | None = None,
     cwd: str | None = None,
     timeout: float | None = None,
+    keep: int | None = None,
 ) -> Run:
     """Run a child, returning its wall time and its own peak RSS (from wait4's rusage).
 
     With `timeout`, a child still running after that many seconds is killed and the call
     raises; a child is also killed if the wait is interrupted (Ctrl-C), so none outlives us.
+    `keep`: only the last `keep` bytes of its output are read back (a chatty child's output
+    held whole would count in the caller's memory, not the child's).
     """
     import tempfile
 
@@ -82,13 +85,16 @@ def run(
         finally:
             if stdin_path:
                 stdin.close()
-        out.seek(0)
+        size = out.seek(0, os.SEEK_END)
+        out.seek(0 if keep is None else max(0, size - keep))
         err.seek(0)
         if timed_out.is_set():
             raise RuntimeError(f"{argv[0]} timed out after {timeout:.0f} s (killed)")
         if child.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed ({child.returncode}): {err.read().decode()[-2000:]}")
-        return Run(elapsed, usage.ru_maxrss * 1024, out.read().decode())
+            raise RuntimeError(
+                f"{argv[0]} failed ({child.returncode}): {err.read().decode()[-2000:]}"
+            )
+        return Run(elapsed, usage.ru_maxrss * 1024, out.read().decode(errors="replace"))
 
 
 def drop_caches() -> None:
